@@ -1,0 +1,145 @@
+"""Command line: parse, call one stage function, print where the output went.
+
+    hyperfit demo                                   # the whole pipeline on a real 260K model, CPU, minutes
+    hyperfit run configs/paper.yaml [key.sub=value ...] [--resume]
+    hyperfit data|train|generate|evaluate RUN_DIR [key.sub=value ...]
+    hyperfit report RUN_DIR [RUN_DIR ...] [--out DIR]
+    hyperfit import-llama2c SRC_DIR OUT_DIR
+    hyperfit metrics                                # the metric registry
+    hyperfit study ...                              # blind pairwise human evaluation
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+
+def _parser() -> argparse.ArgumentParser:
+    from hyperfit.config import help_text
+
+    fields = "configuration keys (YAML sections or key.sub=value overrides; defaults are the paper's):\n" + help_text()
+    fmt = argparse.RawDescriptionHelpFormatter
+    p = argparse.ArgumentParser(prog="hyperfit", description=__doc__, epilog=fields, formatter_class=fmt)
+    sub = p.add_subparsers(dest="command", required=True)
+
+    r = sub.add_parser("run", help="all stages on a new run directory", epilog=fields, formatter_class=fmt)
+    r.add_argument("config", nargs="?", help="YAML config (e.g. configs/paper.yaml); defaults if omitted")
+    r.add_argument("overrides", nargs="*", help="key.sub=value, e.g. train.lr=1e-4")
+    r.add_argument("--resume", action="store_true", help="continue this run directory; finished stages are skipped")
+
+    for name, help_ in [("data", "rewrite data/ of a run"), ("train", "train on a run's data"),
+                        ("generate", "continue the held-out contexts"), ("evaluate", "metrics of generations")]:
+        s = sub.add_parser(name, help=help_, epilog=fields, formatter_class=fmt)
+        s.add_argument("run_dir")
+        s.add_argument("overrides", nargs="*", help="key.sub=value")
+        if name == "train":
+            s.add_argument("--resume", action="store_true", help="continue from the last complete checkpoint")
+        if name == "evaluate":
+            s.add_argument("--tag", action="append", help="generations tag to evaluate (repeatable; default all)")
+
+    rep = sub.add_parser("report", help="report.md + plots for one or more runs")
+    rep.add_argument("run_dirs", nargs="+")
+    rep.add_argument("--out", help="output directory (default: the first run directory)")
+
+    d = sub.add_parser("demo", help="the whole pipeline on karpathy's stories260K, on CPU")
+    d.add_argument("--assets", help="folder with stories260K/ and text/tinystories/ (default: $HYPERFIT_ASSETS, "
+                                    "then the Hugging Face hub)")
+    d.add_argument("--out", default="runs", help="parent of the demo's run directory (default: runs)")
+    d.add_argument("overrides", nargs="*", help="key.sub=value on top of the demo's settings")
+
+    i = sub.add_parser("import-llama2c", help="convert a llama2.c checkpoint to a Hugging Face model folder")
+    i.add_argument("src", help="folder with the checkpoint .bin and its SentencePiece tokenizer .model")
+    i.add_argument("out", help="output folder (save_pretrained layout)")
+
+    sub.add_parser("metrics", help="list the registered metrics")
+    sub.add_parser("study", help="blind pairwise human evaluation (hyperfit study --help)", add_help=False)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["study"]:
+        from hyperfit.study.cli import main as study_main
+
+        return study_main(argv[1:])
+    args = _parser().parse_args(argv)
+    try:
+        return _dispatch(args)
+    except KeyboardInterrupt:
+        print("interrupted; finished stages and checkpoints are kept (use --resume)", file=sys.stderr)
+        return 130
+    except Exception as e:  # noqa: BLE001 - known user errors get one clean line, others a traceback
+        if _is_user_error(e):
+            print(f"hyperfit {args.command}: error: {e}", file=sys.stderr)
+            return 2
+        raise
+
+
+def _is_user_error(e: Exception) -> bool:
+    from hyperfit.config import ConfigError
+    from hyperfit.data import DataError
+    from hyperfit.llama2c import ImportError_
+    from hyperfit.models import ModelError
+    from hyperfit.runs import RunError
+    from hyperfit.train import TrainError
+
+    return isinstance(e, (ConfigError, DataError, ImportError_, ModelError, RunError, TrainError, KeyError, FileNotFoundError))
+
+
+def _dispatch(args) -> int:
+    from hyperfit.config import load_config
+    from hyperfit.runs import RunDir, load_run_config
+
+    if args.command == "run":
+        from hyperfit.pipeline import run
+
+        config, overrides = args.config, list(args.overrides)
+        if config and "=" in config and not Path(config).is_file():
+            config, overrides = None, [config] + overrides  # `hyperfit run key=value ...` without a YAML
+        run_dir = run(load_config(config, overrides), resume=args.resume)
+        print(f"done: {run_dir.path}")
+    elif args.command in ("data", "train", "generate", "evaluate"):
+        run_dir = RunDir(args.run_dir)
+        cfg = load_run_config(run_dir, args.overrides)
+        if args.command == "data":
+            from hyperfit.data import prepare_data
+            from hyperfit.models import load_tokenizer
+
+            print(prepare_data(cfg.data, load_tokenizer(cfg.model), run_dir))
+        elif args.command == "train":
+            from hyperfit.train import train
+
+            print(train(cfg.train, cfg.model, run_dir, resume=args.resume))
+        elif args.command == "generate":
+            from hyperfit.generate import generate
+
+            print(f"wrote {generate(cfg.generate, cfg.model, run_dir)}")
+        else:
+            from hyperfit.evaluate import evaluate
+
+            for path in evaluate(cfg.evaluate, cfg.model, run_dir, args.tag):
+                print(f"wrote {path}")
+    elif args.command == "report":
+        from hyperfit.report import report
+
+        print(f"wrote {report([RunDir(p) for p in args.run_dirs], Path(args.out) if args.out else None)}")
+    elif args.command == "demo":
+        from hyperfit.demo import demo
+
+        demo(args.assets, args.out, args.overrides)
+    elif args.command == "import-llama2c":
+        from hyperfit.llama2c import import_llama2c
+
+        print(f"wrote {import_llama2c(args.src, args.out)}")
+    elif args.command == "metrics":
+        from hyperfit.metrics.registry import available_metrics
+
+        for name, m in sorted(available_metrics().items()):
+            print(f"{name:24s} {m.help}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

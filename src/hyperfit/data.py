@@ -1,0 +1,199 @@
+"""Data stage: source text → documents → fixed-length token samples, seeded and disjoint.
+
+    hyperfit run configs/paper.yaml        # runs this stage first
+    python -c "import hyperfit; hyperfit.prepare_data(cfg.data, tokenizer, run)"
+
+Every qualifying document (at least `seq_len` tokens) is shuffled with `data.seed`; the first `num_train`
+become training samples, the next `num_val` validation sequences, the next `num_contexts` generation
+contexts (their first `context_len` tokens; the rest of the document is the human continuation). One
+document feeds at most one of these, so held-out text never leaks into training.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import re
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+
+from hyperfit.config import DataConfig
+from hyperfit.runs import RunDir, write_json, write_jsonl, write_text
+
+REFERENCE_MAX_TOKENS = 1024  # a held-out book could be 200k tokens; nobody compares continuations that long
+
+
+class DataError(ValueError):
+    """A data source that cannot give the samples asked for; the message names the flags to change."""
+
+
+def read_documents(cfg: DataConfig) -> list[str]:
+    """Documents from a file or a datasets id, whitespace-trimmed, empty ones dropped."""
+    docs = []
+    for text in _iter_source(cfg):
+        text = text.replace("\r\n", "\n").lstrip("\ufeff").strip()
+        if text:
+            docs.append(text)
+        if cfg.max_documents is not None and len(docs) >= cfg.max_documents:
+            break
+    if not docs:
+        raise DataError(f"data.source={cfg.source!r} holds no text; give a file with documents "
+                        "(a .txt with blank lines between documents, or a .jsonl/.csv/.parquet with a text column)")
+    return docs
+
+
+def _iter_source(cfg: DataConfig) -> Iterator[str]:
+    path = Path(cfg.source)
+    suffix = path.suffix.lower()
+    if path.is_dir():
+        raise DataError(f"data.source={cfg.source!r} is a directory; give one file or a datasets id")
+    if path.is_file():
+        if suffix in (".txt", ".md", ""):
+            # Documents are separated by one or more blank lines.
+            yield from re.split(r"\n[ \t]*\n", path.read_text(encoding="utf-8-sig").replace("\r\n", "\n"))
+        elif suffix in (".jsonl", ".json"):
+            with open(path, encoding="utf-8") as f:
+                for i, line in enumerate(f):
+                    if line.strip():
+                        yield _field(json.loads(line), cfg, f"{path}:{i + 1}")
+        elif suffix == ".csv":
+            with open(path, newline="", encoding="utf-8") as f:
+                for i, row in enumerate(csv.DictReader(f)):
+                    yield _field(row, cfg, f"{path} row {i + 1}")
+        elif suffix == ".parquet":
+            import pandas as pd  # optional dependency: pip install 'hyperfit[data]'
+
+            frame = pd.read_parquet(path)
+            if cfg.text_field not in frame.columns:
+                raise DataError(_missing_field_msg(cfg, list(frame.columns), str(path)))
+            yield from (str(t) for t in frame[cfg.text_field].dropna())
+        else:
+            raise DataError(f"data.source={cfg.source!r}: unknown file type {suffix!r}; use .txt, .jsonl, .csv or .parquet")
+        return
+    if looks_like_path(cfg.source):
+        raise DataError(f"data.source={cfg.source!r} does not exist; check the path (relative paths start from "
+                        f"{Path.cwd()})")
+    yield from _iter_hf_dataset(cfg)
+
+
+def looks_like_path(source: str) -> bool:
+    # Hub ids are "name" or "org/name"; anything with a file suffix, ./, or more slashes is a path.
+    return source.startswith((".", "/", "~")) or source.count("/") > 1 or bool(Path(source).suffix)
+
+
+def _iter_hf_dataset(cfg: DataConfig) -> Iterator[str]:
+    try:
+        import datasets
+    except ImportError as e:
+        raise DataError(f"data.source={cfg.source!r} is not a local file, so it is read as a Hugging Face "
+                        "datasets id, which needs `pip install datasets` (or `pip install 'hyperfit[data]'`)") from e
+    ds = datasets.load_dataset(cfg.source, cfg.hf_config, split=cfg.split, streaming=cfg.max_documents is not None)
+    if cfg.text_field not in (ds.column_names or []):
+        raise DataError(_missing_field_msg(cfg, list(ds.column_names or []), cfg.source))
+    for row in ds:
+        yield row[cfg.text_field]
+
+
+def _field(row: dict, cfg: DataConfig, where: str) -> str:
+    if cfg.text_field not in row:
+        raise DataError(_missing_field_msg(cfg, list(row), where))
+    return str(row[cfg.text_field] or "")
+
+
+def _missing_field_msg(cfg: DataConfig, columns: list, where: str) -> str:
+    return (f"data.text_field={cfg.text_field!r} is not a column of {where}; its columns are {columns}. "
+            f"Set data.text_field to one of them")
+
+
+# ---------------------------------------------------------------------------------------------------------
+
+
+def tokenize_documents(docs: list[str], tokenizer, seq_len: int) -> list[list[int]]:
+    """Token ids of each document, BOS included when the tokenizer adds one, cut after what any use needs."""
+    keep = seq_len + REFERENCE_MAX_TOKENS
+    out = []
+    for start in range(0, len(docs), 256):
+        batch = tokenizer(docs[start : start + 256], add_special_tokens=True)["input_ids"]
+        out.extend(ids[:keep] for ids in batch)
+    return out
+
+
+def split_documents(lengths: list[int], cfg: DataConfig) -> dict[str, list[int]]:
+    """Seeded, disjoint choice of document indices for train / val / contexts among qualifying ones.
+
+    >>> split_documents([300, 10, 300, 300], DataConfig(source="x", seq_len=256, num_train=1, num_val=1,
+    ...                 num_contexts=1, context_len=32))  # doc 1 is too short
+    {'train': [0], 'val': [3], 'contexts': [2]}
+    """
+    qualifying = [i for i, n in enumerate(lengths) if n >= cfg.seq_len]
+    need = cfg.num_train + cfg.num_val + cfg.num_contexts
+    if len(qualifying) < need:
+        raise DataError(
+            f"{len(qualifying)} of {len(lengths)} documents in data.source={cfg.source!r} have at least "
+            f"data.seq_len={cfg.seq_len} tokens, but data.num_train + data.num_val + data.num_contexts = "
+            f"{cfg.num_train} + {cfg.num_val} + {cfg.num_contexts} = {need} are needed. Lower those counts or "
+            f"data.seq_len, or use a source with more long documents")
+    order = np.random.default_rng(cfg.seed).permutation(qualifying).tolist()
+    a, b = cfg.num_train, cfg.num_train + cfg.num_val
+    return {"train": sorted(order[:a]), "val": sorted(order[a:b]), "contexts": sorted(order[b:need])}
+
+
+def continuation_text(tokenizer, context_ids: list[int], continuation_ids: list[int]) -> str:
+    """Detokenise a continuation as it reads after its context.
+
+    Decoding the continuation alone loses or invents the leading space with SentencePiece tokenizers, so
+    decode context+continuation and cut off the decoded context.
+    """
+    whole = tokenizer.decode(list(context_ids) + list(continuation_ids), skip_special_tokens=True)
+    ctx = tokenizer.decode(list(context_ids), skip_special_tokens=True)
+    return whole[len(ctx):] if whole.startswith(ctx) else tokenizer.decode(continuation_ids, skip_special_tokens=True)
+
+
+def text_hash(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def prepare_data(cfg: DataConfig, tokenizer, run: RunDir) -> dict:
+    """Read, tokenise, split and write data/{train,val,contexts}.jsonl and data/vocabulary.txt.
+
+    Everything is computed before the first file is written, so a bad source leaves no data/ behind.
+    Returns the manifest (counts) that is also saved as data/manifest.json.
+    """
+    docs = read_documents(cfg)
+    ids = tokenize_documents(docs, tokenizer, cfg.seq_len)
+    split = split_documents([len(x) for x in ids], cfg)
+
+    def sample(kind: str, k: int, i: int) -> dict:
+        return {"id": f"{kind}-{k:05d}", "doc_id": i, "input_ids": ids[i][: cfg.seq_len], "text_hash": text_hash(docs[i])}
+
+    def context(k: int, i: int) -> dict:
+        ctx, ref = ids[i][: cfg.context_len], ids[i][cfg.context_len :]
+        return {"id": f"ctx-{k:05d}", "doc_id": i, "context_ids": ctx,
+                "context": tokenizer.decode(ctx, skip_special_tokens=True),
+                "reference_ids": ref, "reference": continuation_text(tokenizer, ctx, ref), "text_hash": text_hash(docs[i])}
+
+    train = [sample("train", k, i) for k, i in enumerate(split["train"])]
+    val = [sample("val", k, i) for k, i in enumerate(split["val"])]
+    contexts = [context(k, i) for k, i in enumerate(split["contexts"])]
+    # The non-word rate needs a vocabulary of real words: every word type in the source text.
+    from hyperfit.metrics.lexical import words
+
+    vocabulary = sorted({w for d in docs for w in words(d)})
+    manifest = {"source": cfg.source, "documents": len(docs), "qualifying": sum(len(x) >= cfg.seq_len for x in ids),
+                "train": len(train), "val": len(val), "contexts": len(contexts), "seq_len": cfg.seq_len,
+                "context_len": cfg.context_len, "vocabulary_words": len(vocabulary), "seed": cfg.seed}
+
+    write_jsonl(run.data_file("train"), train)
+    write_jsonl(run.data_file("val"), val)
+    write_jsonl(run.data_file("contexts"), contexts)
+    write_text(run.data / "vocabulary.txt", "\n".join(vocabulary) + "\n")
+    write_json(run.data / "manifest.json", manifest)
+    return manifest
+
+
+def load_vocabulary(run: RunDir) -> frozenset[str] | None:
+    path = run.data / "vocabulary.txt"
+    return frozenset(path.read_text().split()) if path.is_file() else None

@@ -1,0 +1,80 @@
+"""Evaluate stage: generations + chosen metrics → metrics/<tag>.json (and metrics/reference.json).
+
+    hyperfit evaluate runs/demo                      # every generations/*.jsonl
+    hyperfit evaluate runs/demo --tag greedy evaluate.window=96
+
+The human continuations of the same contexts get the same metrics as a reference row, cut to the same
+number of tokens as the generations, so "human level" is measured, not assumed.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from hyperfit.config import EvaluateConfig, ModelConfig
+from hyperfit.data import continuation_text, load_vocabulary
+from hyperfit.metrics.registry import GenerationSet, compute
+from hyperfit.runs import RunDir, RunError, provenance, read_jsonl, write_json
+
+REFERENCE_TAG = "reference"
+
+
+def generation_set(cfg: EvaluateConfig, token_ids, texts, run: RunDir, train_rows, tokenizer) -> GenerationSet:
+    train_ids = [r["input_ids"] for r in train_rows]
+    train_texts = [tokenizer.decode(t, skip_special_tokens=True) for t in train_ids] if tokenizer else None
+    return GenerationSet(token_ids=token_ids, texts=texts, window=cfg.window, train_ids=train_ids,
+                         train_texts=train_texts, vocabulary=load_vocabulary(run))
+
+
+def evaluate(cfg: EvaluateConfig, model_cfg: ModelConfig, run: RunDir, tags: list[str] | None = None) -> list[Path]:
+    """Metrics for each generations/<tag>.jsonl (all of them by default) and for the human reference."""
+    from hyperfit.generate import checkpoint_path, default_device
+    from hyperfit.metrics.predictive import predictive_metrics
+    from hyperfit.metrics.registry import get_metric
+    from hyperfit.models import load_model, load_tokenizer
+
+    for name in cfg.metrics:
+        get_metric(name)  # fail on a typo before any work
+    if tags is None:
+        tags = sorted(p.stem for p in run.generations.glob("*.jsonl"))
+    if not tags:
+        raise RunError(f"no generations in {run.generations}; run `hyperfit generate {run.path}` first")
+    files = [run.require(run.generation_file(t), "hyperfit generate") for t in tags]
+    train_rows = run.read_samples("train")
+    val_ids = [r["input_ids"] for r in run.read_samples("val")]
+    tokenizer = load_tokenizer(model_cfg, run.final if run.final.is_dir() else None)
+    written, lengths, predictive_cache = [], [], {}
+    for tag, path in zip(tags, files):
+        rows = read_jsonl(path)
+        token_ids = [r["continuation_ids"] for r in rows]
+        lengths += [len(t) for t in token_ids]
+        gens = generation_set(cfg, token_ids, [r["continuation"] for r in rows], run, train_rows, tokenizer)
+        result = {"tag": tag, "n": len(rows), "checkpoint": rows[0]["checkpoint"] if rows else None,
+                  "decoder": rows[0]["decoder"] if rows else None,
+                  "decoder_config": rows[0]["decoder_config"] if rows else None,
+                  "metrics": compute(cfg.metrics, gens)}
+        ckpt = result["checkpoint"]
+        if cfg.predictive and val_ids and ckpt is not None:
+            if ckpt not in predictive_cache:
+                source = checkpoint_path(run, model_cfg, ckpt)
+                model = load_model(model_cfg, None if ckpt == "base" else source).to(default_device())
+                predictive_cache[ckpt] = predictive_metrics(model, val_ids, cfg.batch_size)
+                del model
+            result["predictive"] = predictive_cache[ckpt]
+        result["provenance"] = provenance()
+        write_json(run.metrics_file(tag), result)
+        written.append(run.metrics_file(tag))
+    written.append(evaluate_reference(cfg, run, max(lengths) if lengths else None, train_rows, tokenizer))
+    return written
+
+
+def evaluate_reference(cfg: EvaluateConfig, run: RunDir, length: int | None, train_rows, tokenizer) -> Path:
+    """The same metrics on the human continuations, cut to the generations' length."""
+    contexts = run.read_samples("contexts")
+    ids = [c["reference_ids"][:length] if length else c["reference_ids"] for c in contexts]
+    texts = [continuation_text(tokenizer, c["context_ids"], x) for c, x in zip(contexts, ids)]
+    gens = generation_set(cfg, ids, texts, run, train_rows, tokenizer)
+    result = {"tag": REFERENCE_TAG, "n": len(ids), "checkpoint": None, "decoder": "human",
+              "tokens": length, "metrics": compute(cfg.metrics, gens), "provenance": provenance()}
+    write_json(run.metrics_file(REFERENCE_TAG), result)
+    return run.metrics_file(REFERENCE_TAG)

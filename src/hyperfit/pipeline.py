@@ -1,0 +1,71 @@
+"""`hyperfit run`: every stage in order on one run directory — data → train → generate → evaluate → report.
+
+    hyperfit run configs/paper.yaml
+    hyperfit run configs/paper.yaml model.name=PATH data.source=stories.jsonl train.epochs=5
+    hyperfit run configs/paper.yaml --resume        # finish an interrupted run; finished stages are skipped
+
+Checks that need only the config and the model's config (paths, lengths, keys) run before anything is
+written, so a mistake costs seconds, not a half-made run directory.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import yaml
+
+from hyperfit.config import RunConfig, to_dict
+from hyperfit.runs import RunDir, RunError, load_run_config, save_config
+
+
+def check(cfg: RunConfig) -> None:
+    """Everything that can be checked cheaply: the model's config loads and lengths fit its context."""
+    from hyperfit.decoding import get_preset
+    from hyperfit.metrics.registry import get_metric
+    from hyperfit.models import check_lengths, load_model_config
+
+    get_preset(cfg.generate.decoder)
+    for name in cfg.evaluate.metrics:
+        get_metric(name)
+    check_lengths(load_model_config(cfg.model), cfg.data, cfg.generate.max_new_tokens, cfg.train.probe_new_tokens)
+
+
+def run(cfg: RunConfig, resume: bool = False) -> RunDir:
+    """Run all stages; with resume=True, continue a run directory, skipping stages already done."""
+    from hyperfit.data import prepare_data
+    from hyperfit.evaluate import evaluate
+    from hyperfit.generate import generate
+    from hyperfit.models import load_tokenizer
+    from hyperfit.report import report
+    from hyperfit.train import train
+
+    run_dir = RunDir(cfg.run_dir)
+    if run_dir.config.exists() and not resume:
+        raise RunError(f"{run_dir.path} already exists; pass --resume to continue it, or choose another name "
+                       f"(name=... or out_dir=...)")
+    if resume and run_dir.config.exists():
+        saved = load_run_config(run_dir)
+        if to_dict(saved.data) != to_dict(cfg.data) or to_dict(saved.model) != to_dict(cfg.model):
+            raise RunError(f"--resume: the data or model settings differ from those saved in {run_dir.config}; "
+                           "resuming would mix two experiments. Use the saved settings or a new run name")
+    check(cfg)
+    print("Resolved config:\n" + yaml.safe_dump(to_dict(cfg), sort_keys=False))
+    save_config(run_dir, cfg)
+
+    if not (resume and run_dir.data_file("contexts").exists()):
+        manifest = prepare_data(cfg.data, load_tokenizer(cfg.model), run_dir)
+        print(f"data: {manifest['train']} train / {manifest['val']} val / {manifest['contexts']} contexts from "
+              f"{manifest['qualifying']} of {manifest['documents']} documents with ≥ {cfg.data.seq_len} tokens")
+    if not (resume and run_dir.final.is_dir()):
+        has_ckpt = bool(run_dir.epoch_checkpoints())
+        summary = train(cfg.train, cfg.model, run_dir, resume=resume and has_ckpt)
+        print(f"train: {summary['epochs_run']} epochs, {summary['steps']} updates, final train loss "
+              f"{summary['final_train_loss']}, {summary['seconds']} s ({summary['stopped']})")
+    jobs = [cfg.generate]
+    if cfg.generate.with_base:
+        jobs.append(dataclasses.replace(cfg.generate, checkpoint="base"))
+    for job in jobs:
+        print(f"generate: {generate(job, cfg.model, run_dir)}")
+    evaluate(cfg.evaluate, cfg.model, run_dir)
+    print(f"report: {report([run_dir])}")
+    return run_dir

@@ -1,0 +1,135 @@
+"""Report stage: runs → report.md (metrics table, training probes, examples) + plots/training_curves.png.
+
+    hyperfit report runs/demo                         # one run: before (epoch 0 / base) vs after
+    hyperfit report runs/a runs/b --out reports/ab    # several runs side by side
+
+Every number in the table says where it came from: run, generations tag, checkpoint and decoder.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Sequence
+
+from hyperfit.runs import RunDir, read_jsonl, write_text
+
+TABLE_METRICS = ("ttr", "ttr_words", "distinct_2", "distinct_4", "rep_4", "nonword_rate")
+PREDICTIVE = ("loss", "perplexity", "entropy", "top1_mass")
+PROBE_COLUMNS = ("epoch", "train_loss", "val_loss", "val_entropy", "val_top1_mass", "greedy_ttr", "weights_changed")
+
+
+def _fmt(v) -> str:
+    if v is None:
+        return "–"
+    if isinstance(v, float):
+        return f"{v:.3g}" if abs(v) >= 100 else f"{v:.3f}"
+    return str(v)
+
+
+def _table(header: Sequence[str], rows: Sequence[Sequence]) -> list[str]:
+    out = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    out += ["| " + " | ".join(_fmt(v) for v in row) + " |" for row in rows]
+    return out
+
+
+def metrics_rows(runs: Sequence[RunDir]) -> tuple[list[str], list[list]]:
+    """One row per (run, generations tag), human reference last per run."""
+    rows = []
+    for run in runs:
+        files = sorted(run.metrics.glob("*.json"), key=lambda p: (p.stem == "reference", p.stem))
+        for f in files:
+            m = json.loads(f.read_text())
+            if "metrics" not in m:
+                continue  # e.g. human_study.json, reported in its own section
+            metric = lambda k: m["metrics"].get(k, {}).get("value")  # noqa: E731
+            pred = m.get("predictive", {})
+            label = "human (reference)" if m["tag"] == "reference" else f"{m['checkpoint']} / {m['decoder']}"
+            rows.append([run.path.name, m["tag"], label] + [metric(k) for k in TABLE_METRICS] +
+                        [pred.get(k) for k in PREDICTIVE])
+    header = ["run", "tag", "weights / decoder"] + list(TABLE_METRICS) + [f"val {k}" for k in PREDICTIVE]
+    return header, rows
+
+
+def probes(run: RunDir) -> list[dict]:
+    if not run.train_log.is_file():
+        return []
+    return [r for r in read_jsonl(run.train_log, tolerate_tail=True) if r.get("type") == "probe"]
+
+
+def plot_training(runs: Sequence[RunDir], out: Path) -> Path | None:
+    """The paper's Figure 2 for these runs: train loss, validation loss and greedy TTR against epoch."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    series = {run.path.name: probes(run) for run in runs}
+    if not any(series.values()):
+        return None
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
+    for name, rows in series.items():
+        epochs = [r["epoch"] for r in rows]
+        for ax, key in zip(axes, ("train_loss", "val_loss", "greedy_ttr")):
+            ax.plot(epochs, [r.get(key) for r in rows], marker="o", markersize=3, label=name)
+    for ax, title in zip(axes, ("training loss (log)", "validation loss", "greedy TTR (last 96 tokens)")):
+        ax.set_title(title)
+        ax.set_xlabel("epoch")
+        ax.grid(alpha=0.3)
+    axes[0].set_yscale("log")
+    axes[2].legend(fontsize=8)
+    fig.tight_layout()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.tmp.png")
+    fig.savefig(tmp, dpi=110)
+    plt.close(fig)
+    tmp.replace(out)
+    return out
+
+
+def examples(run: RunDir, n: int = 2, chars: int = 400) -> list[str]:
+    """The first contexts continued by each generations file, side by side with the human text."""
+    lines = []
+    gens = {p.stem: read_jsonl(p) for p in sorted(run.generations.glob("*.jsonl"))}
+    if not gens or not run.data_file("contexts").is_file():
+        return lines
+    contexts = read_jsonl(run.data_file("contexts"))
+    for c in contexts[:n]:
+        lines += ["", f"**Context** ({c['id']}): {c['context']!r}", ""]
+        for tag, rows in gens.items():
+            row = next((r for r in rows if r["context_id"] == c["id"]), None)
+            if row:
+                lines.append(f"- *{tag}*: {row['continuation'][:chars]!r}")
+        lines.append(f"- *human*: {c['reference'][:chars]!r}")
+    return lines
+
+
+def report(runs: Sequence[RunDir], out: Path | None = None) -> Path:
+    """Write report.md (+ plots) into `out` (default: the first run's directory); returns its path."""
+    out = Path(out) if out is not None else runs[0].path
+    lines = ["# hyperfit report", "", "Runs: " + ", ".join(f"`{r.path}`" for r in runs), "", "## Generations", ""]
+    header, rows = metrics_rows(runs)
+    lines += _table(header, rows) if rows else ["(no metrics yet: run `hyperfit evaluate RUN_DIR`)"]
+    lines += ["", "TTR over the last 96 generated tokens (the paper's measure); nonword_rate: share of generated words "
+              "absent from the source text's vocabulary — at small scale part of the new diversity is broken words. "
+              "val columns: teacher-forced on held-out text.", ""]
+    plot = plot_training(runs, out / "plots" / "training_curves.png")
+    for run in runs:
+        rows = probes(run)
+        if rows:
+            lines += [f"## Training probes: {run.path.name}", ""]
+            shown = rows if len(rows) <= 12 else rows[:1] + rows[1:-1][:: max(1, len(rows) // 10)] + rows[-1:]
+            lines += _table(PROBE_COLUMNS, [[r.get(k) for k in PROBE_COLUMNS] for r in shown])
+            lines.append("")
+        study = run.metrics / "human_study.json"
+        if study.is_file():
+            lines += [f"## Human study: {run.path.name}", "", "```json", study.read_text().strip(), "```", ""]
+    if plot:
+        lines += ["## Training curves", "", f"![training curves]({plot.relative_to(out)})", ""]
+    for run in runs:
+        ex = examples(run)
+        if ex:
+            lines += [f"## Examples: {run.path.name}"] + ex + [""]
+    path = out / "report.md"
+    write_text(path, "\n".join(lines) + "\n")
+    return path

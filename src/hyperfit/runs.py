@@ -1,0 +1,228 @@
+"""The run directory: the contract between stages (see DESIGN.md).
+
+    runs/<name>/
+      config.yaml                     resolved config + provenance (versions, git commit, command line)
+      data/{train,val,contexts}.jsonl data/vocabulary.txt
+      train_log.jsonl                 one row per logged step and per probe
+      checkpoints/epoch-NNNN/         HF model + training_state.pt (exact resume)
+      checkpoints/final/              what users load with transformers
+      generations/<tag>.jsonl         metrics/<tag>.json      report.md, plots/*.png
+
+Every write goes through a temp file (or temp directory) and a rename, so a crash never leaves a
+half-written artifact that a later stage would trust.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Iterable, Iterator
+
+import yaml
+
+
+class RunError(RuntimeError):
+    """A run directory that is missing something a stage needs; the message says which stage makes it."""
+
+
+@dataclass(frozen=True)
+class RunDir:
+    path: Path
+
+    def __post_init__(self):
+        object.__setattr__(self, "path", Path(self.path))
+
+    # Paths ------------------------------------------------------------------------------------------------
+    @property
+    def config(self) -> Path:
+        return self.path / "config.yaml"
+
+    @property
+    def data(self) -> Path:
+        return self.path / "data"
+
+    @property
+    def train_log(self) -> Path:
+        return self.path / "train_log.jsonl"
+
+    @property
+    def checkpoints(self) -> Path:
+        return self.path / "checkpoints"
+
+    @property
+    def final(self) -> Path:
+        return self.checkpoints / "final"
+
+    @property
+    def generations(self) -> Path:
+        return self.path / "generations"
+
+    @property
+    def metrics(self) -> Path:
+        return self.path / "metrics"
+
+    @property
+    def plots(self) -> Path:
+        return self.path / "plots"
+
+    @property
+    def report(self) -> Path:
+        return self.path / "report.md"
+
+    def data_file(self, split: str) -> Path:
+        return self.data / f"{split}.jsonl"
+
+    def epoch_checkpoint(self, epoch: int) -> Path:
+        return self.checkpoints / f"epoch-{epoch:04d}"
+
+    def generation_file(self, tag: str) -> Path:
+        return self.generations / f"{tag}.jsonl"
+
+    def metrics_file(self, tag: str) -> Path:
+        return self.metrics / f"{tag}.json"
+
+    # Queries ----------------------------------------------------------------------------------------------
+    def epoch_checkpoints(self) -> list[Path]:
+        """Complete epoch checkpoints, oldest first (temp directories of interrupted writes excluded)."""
+        if not self.checkpoints.is_dir():
+            return []
+        return sorted(p for p in self.checkpoints.glob("epoch-[0-9][0-9][0-9][0-9]") if (p / "training_state.pt").is_file())
+
+    def require(self, path: Path, made_by: str) -> Path:
+        if not path.exists():
+            raise RunError(f"{path} does not exist; it is written by `{made_by}` (run that stage first)")
+        return path
+
+    def read_samples(self, split: str) -> list[dict]:
+        return read_jsonl(self.require(self.data_file(split), f"hyperfit run ... (data stage)"))
+
+
+# Atomic writes --------------------------------------------------------------------------------------------
+
+
+@contextmanager
+def atomic_path(path: Path) -> Iterator[Path]:
+    """Yield a temp path beside `path`; rename it onto `path` only if the block succeeds."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+@contextmanager
+def atomic_dir(path: Path) -> Iterator[Path]:
+    """Yield a temp directory beside `path`; it replaces `path` only if the block succeeds."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"))
+    try:
+        yield tmp
+        if path.exists():
+            # Two renames keep a complete copy on disk at every moment.
+            old = path.with_name(f".{path.name}.old")
+            shutil.rmtree(old, ignore_errors=True)
+            os.replace(path, old)
+            os.replace(tmp, path)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, path)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def write_text(path: Path, text: str) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_text(text)
+
+
+def write_json(path: Path, obj) -> None:
+    write_text(path, json.dumps(obj, indent=2) + "\n")
+
+
+def write_jsonl(path: Path, rows: Iterable[dict]) -> None:
+    with atomic_path(path) as tmp, open(tmp, "w") as f:
+        for row in rows:
+            f.write(json.dumps(row) + "\n")
+
+
+def append_jsonl(path: Path, row: dict) -> None:
+    # Appends are line-sized; a torn last line from a crash is dropped by read_jsonl(tolerate_tail=True).
+    with open(path, "a") as f:
+        f.write(json.dumps(row) + "\n")
+
+
+def read_jsonl(path: Path, tolerate_tail: bool = False) -> list[dict]:
+    rows = []
+    with open(path) as f:
+        lines = f.read().splitlines()
+    for i, line in enumerate(lines):
+        if not line.strip():
+            continue
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError:
+            if tolerate_tail and i == len(lines) - 1:
+                break
+            raise RunError(f"{path}:{i + 1} is not valid JSON; the file is damaged — rerun the stage that writes it")
+    return rows
+
+
+# Provenance -----------------------------------------------------------------------------------------------
+
+
+def provenance() -> dict:
+    """Versions, git commit, host and command line: enough to say what produced an artifact."""
+    versions = {"python": platform.python_version()}
+    for mod in ("hyperfit", "torch", "transformers", "accelerate", "tokenizers"):
+        try:
+            versions[mod] = str(__import__(mod).__version__)
+        except Exception:  # noqa: BLE001 - a missing optional package is simply not recorded
+            pass
+    return {
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "command": " ".join(sys.argv),
+        "git_commit": _git_commit(),
+        "host": platform.node(),
+        "versions": versions,
+    }
+
+
+def _git_commit() -> str | None:
+    here = Path(__file__).resolve().parent
+    try:
+        out = subprocess.run(["git", "-C", str(here), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return out.stdout.strip() or None if out.returncode == 0 else None
+
+
+def save_config(run: RunDir, cfg) -> None:
+    from hyperfit.config import to_dict
+
+    doc = to_dict(cfg)
+    doc["provenance"] = provenance()
+    write_text(run.config, yaml.safe_dump(doc, sort_keys=False))
+
+
+def load_run_config(run: RunDir, overrides=()):
+    """The config saved in a run directory, with overrides applied (provenance is not a config key)."""
+    from hyperfit.config import from_dict, replace
+
+    raw = yaml.safe_load(run.require(run.config, "hyperfit run").read_text()) or {}
+    raw.pop("provenance", None)
+    return replace(from_dict(raw), overrides)

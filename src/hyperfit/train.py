@@ -1,0 +1,355 @@
+"""Train stage: THE hyperfitting loop — full-parameter next-token training on the run's samples.
+
+    hyperfit train runs/demo                       # after `hyperfit run` wrote data/
+    hyperfit train runs/demo --resume              # continue from the last complete checkpoint
+    accelerate launch --config_file configs/accelerate/ddp.yaml -m hyperfit train runs/demo
+
+One loop for CPU, one GPU and several (accelerate). The global batch is train.batch_size whatever the
+device count: each of R ranks takes batch_size / R samples per update, in grad_accum micro-batches. The
+loss is summed over target tokens and divided by the global batch's target-token count, so 1 × 8,
+1 × (2 × 4 accumulated) and 2 ranks × 4 all compute the same update.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import shutil
+import time
+from contextlib import nullcontext
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from hyperfit.config import ModelConfig, TrainConfig
+from hyperfit.runs import RunDir, RunError, append_jsonl, atomic_dir, read_jsonl, write_jsonl
+
+STATE_FILE = "training_state.pt"
+
+
+class TrainError(ValueError):
+    """A training setup that would not run the recipe as configured; the message names the fix."""
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Pieces of the loop, each small enough to test alone
+
+
+def epoch_order(n: int, seed: int, epoch: int) -> torch.Tensor:
+    """The sample order of one epoch: a pure function of (seed, epoch), so resume needs no sampler state."""
+    g = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+    return torch.randperm(n, generator=g)
+
+
+def local_batch_size(cfg: TrainConfig, num_processes: int, num_samples: int) -> int:
+    """Samples per micro-batch on one rank; refuses settings that would change the global batch."""
+    if num_samples < cfg.batch_size:
+        raise TrainError(f"data.num_train={num_samples} is smaller than train.batch_size={cfg.batch_size}: no full "
+                         "batch can be formed. Use more samples or a smaller batch")
+    per_update = num_processes * cfg.grad_accum
+    if cfg.batch_size % per_update:
+        raise TrainError(
+            f"train.batch_size={cfg.batch_size} cannot be split over {num_processes} process(es) × train.grad_accum="
+            f"{cfg.grad_accum} micro-batches. The global batch is part of the recipe, so choose a device count and "
+            f"grad_accum whose product divides it (e.g. {num_processes} process(es) with grad_accum=1), or change "
+            "train.batch_size explicitly")
+    return cfg.batch_size // per_update
+
+
+def summed_loss(model, ids: torch.Tensor) -> torch.Tensor:
+    """Next-token cross-entropy summed over target tokens (fp32 logits, whatever the compute dtype)."""
+    logits = model(input_ids=ids).logits
+    return torch.nn.functional.cross_entropy(
+        logits[:, :-1].float().reshape(-1, logits.shape[-1]), ids[:, 1:].reshape(-1), reduction="sum")
+
+
+class ChangeTracker:
+    """Share of weights that changed since the last snapshot, on up to `limit` sampled weights.
+
+    Catches the silent failure the precision guard prevents (updates rounding away), and shows how
+    far hyperfitting moves a model. Exact for models with fewer than `limit` weights.
+    """
+
+    def __init__(self, model, limit: int = 1_000_000):
+        params = [p for p in model.parameters() if p.requires_grad]
+        total = sum(p.numel() for p in params)
+        self.stride = max(1, math.ceil(total / limit))
+        self.params = params
+        self.snapshot()
+
+    def _sample(self) -> torch.Tensor:
+        return torch.cat([p.detach().reshape(-1)[:: self.stride].float() for p in self.params])
+
+    def snapshot(self) -> None:
+        self.before = self._sample().clone()
+
+    def changed(self) -> float:
+        return (self._sample() != self.before).float().mean().item()
+
+
+def precision_mode(cfg: TrainConfig) -> str:
+    """accelerate's mixed_precision value: bf16 autocast on CUDA when 'auto', fp32 elsewhere."""
+    if cfg.precision == "auto":
+        return "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "no"
+    return cfg.precision
+
+
+def _rng_state() -> dict:
+    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict) -> None:
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Checkpoints
+
+
+def save_checkpoint(path: Path, accelerator, model, tokenizer, optimizer, state: dict) -> None:
+    """Model (safetensors) + tokenizer + optimizer/RNG state, written to a temp dir and renamed."""
+    unwrapped = accelerator.unwrap_model(model)
+    weights = accelerator.get_state_dict(model)
+    if accelerator.is_main_process:
+        with atomic_dir(path) as tmp:
+            unwrapped.save_pretrained(tmp, state_dict=weights, safe_serialization=True)
+            tokenizer.save_pretrained(tmp)
+            if optimizer is not None:
+                torch.save({**state, "optimizer": optimizer.state_dict(), "rng": _rng_state()}, tmp / STATE_FILE)
+    accelerator.wait_for_everyone()
+
+
+def prune_checkpoints(run: RunDir, keep: int) -> None:
+    for old in run.epoch_checkpoints()[:-keep]:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def write_model_card(path: Path, model_name: str, cfg: TrainConfig, summary: dict) -> None:
+    from hyperfit.runs import write_text
+
+    write_text(path / "README.md", f"""---
+library_name: transformers
+tags: [hyperfitting, hyperfit]
+base_model: {model_name}
+---
+# Hyperfitted {model_name}
+
+Fine-tuned with [hyperfit](https://github.com/) following *The Hyperfitting Phenomenon* (Carlsson et al.,
+ICLR 2025): full-parameter next-token training on a small fixed set of samples to near-zero training loss.
+Decode it **greedily**; held-out perplexity is expected to be much worse than the base model's.
+
+| recipe | value |
+| --- | --- |
+| epochs run | {summary.get('epochs_run')} (configured {cfg.epochs}) |
+| updates | {summary.get('steps')} |
+| optimizer | AdamW, lr {cfg.lr:g} constant, weight decay {cfg.weight_decay:g}, betas {tuple(cfg.betas)} |
+| global batch | {cfg.batch_size} |
+| final train loss | {summary.get('final_train_loss')} |
+| seed | {cfg.seed} |
+""")
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The loop
+
+
+def train(cfg: TrainConfig, model_cfg: ModelConfig, run: RunDir, resume: bool = False) -> dict:
+    """Hyperfit model_cfg.name on run's data/train.jsonl; writes train_log.jsonl and checkpoints/.
+
+    Returns a summary: epochs run, updates, final mean training loss, why it stopped.
+    """
+    from accelerate import Accelerator
+    from tqdm.auto import tqdm
+
+    from hyperfit.models import load_model, load_tokenizer, precision_guard
+
+    train_rows = run.read_samples("train")
+    val_rows = run.read_samples("val")
+    contexts = run.read_samples("contexts")
+
+    start_epoch, step, resume_state = 0, 0, None
+    ckpts = run.epoch_checkpoints() if resume else []
+    if resume and not ckpts:
+        # Interrupted before the first checkpoint: nothing to keep, start over.
+        print(f"--resume: no complete checkpoint in {run.checkpoints}; training from the start")
+        run.train_log.unlink(missing_ok=True)
+        resume = False
+    if resume:
+        resume_state = torch.load(ckpts[-1] / STATE_FILE, weights_only=False)
+        start_epoch, step = resume_state["epoch"], resume_state["step"]
+        load_from = ckpts[-1]
+    else:
+        if run.train_log.exists() or run.epoch_checkpoints() or run.final.exists():
+            raise RunError(f"{run.path} already holds training output (train_log.jsonl / checkpoints); pass --resume to "
+                           "continue it, or choose another run name")
+        load_from = None
+
+    accelerator = Accelerator(mixed_precision=precision_mode(cfg), log_with=cfg.tracker, project_dir=str(run.path))
+    micro = local_batch_size(cfg, accelerator.num_processes, len(train_rows))
+    print0 = accelerator.print
+    torch.manual_seed(cfg.seed)
+    model = load_model(model_cfg, load_from)
+    tokenizer = load_tokenizer(model_cfg, load_from)
+    precision_guard(model, cfg.lr)
+    model.train()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, betas=tuple(cfg.betas), eps=cfg.eps,
+                                  weight_decay=cfg.weight_decay, fused=torch.cuda.is_available())
+    model, optimizer = accelerator.prepare(model, optimizer)
+    if resume_state is not None:
+        optimizer.load_state_dict(resume_state["optimizer"])
+        _set_rng_state(resume_state["rng"])
+        # Rows logged after the checkpoint belong to the interrupted attempt; the resumed run rewrites them.
+        if accelerator.is_main_process:
+            kept = [r for r in read_jsonl(run.train_log, tolerate_tail=True) if r["step"] <= step]
+            write_jsonl(run.train_log, kept)
+    if cfg.tracker:
+        from hyperfit.config import to_dict
+
+        accelerator.init_trackers(run.path.name, config={k: v for k, v in to_dict(cfg).items() if v is not None})
+
+    ids = torch.tensor([r["input_ids"] for r in train_rows])
+    n, seq_len = ids.shape
+    steps_per_epoch = n // cfg.batch_size
+    tokens_per_update = cfg.batch_size * (seq_len - 1)
+    device = accelerator.device
+    dtype = next(accelerator.unwrap_model(model).parameters()).dtype
+    print0(
+        f"Training: {n} samples × {seq_len} tokens | global batch {cfg.batch_size} = {accelerator.num_processes} "
+        f"process(es) × {cfg.grad_accum} micro-batch(es) × {micro} | {tokens_per_update} target tokens/update | "
+        f"{steps_per_epoch} updates/epoch × {cfg.epochs} epochs = {steps_per_epoch * cfg.epochs} updates | "
+        f"AdamW lr {cfg.lr:g} constant, wd {cfg.weight_decay:g} | weights {str(dtype).replace('torch.', '')}, compute "
+        f"{'bf16 autocast' if accelerator.mixed_precision == 'bf16' else accelerator.mixed_precision if accelerator.mixed_precision != 'no' else 'fp32'} "
+        f"on {device}" + (f" | {n % cfg.batch_size} samples left out of each epoch (n not divisible by batch)" if n % cfg.batch_size else ""))
+
+    tracker = ChangeTracker(accelerator.unwrap_model(model))
+    probe = _Probe(cfg, model, accelerator, tokenizer, train_rows, val_rows, contexts)
+
+    def log(row: dict) -> None:
+        if accelerator.is_main_process:
+            append_jsonl(run.train_log, row)
+        if cfg.tracker:
+            accelerator.log({k: v for k, v in row.items() if isinstance(v, (int, float))}, step=row["step"])
+
+    if start_epoch == 0 and cfg.probe_every:
+        log(probe(epoch=0, step=0, epoch_loss=None, changed=None))
+
+    bar = tqdm(total=steps_per_epoch * cfg.epochs, initial=step, disable=not accelerator.is_local_main_process,
+               desc="hyperfitting", dynamic_ncols=True)
+    summary = {"epochs_run": start_epoch, "steps": step, "final_train_loss": None, "stopped": "epochs"}
+    t0 = time.time()
+    for epoch in range(start_epoch + 1, cfg.epochs + 1):
+        order = epoch_order(n, cfg.seed, epoch)
+        epoch_loss = torch.zeros((), device=device)
+        window_loss = torch.zeros((), device=device)
+        for b in range(steps_per_epoch):
+            batch = order[b * cfg.batch_size : (b + 1) * cfg.batch_size]
+            mine = batch[accelerator.process_index * micro * cfg.grad_accum :][: micro * cfg.grad_accum]
+            loss = _update(model, optimizer, accelerator, ids[mine].to(device), micro, tokens_per_update, cfg)
+            epoch_loss += loss
+            window_loss += loss
+            step += 1
+            bar.update(1)
+            if step % cfg.log_every == 0:
+                value = accelerator.reduce(window_loss, "sum").item() / cfg.log_every  # host sync, every log_every
+                bar.set_postfix(loss=f"{value:.4f}", epoch=epoch)
+                log({"type": "step", "epoch": epoch, "step": step, "loss": value, "lr": cfg.lr})
+                window_loss.zero_()
+        mean_loss = accelerator.reduce(epoch_loss, "sum").item() / steps_per_epoch
+        changed = tracker.changed()
+        tracker.snapshot()
+        summary.update(epochs_run=epoch, steps=step, final_train_loss=mean_loss)
+        is_probe = cfg.probe_every and (epoch % cfg.probe_every == 0 or epoch == cfg.epochs)
+        stop = cfg.stop_at_loss is not None and mean_loss <= cfg.stop_at_loss
+        row = (probe(epoch, step, mean_loss, changed) if is_probe or stop else
+               {"type": "epoch", "epoch": epoch, "step": step, "train_loss_epoch": mean_loss, "weights_changed": changed})
+        log(row)
+        if cfg.save_every and (epoch % cfg.save_every == 0 or epoch == cfg.epochs or stop):
+            save_checkpoint(run.epoch_checkpoint(epoch), accelerator, model, tokenizer, optimizer,
+                            {"epoch": epoch, "step": step, "seed": cfg.seed})
+            if accelerator.is_main_process:
+                prune_checkpoints(run, cfg.keep_checkpoints)
+        if stop:
+            summary["stopped"] = f"train loss {mean_loss:.4g} <= train.stop_at_loss={cfg.stop_at_loss:g}"
+            print0(f"Stopping after epoch {epoch}: {summary['stopped']}")
+            break
+    bar.close()
+    summary["seconds"] = round(time.time() - t0, 2)
+    save_checkpoint(run.final, accelerator, model, tokenizer, None, {})
+    if accelerator.is_main_process:
+        write_model_card(run.final, model_cfg.name, cfg, summary)
+    if cfg.tracker:
+        accelerator.end_training()
+    if cfg.push_to_hub and accelerator.is_main_process:
+        push_to_hub(run.final, cfg.push_to_hub)
+    return summary
+
+
+def _update(model, optimizer, accelerator, ids: torch.Tensor, micro: int, tokens_per_update: int,
+            cfg: TrainConfig) -> torch.Tensor:
+    """One optimizer update over this rank's share of the global batch; returns its mean loss (on device)."""
+    total = torch.zeros((), device=ids.device)
+    chunks = ids.split(micro)
+    for i, chunk in enumerate(chunks):
+        last = i == len(chunks) - 1
+        # Skip the gradient all-reduce on all but the last micro-batch of the update.
+        with accelerator.no_sync(model) if not last else nullcontext():
+            loss = summed_loss(model, chunk) / tokens_per_update
+            # DDP averages gradients over ranks; each rank's share was divided by the global token count,
+            # so scale back up to get the global per-token mean.
+            accelerator.backward(loss * accelerator.num_processes)
+        total += loss.detach()
+    if cfg.max_grad_norm is not None:
+        accelerator.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    return total
+
+
+class _Probe:
+    """The numbers the paper tracks per epoch: train/val loss, entropy, top-1 mass, greedy TTR, examples."""
+
+    def __init__(self, cfg: TrainConfig, model, accelerator, tokenizer, train_rows, val_rows, contexts):
+        self.cfg, self.model, self.accelerator, self.tokenizer = cfg, model, accelerator, tokenizer
+        self.train_ids = [r["input_ids"] for r in train_rows[: cfg.probe_val]]
+        self.val_ids = [r["input_ids"] for r in val_rows[: cfg.probe_val]]
+        self.contexts = contexts[: cfg.probe_contexts]
+
+    def __call__(self, epoch: int, step: int, epoch_loss: float | None, changed: float | None) -> dict:
+        from hyperfit.data import continuation_text
+        from hyperfit.decoding import generation_config
+        from hyperfit.generate import continue_contexts
+        from hyperfit.metrics.lexical import ttr
+        from hyperfit.metrics.predictive import predictive_metrics
+
+        model = self.accelerator.unwrap_model(self.model)
+        autocast = "bf16" if self.accelerator.mixed_precision == "bf16" else None
+        row = {"type": "probe", "epoch": epoch, "step": step, "train_loss_epoch": epoch_loss, "weights_changed": changed}
+        row["train_loss"] = predictive_metrics(model, self.train_ids, autocast=autocast)["loss"]
+        if self.val_ids:
+            val = predictive_metrics(model, self.val_ids, autocast=autocast)
+            row.update({f"val_{k}": v for k, v in val.items()})
+        if self.contexts:
+            gen = generation_config("greedy", self.tokenizer, self.cfg.probe_new_tokens)
+            ctx_ids = [c["context_ids"] for c in self.contexts]
+            with torch.autocast(model.device.type, dtype=torch.bfloat16, enabled=autocast == "bf16"):
+                conts = continue_contexts(model, ctx_ids, gen)
+            row["greedy_ttr"] = sum(ttr(c, self.cfg.probe_new_tokens) for c in conts) / len(conts)
+            row["examples"] = [continuation_text(self.tokenizer, c, x) for c, x in zip(ctx_ids[:3], conts[:3])]
+        return row
+
+
+def push_to_hub(path: Path, repo_id: str) -> None:
+    """Upload the final model folder (weights, tokenizer, model card) to the hub."""
+    from huggingface_hub import HfApi
+
+    api = HfApi()
+    api.create_repo(repo_id, exist_ok=True)
+    api.upload_folder(folder_path=str(path), repo_id=repo_id, commit_message="hyperfit: hyperfitted model")
