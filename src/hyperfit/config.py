@@ -271,6 +271,11 @@ def _set_dotted(raw: dict, key: str, value: Any) -> None:
     node[parts[-1]] = value
 
 
+SYNONYMS = {"learning_rate": "lr", "num_epochs": "epochs", "num_train_epochs": "epochs", "wd": "weight_decay",
+            "train_batch_size": "batch_size", "gradient_accumulation_steps": "grad_accum", "model_name": "name",
+            "max_length": "max_new_tokens", "num_samples": "num_train", "block_size": "seq_len", "max_seq_len": "seq_len"}
+
+
 def _build(cls, raw: Any, prefix: str, problems: list[str]):
     if not isinstance(raw, dict):
         problems.append(f"{prefix.rstrip('.') or 'config'} must be a mapping, got {raw!r}")
@@ -280,6 +285,9 @@ def _build(cls, raw: Any, prefix: str, problems: list[str]):
     for key in raw:
         if key not in names:
             close = difflib.get_close_matches(str(key), names, n=1)
+            if not close:  # names other tools use for the same thing (learning_rate, num_epochs, ...)
+                alias = difflib.get_close_matches(str(key), SYNONYMS, n=1, cutoff=0.75)
+                close = [SYNONYMS[alias[0]]] if alias and SYNONYMS[alias[0]] in names else []
             hint = f"; did you mean {prefix}{close[0]}?" if close else f"; known keys: {', '.join(names)}"
             problems.append(f"unknown key {prefix}{key}{hint}")
     kwargs = {}

@@ -28,6 +28,11 @@ def check(cfg: RunConfig) -> None:
     for name in cfg.evaluate.metrics:
         get_metric(name)
     check_lengths(load_model_config(cfg.model), cfg.data, cfg.generate.max_new_tokens, cfg.train.probe_new_tokens)
+    if cfg.model.dtype != "float32" and cfg.train.epochs > 0:
+        # Low-precision weights: load them once now so the precision guard can refuse before any writing.
+        from hyperfit.models import load_model, precision_guard
+
+        precision_guard(load_model(cfg.model), cfg.train.lr)
 
 
 def run(cfg: RunConfig, resume: bool = False) -> RunDir:

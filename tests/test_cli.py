@@ -1,0 +1,84 @@
+import json
+import subprocess
+import sys
+
+import pytest
+
+from conftest import ASSETS, needs_assets, tiny_overrides
+from hyperfit.cli import main
+from hyperfit.runs import read_jsonl
+
+
+def test_run_end_to_end_writes_the_run_directory(tmp_path, tiny_llama, corpus_file, capsys):
+    assert main(["run", *tiny_overrides(tiny_llama, corpus_file, tmp_path, "e2e")]) == 0
+    run = tmp_path / "e2e"
+    for rel in ("config.yaml", "data/train.jsonl", "data/val.jsonl", "data/contexts.jsonl", "data/vocabulary.txt",
+                "train_log.jsonl", "checkpoints/final/model.safetensors", "generations/greedy.jsonl",
+                "generations/base-greedy.jsonl", "metrics/greedy.json", "metrics/base-greedy.json",
+                "metrics/reference.json", "report.md", "plots/training_curves.png"):
+        assert (run / rel).is_file(), rel
+    rows = read_jsonl(run / "generations/greedy.jsonl")
+    assert len(rows) == 8 and all(len(r["continuation_ids"]) == 24 for r in rows)
+    assert rows[0]["decoder"] == "greedy" and rows[0]["decoder_config"]["do_sample"] is False
+    metrics = json.loads((run / "metrics/greedy.json").read_text())
+    assert 0 < metrics["metrics"]["ttr"]["value"] <= 1 and len(metrics["metrics"]["ttr"]["per_item"]) == 8
+    assert metrics["predictive"]["perplexity"] > 1
+    config = (run / "config.yaml").read_text()
+    assert "provenance:" in config and "torch:" in config and "lr: 0.003" in config
+    report = (run / "report.md").read_text()
+    assert "| e2e | greedy | final / greedy |" in report and "human (reference)" in report
+    # a later stage alone, on the existing run directory, with an override
+    assert main(["generate", str(run), "generate.max_new_tokens=12", "generate.tag=short"]) == 0
+    assert all(len(r["continuation_ids"]) == 12 for r in read_jsonl(run / "generations/short.jsonl"))
+    assert main(["evaluate", str(run), "--tag", "short"]) == 0
+    assert (run / "metrics/short.json").is_file()
+    # refusing to clobber an existing run
+    assert main(["run", *tiny_overrides(tiny_llama, corpus_file, tmp_path, "e2e")]) == 2
+    assert "already exists" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("extra,message", [
+    (["train.learnig_rate=1"], "did you mean train.lr"),
+    (["data.seq_len=512"], "longer than the model's context of 128"),
+    (["model.dtype=bfloat16", "train.lr=1e-6"], "round"),
+])
+def test_bad_settings_fail_before_writing(tmp_path, tiny_llama, corpus_file, capsys, extra, message):
+    code = main(["run", *tiny_overrides(tiny_llama, corpus_file, tmp_path, "bad"), *extra])
+    assert code == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "bad").exists()
+
+
+def test_help_lists_every_field_with_defaults():
+    out = subprocess.run([sys.executable, "-m", "hyperfit", "run", "--help"], capture_output=True, text=True).stdout
+    for key in ("train.lr=1e-06", "train.weight_decay=0.0", "train.batch_size=8", "data.num_train=2000",
+                "data.seq_len=256", "generate.decoder=greedy", "evaluate.window=96"):
+        assert key in out
+
+
+def test_metrics_command_lists_the_registry(capsys):
+    assert main(["metrics"]) == 0
+    out = capsys.readouterr().out
+    assert "ttr " in out and "nonword_rate" in out
+
+
+def test_demo_without_assets_names_the_files_and_flag(tmp_path, capsys, monkeypatch):
+    monkeypatch.delenv("HYPERFIT_ASSETS", raising=False)
+    assert main(["demo", "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "stories260K/stories260K.bin" in err and "--assets DIR" in err
+    assert not (tmp_path / "demo").exists()
+
+
+@needs_assets()
+def test_demo_on_the_real_model(tmp_path, capsys):
+    # The real demo with fewer epochs: same code path, seconds instead of minutes.
+    code = main(["demo", "--assets", str(ASSETS), "--out", str(tmp_path), "train.epochs=2", "train.probe_every=1",
+                 "data.num_train=32", "generate.max_new_tokens=32", "data.num_contexts=8"])
+    assert code == 0
+    out = capsys.readouterr().out
+    assert "before (greedy):" in out and "after  (greedy):" in out and "report:" in out
+    assert (tmp_path / "demo" / "report.md").is_file()
+    probes = [r for r in read_jsonl(tmp_path / "demo" / "train_log.jsonl") if r["type"] == "probe"]
+    assert 1.2 < probes[0]["val_loss"] < 1.7  # the real pretrained model before training
+    assert probes[-1]["train_loss"] < probes[0]["train_loss"]

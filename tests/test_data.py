@@ -1,0 +1,79 @@
+import json
+
+import pytest
+
+from conftest import make_corpus
+from hyperfit.config import DataConfig
+from hyperfit.data import DataError, prepare_data, read_documents, split_documents
+from hyperfit.models import load_tokenizer
+from hyperfit.config import ModelConfig
+from hyperfit.runs import RunDir, read_jsonl
+
+
+def cfg(source, **kw):
+    base = dict(source=str(source), seq_len=32, context_len=8, num_train=16, num_val=8, num_contexts=8)
+    base.update(kw)
+    return DataConfig(**base)
+
+
+def test_split_is_seeded_disjoint_and_skips_short_docs():
+    lengths = [40] * 50 + [5] * 10
+    c = cfg("x", num_train=20, num_val=10, num_contexts=10)
+    a, b = split_documents(lengths, c), split_documents(lengths, c)
+    assert a == b
+    chosen = a["train"] + a["val"] + a["contexts"]
+    assert len(set(chosen)) == 40 and max(chosen) < 50
+    assert split_documents(lengths, cfg("x", num_train=20, num_val=10, num_contexts=10, seed=1)) != a
+
+
+def test_prepare_writes_samples_contexts_and_vocabulary(tmp_path, corpus_file, tiny_llama):
+    run = RunDir(tmp_path / "run")
+    tok = load_tokenizer(ModelConfig(name=str(tiny_llama)))
+    manifest = prepare_data(cfg(corpus_file), tok, run)
+    train, val, ctx = (read_jsonl(run.data_file(s)) for s in ("train", "val", "contexts"))
+    assert (len(train), len(val), len(ctx)) == (16, 8, 8) == (manifest["train"], manifest["val"], manifest["contexts"])
+    assert all(len(r["input_ids"]) == 32 and r["input_ids"][0] == tok.bos_token_id for r in train)
+    docs = {r["doc_id"] for r in train} | {r["doc_id"] for r in val} | {r["doc_id"] for r in ctx}
+    assert len(docs) == 32  # disjoint documents
+    c = ctx[0]
+    assert len(c["context_ids"]) == 8 and len(c["reference_ids"]) > 0
+    assert c["context"] + c["reference"] == tok.decode(c["context_ids"] + c["reference_ids"], skip_special_tokens=True)
+    assert "cat" in (run.data / "vocabulary.txt").read_text().split()
+
+
+def test_jsonl_and_csv_sources(tmp_path):
+    docs = make_corpus(5)
+    (tmp_path / "d.jsonl").write_text("".join(json.dumps({"story": d}) + "\n" for d in docs))
+    assert read_documents(cfg(tmp_path / "d.jsonl", text_field="story")) == docs
+    (tmp_path / "d.csv").write_text("id,story\n" + "".join(f'{i},"{d}"\n' for i, d in enumerate(docs)))
+    assert read_documents(cfg(tmp_path / "d.csv", text_field="story")) == docs
+
+
+@pytest.mark.parametrize("content,field,match", [
+    ("", "text", "holds no text"),
+    ('{"body": "x"}\n', "text", r"data.text_field='text' is not a column .*\['body'\]"),
+])
+def test_bad_sources_fail_clearly(tmp_path, content, field, match):
+    suffix = ".jsonl" if content.startswith("{") else ".txt"
+    path = tmp_path / f"bad{suffix}"
+    path.write_text(content)
+    with pytest.raises(DataError, match=match):
+        read_documents(cfg(path, text_field=field))
+
+
+def test_missing_file_and_unknown_suffix(tmp_path):
+    with pytest.raises(DataError, match="does not exist"):
+        read_documents(cfg(tmp_path / "nope.txt"))
+    (tmp_path / "x.docx").write_text("hello")
+    with pytest.raises(DataError, match="unknown file type"):
+        read_documents(cfg(tmp_path / "x.docx"))
+
+
+def test_too_few_long_documents_names_counts_and_flags(tmp_path, tiny_llama):
+    path = tmp_path / "short.txt"
+    path.write_text("\n\n".join(make_corpus(10, words_per_doc=8)))
+    run = RunDir(tmp_path / "run")
+    tok = load_tokenizer(ModelConfig(name=str(tiny_llama)))
+    with pytest.raises(DataError, match=r"0 of 10 documents .* data.seq_len=32 .* 32 are needed"):
+        prepare_data(cfg(path), tok, run)
+    assert not run.path.exists()  # nothing half-written

@@ -1,0 +1,52 @@
+import torch
+from transformers import GenerationConfig
+
+from hyperfit.config import ModelConfig
+from hyperfit.decoding import effective_settings, generation_config
+from hyperfit.generate import continue_contexts
+from hyperfit.models import load_model, load_tokenizer
+
+
+def argmax_loop(model, ctx, n):
+    ids = torch.tensor([ctx])
+    with torch.no_grad():
+        for _ in range(n):
+            ids = torch.cat([ids, model(input_ids=ids).logits[:, -1].argmax(-1, keepdim=True)], dim=1)
+    return ids[0, len(ctx):].tolist()
+
+
+def test_greedy_is_argmax_and_ignores_the_models_sampling_defaults(tiny_llama):
+    cfg = ModelConfig(name=str(tiny_llama))
+    model, tok = load_model(cfg), load_tokenizer(cfg)
+    # A model whose own generation_config turns sampling on, as many hub models do.
+    model.generation_config = GenerationConfig(do_sample=True, temperature=1.5, top_k=5, top_p=0.5)
+    contexts = [[tok.bos_token_id, 5, 9, 17], [tok.bos_token_id, 40, 41, 42]]
+    gen = generation_config("greedy", tok, max_new_tokens=20)
+    torch.manual_seed(1)
+    a = continue_contexts(model, contexts, gen, batch_size=2)
+    torch.manual_seed(2)
+    b = continue_contexts(model, contexts, gen, batch_size=1)
+    assert a == b
+    assert a == [argmax_loop(model, c, 20) for c in contexts]
+    assert model.generation_config.do_sample is True  # the model's own config is restored afterwards
+    assert effective_settings(gen)["do_sample"] is False
+
+
+def test_fixed_length_unless_stop_at_eos(tiny_llama):
+    cfg = ModelConfig(name=str(tiny_llama))
+    model, tok = load_model(cfg), load_tokenizer(cfg)
+    with torch.no_grad():  # make EOS the argmax everywhere
+        model.lm_head.weight[tok.eos_token_id] += 100.0
+    ctx = [[tok.bos_token_id, 5, 6]]
+    assert len(continue_contexts(model, ctx, generation_config("greedy", tok, 12))[0]) == 12
+    assert continue_contexts(model, ctx, generation_config("greedy", tok, 12, stop_at_eos=True))[0] == [tok.eos_token_id]
+
+
+def test_left_padding_gives_the_same_continuation(tiny_llama):
+    cfg = ModelConfig(name=str(tiny_llama))
+    model, tok = load_model(cfg), load_tokenizer(cfg)
+    short, long = [tok.bos_token_id, 7, 8], [tok.bos_token_id, 9, 10, 11, 12, 13]
+    gen = generation_config("greedy", tok, 10)
+    together = continue_contexts(model, [short, long], gen, batch_size=2)
+    alone = [continue_contexts(model, [c], gen)[0] for c in (short, long)]
+    assert together == alone

@@ -1,0 +1,106 @@
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from conftest import tiny_overrides
+from hyperfit.config import load_config
+from hyperfit.data import prepare_data
+from hyperfit.models import load_tokenizer
+from hyperfit.runs import RunDir, RunError, read_jsonl, save_config
+from hyperfit.train import TrainError, epoch_order, local_batch_size, train
+
+
+def prepared(tmp_path, model, corpus, *extra, name="t"):
+    cfg = load_config(None, tiny_overrides(model, corpus, tmp_path, name) + list(extra))
+    run = RunDir(cfg.run_dir)
+    save_config(run, cfg)
+    prepare_data(cfg.data, load_tokenizer(cfg.model), run)
+    return cfg, run
+
+
+def step_losses(run):
+    return [r["loss"] for r in read_jsonl(run.train_log) if r["type"] == "step"]
+
+
+def test_hyperfitting_drives_loss_to_near_zero_and_changes_every_weight(tmp_path, tiny_llama, corpus_file):
+    cfg, run = prepared(tmp_path, tiny_llama, corpus_file, "data.num_train=8", "train.batch_size=2",
+                        "train.lr=1e-2", "train.epochs=60", "train.probe_every=60", "train.save_every=0")
+    summary = train(cfg.train, cfg.model, run)
+    probes = [r for r in read_jsonl(run.train_log) if r["type"] == "probe"]
+    assert [p["epoch"] for p in probes] == [0, 60]
+    assert probes[0]["train_loss"] > 4.0 and summary["final_train_loss"] < 0.1 and probes[-1]["train_loss"] < 0.1
+    assert probes[-1]["val_loss"] > probes[-1]["train_loss"]  # memorised, not generalised
+    before = load_file(tiny_llama / "model.safetensors")
+    after = load_file(run.final / "model.safetensors")
+    unchanged = [k for k in before if torch.equal(before[k], after[k])]
+    assert not unchanged, f"parameters that never changed: {unchanged}"
+    # Embedding rows of tokens absent from the 8 samples get no gradient, so not quite every weight moves.
+    changed = [r["weights_changed"] for r in read_jsonl(run.train_log) if r.get("weights_changed") is not None]
+    assert len(changed) == 60 and all(0.5 < c <= 1.0 for c in changed)
+
+
+def test_run_directory_layout(tmp_path, tiny_llama, corpus_file):
+    cfg, run = prepared(tmp_path, tiny_llama, corpus_file, "train.keep_checkpoints=2")
+    train(cfg.train, cfg.model, run)
+    assert [p.name for p in run.epoch_checkpoints()] == ["epoch-0002", "epoch-0003"]
+    assert {p.name for p in run.epoch_checkpoints()[-1].iterdir()} >= {
+        "config.json", "model.safetensors", "tokenizer.json", "training_state.pt"}
+    assert {p.name for p in run.final.iterdir()} >= {"config.json", "model.safetensors", "tokenizer.json", "README.md"}
+    assert not [p for p in run.checkpoints.iterdir() if p.name.startswith(".")]  # no temp dirs left
+    probe = [r for r in read_jsonl(run.train_log) if r["type"] == "probe"][-1]
+    for key in ("train_loss", "val_loss", "val_perplexity", "val_entropy", "val_top1_mass", "greedy_ttr", "examples",
+                "weights_changed"):
+        assert key in probe
+    with pytest.raises(RunError, match="--resume"):
+        train(cfg.train, cfg.model, run)  # never silently overwrite a finished run
+
+
+def test_resume_after_interruption_reproduces_the_uninterrupted_run(tmp_path, tiny_llama, corpus_file, monkeypatch):
+    import hyperfit.train as T
+
+    cfg, full = prepared(tmp_path, tiny_llama, corpus_file, "train.epochs=4", "train.probe_every=0", name="full")
+    train(cfg.train, cfg.model, full)
+
+    cfg2, broken = prepared(tmp_path, tiny_llama, corpus_file, "train.epochs=4", "train.probe_every=0", name="broken")
+    real_update, calls = T._update, []
+
+    def crash_in_epoch_3(*args, **kw):
+        calls.append(1)
+        if len(calls) == 6:  # 2 updates per epoch: the 2nd update of epoch 3
+            raise RuntimeError("simulated crash")
+        return real_update(*args, **kw)
+
+    monkeypatch.setattr(T, "_update", crash_in_epoch_3)
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        train(cfg2.train, cfg2.model, broken)
+    monkeypatch.setattr(T, "_update", real_update)
+    assert [p.name for p in broken.epoch_checkpoints()] == ["epoch-0002"]
+    train(cfg2.train, cfg2.model, broken, resume=True)
+    assert step_losses(broken) == pytest.approx(step_losses(full), rel=1e-6)
+    a, b = load_file(full.final / "model.safetensors"), load_file(broken.final / "model.safetensors")
+    assert all(torch.allclose(a[k], b[k], atol=1e-7) for k in a)
+
+
+def test_gradient_accumulation_gives_the_same_trajectory(tmp_path, tiny_llama, corpus_file):
+    losses = []
+    for accum in (1, 2, 8):
+        cfg, run = prepared(tmp_path, tiny_llama, corpus_file, f"train.grad_accum={accum}", "train.probe_every=0",
+                            name=f"acc{accum}")
+        train(cfg.train, cfg.model, run)
+        losses.append(step_losses(run))
+    assert losses[0] == pytest.approx(losses[1], rel=1e-5) and losses[0] == pytest.approx(losses[2], rel=1e-5)
+
+
+def test_batch_split_rules():
+    cfg = load_config(None, ["data.source=x", "train.grad_accum=2"]).train
+    assert local_batch_size(cfg, 1, 100) == 4 and local_batch_size(cfg, 2, 100) == 2
+    with pytest.raises(TrainError, match="cannot be split over 3 process"):
+        local_batch_size(cfg, 3, 100)
+    with pytest.raises(TrainError, match="data.num_train=4 is smaller than train.batch_size=8"):
+        local_batch_size(cfg, 1, 4)
+
+
+def test_epoch_order_is_a_seeded_permutation():
+    a = epoch_order(10, seed=0, epoch=1)
+    assert sorted(a.tolist()) == list(range(10))
+    assert torch.equal(a, epoch_order(10, 0, 1)) and not torch.equal(a, epoch_order(10, 0, 2))
