@@ -154,7 +154,7 @@ def test_annotator_responses_reveal_no_system(client, study):
 
 def test_pages_send_security_headers_and_no_inline_script(client, study):
     page = client.get(f"/a/{tokens(study)['ann-1']}")
-    assert page.headers["Referrer-Policy"] == "no-referrer"
+    assert page.headers["Referrer-Policy"] == "same-origin"
     assert "script-src 'self'" in page.headers["Content-Security-Policy"]
     assert page.headers["Cache-Control"] == "no-store"
     assert "<script>" not in page.text and "http://" not in page.text and "https://" not in page.text

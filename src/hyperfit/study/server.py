@@ -32,11 +32,12 @@ MAX_BODY = 8 * 1024  # a judgement is ~200 bytes; anything bigger is not ours (-
 MAX_MS = 24 * 3600 * 1000  # time on task above a day is a forgotten tab, not a measurement
 
 # Sent with every response. The CSP allows only this server's own CSS/JS (no inline script, no CDN),
-# no-referrer keeps the token in the URL from leaking to any other site, no-store keeps it out of caches.
+# same-origin keeps the token in the URL from leaking to any other site (not no-referrer: with it, Chrome
+# sends `Origin: null` on our own form posts, which the Origin check must refuse); no-store: no caching.
 SECURITY_HEADERS = {
     "Content-Security-Policy": "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; "
                                "form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
-    "Referrer-Policy": "no-referrer",
+    "Referrer-Policy": "same-origin",
     "X-Content-Type-Options": "nosniff",
     "X-Frame-Options": "DENY",
     "Cache-Control": "no-store",
