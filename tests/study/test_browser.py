@@ -35,7 +35,19 @@ ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
 
 
 @pytest.fixture
-def browser(tmp_path, monkeypatch):
+def base_url(study):
+    server = make_server(study, "127.0.0.1", 0, threads=4)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.effective_port}"
+    server.close()
+    thread.join(timeout=10)
+
+
+@pytest.fixture
+def browser(tmp_path, monkeypatch, base_url):
+    # Depends on base_url so that Chromium quits (closing its keep-alive connections) before the
+    # server stops: waitress's loop only ends once no connection is left open.
     monkeypatch.setenv("SE_OFFLINE", "true")  # Selenium Manager must not look for downloads
     options = webdriver.ChromeOptions()
     options.binary_location = CHROMIUM
@@ -48,16 +60,6 @@ def browser(tmp_path, monkeypatch):
     driver.set_page_load_timeout(20)
     yield driver
     driver.quit()
-
-
-@pytest.fixture
-def base_url(study):
-    server = make_server(study, "127.0.0.1", 0, threads=4)
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.effective_port}"
-    server.close()
-    thread.join(timeout=10)
 
 
 def wait_for_progress(driver, text: str) -> None:

@@ -6,6 +6,8 @@ import random
 from collections import Counter
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from hyperfit.study import StudyError, assign, store
 from hyperfit.study.sources import last_sentence, load_systems, shared_context_ids, truncate_pair
@@ -34,6 +36,25 @@ def test_distribute_gives_each_item_k_distinct_annotators_with_even_load():
     assert all(len(q) == len(set(q)) for q in queues.values())  # distinct: nobody sees an item twice
     loads = [len(q) for q in queues.values()]
     assert max(loads) - min(loads) <= 1 and sum(loads) == 90
+
+
+@settings(max_examples=60, deadline=None)
+@given(n_items=st.integers(1, 60), n_people=st.integers(1, 12), data=st.data())
+def test_distribute_property(n_items, n_people, data):
+    k = data.draw(st.integers(1, n_people))
+    queues = assign.distribute(n_items, [f"p{i}" for i in range(n_people)], k, random.Random(n_items))
+    assert all(len(q) == len(set(q)) for q in queues.values())
+    assert Counter(i for q in queues.values() for i in q) == {i: k for i in range(n_items)}
+    loads = [len(q) for q in queues.values()]
+    assert max(loads) - min(loads) <= 1
+
+
+@settings(max_examples=100, deadline=None)
+@given(a=st.text(), b=st.text(), n=st.integers(1, 30))
+def test_truncate_pair_property(a, b, n):
+    ta, tb = truncate_pair(a, b, n)
+    assert len(ta.split()) == len(tb.split()) == min(n, len(a.split()), len(b.split()))
+    assert ta.split() == a.split()[:len(ta.split())] and "  " not in ta and ta == ta.strip()
 
 
 def test_distribute_rejects_k_above_annotators():

@@ -55,6 +55,8 @@ def cmd_create(args) -> int:
         raise StudyError(f"--raters-per-item {args.raters_per_item} with {len(annotators)} annotators: each "
                          f"item needs that many distinct annotators; pass --annotators "
                          f"{max(args.raters_per_item, 1)} or more, or lower --raters-per-item.")
+    if args.contexts is not None and args.contexts < 1:
+        raise StudyError(f"--contexts {args.contexts}: must be at least 1, or left out to use all contexts.")
     if args.max_words < 1:
         raise StudyError(f"--max-words {args.max_words}: must be at least 1, e.g. --max-words 100.")
     systems, opponent = sources.load_systems([Path(p) for p in args.from_], args.vs)
@@ -94,6 +96,8 @@ def cmd_serve(args) -> int:
     for annotator, link in people:
         print(f"  {annotator}\t{link}")
     print(f"Admin status: {admin}  (exports: replace 'status' by export.jsonl or export.csv)")
+    if args.base_url is None and args.host in ("0.0.0.0", "::"):
+        print("note: listening on all interfaces; pass --base-url with the address annotators reach.")
     print("Ctrl+C stops the server; judgements are saved as they arrive.", flush=True)
     try:
         srv.run()

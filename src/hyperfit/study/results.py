@@ -35,6 +35,10 @@ def _pct(x: float) -> str:
     return "n/a" if x is None or math.isnan(x) else f"{100 * x:.1f} %"
 
 
+def _num(x: float, spec: str) -> str:
+    return "n/a" if x is None or math.isnan(x) else format(x, spec)
+
+
 def _label(name: str) -> str:
     return f"{name} (human reference)" if name.endswith("/original") else name
 
@@ -58,15 +62,15 @@ def markdown(summary: dict, config: dict, study_dir: Path) -> str:
            f"continuations cut to at most {config['max_words']} words (same count on both sides), "
            f"seed {config['seed']}.",
            f"Collected: {summary['judgements']} judgements from {summary['annotators']} annotators "
-           f"(median {summary['median_seconds_per_judgement']:.1f} s per judgement).", "",
+           f"(median {_num(summary['median_seconds_per_judgement'], '.1f')} s per judgement).", "",
            "## Preferred or equal (humans)", "",
            "Share of judgements where the system's continuation was preferred or rated equally good; "
            "95 % CI by bootstrap over items.", "", *matchup_table(summary["matchups"]), "",
            "## Position bias", "",
            f"Left chosen {pb['left']}, right {pb['right']}, equal {pb['equal']}: left share of decided "
-           f"judgements {_pct(pb['left_share'])}, two-sided binomial test p = {pb['p_value']:.3g}.", "",
+           f"judgements {_pct(pb['left_share'])}, two-sided binomial test p = {_num(pb['p_value'], '.3g')}.", "",
            "## Agreement", "",
-           f"Krippendorff's alpha (nominal: a / b / equal) = {ag['krippendorff_alpha']:.3f} over "
+           f"Krippendorff's alpha (nominal: a / b / equal) = {_num(ag['krippendorff_alpha'], '.3f')} over "
            f"{ag['items_rated_twice_or_more']} items rated by two or more of {ag['raters']} annotators.", ""]
     if summary["bradley_terry"]:
         out += ["## Bradley-Terry scores", "", "| Rank | System | Score (log strength) |", "|---:|---|---:|"]
