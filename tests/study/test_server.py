@@ -123,6 +123,8 @@ def test_bad_fields_are_400(client, study):
     token = tokens(study)["ann-1"]
     assert judge(client, token, choice="model").status_code == 400
     assert judge(client, token, pos="-1").status_code == 400
+    assert judge(client, token, pos="²").status_code == 400
+    assert judge(client, token, pos="9" * 5000).status_code == 400
     assert count_judgements(study) == 0
 
 

@@ -161,10 +161,7 @@ def cmd_judge(args) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="hyperfit study", description=__doc__.split("\n")[0])
-    sub = p.add_subparsers(dest="command", required=True)
-
+def add_create_parser(sub) -> None:
     c = sub.add_parser("create", help="make a study directory from generation files")
     c.add_argument("study_dir", metavar="STUDY_DIR")
     c.add_argument("--from", dest="from_", action="append", required=True, metavar="GENERATIONS.jsonl",
@@ -189,6 +186,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="use the context ids shared by all files instead of failing on a mismatch")
     c.add_argument("--seed", type=int, default=0, help="assignment, order and context sample (default 0)")
     c.set_defaults(fn=cmd_create)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="hyperfit study", description=__doc__.split("\n")[0])
+    sub = p.add_subparsers(dest="command", required=True)
+
+    add_create_parser(sub)
 
     s = sub.add_parser("serve", help="run the annotation web app and print the private links")
     s.add_argument("study_dir", metavar="STUDY_DIR")

@@ -49,6 +49,11 @@ def csrf_token(secret: bytes, annotator: str) -> str:
     return hmac.new(secret, b"csrf\0" + annotator.encode(), hashlib.sha256).hexdigest()[:32]
 
 
+def small_int(text: str) -> int | None:
+    """`"42"` -> 42; anything but 1-12 ASCII digits -> None (`"²".isdigit()` is True, int("²") fails)."""
+    return int(text) if text.isascii() and text.isdigit() and len(text) <= 12 else None
+
+
 def same_origin() -> bool:
     """Origin (else Referer) must name this host. Neither header: a non-browser client; the CSRF token
     still has to match. `Origin: null` (sandboxed frames, file://) fails."""
@@ -83,6 +88,14 @@ def create_app(study_dir: Path) -> Flask:
         response.headers.update(SECURITY_HEADERS)
         return response
 
+    add_annotator_routes(app, db, secret)
+    add_admin_routes(app, db, admin_token)
+    return app
+
+
+def add_annotator_routes(app: Flask, db, secret: bytes) -> None:
+    """GET / POST /a/TOKEN: the only routes an annotator uses; they never name a system."""
+
     def annotator_or_403(token: str) -> str:
         annotator = store.annotator_for_token(db(), token)
         if annotator is None:
@@ -109,14 +122,17 @@ def create_app(study_dir: Path) -> Flask:
             abort(403, "Cross-site request refused.")
         if not hmac.compare_digest(form.get("csrf", ""), csrf_token(secret, annotator)):
             abort(403, "This form has expired or is not yours; reload the page.")
-        pos, choice = form.get("pos", ""), form.get("choice", "")
-        if not pos.isdigit() or choice not in store.CHOICES:
+        pos, choice = small_int(form.get("pos", "")), form.get("choice", "")
+        if pos is None or choice not in store.CHOICES:
             abort(400, f"Expected pos (a number) and choice in {store.CHOICES}.")
-        ms = form.get("ms", "")
-        ms_on_task = min(int(ms), MAX_MS) if ms.isdigit() else None
+        ms = small_int(form.get("ms", ""))
         # A repeat (double click, resent form) is ignored by the UNIQUE constraint: same redirect either way.
-        store.record(db(), annotator, int(pos), choice, ms_on_task)
+        store.record(db(), annotator, pos, choice, None if ms is None else min(ms, MAX_MS))
         return redirect(f"/a/{token}", code=303)
+
+
+def add_admin_routes(app: Flask, db, admin_token: str) -> None:
+    """Status and exports, behind the admin token (these do name the systems)."""
 
     def admin_or_403(token: str) -> None:
         if not hmac.compare_digest(token.encode(), admin_token.encode()):
@@ -136,8 +152,6 @@ def create_app(study_dir: Path) -> Flask:
         mimetype = "application/x-ndjson" if fmt == "jsonl" else "text/csv"
         return Response(text, mimetype=mimetype,
                         headers={"Content-Disposition": f"attachment; filename=judgements.{fmt}"})
-
-    return app
 
 
 def export_text(rows: list[dict], fmt: str) -> str:
