@@ -191,13 +191,16 @@ def test_several_systems_get_bradley_terry(tmp_path, capsys):
                    "--raters-per-item", "1", "--attention-checks", "0")
     conn = store.connect(study)
     systems = {r[0]: r[1] for r in conn.execute("SELECT id, system_a || ' vs ' || system_b FROM items")}
+    placement = {(r[0], r[1]): (r[2], r[3]) for r in conn.execute(
+        "SELECT annotator, pos, item, a_on_left FROM assignments")}
     conn.close()
+
     # The reference wins everything it is in; greedy beats topk: BT must rank original > greedy > topk.
-    def choice(annotator, pos, conn=store.connect(study)):
-        item, left = conn.execute("SELECT item, a_on_left FROM assignments WHERE annotator=? AND pos=?",
-                                  (annotator, pos)).fetchone()
+    def choice(annotator, pos):
+        item, left = placement[(annotator, pos)]
         a_wins = not systems[item].endswith("original")
         return "left" if a_wins == bool(left) else "right"
+
     judge_all(study, choice)
     assert main(["results", str(study)]) == 0
     md = (study / "results.md").read_text()

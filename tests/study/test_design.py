@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from hyperfit.study import StudyError, assign, store
 from hyperfit.study.sources import last_sentence, load_systems, shared_context_ids, truncate_pair
-from study_fixtures import create, make_run
+from study_fixtures import make_run
 
 
 def test_truncate_pair_cuts_both_sides_to_the_same_whole_words():
