@@ -1,0 +1,241 @@
+"""`hyperfit study ...`: create, serve, watch and analyse a blind pairwise human evaluation.
+
+    hyperfit study create STUDY_DIR --from runs/NAME/generations/greedy.jsonl --vs original \
+        --annotators 6 --raters-per-item 3 --attention-checks 5% --max-words 100 --seed 0
+    hyperfit study serve STUDY_DIR --host 127.0.0.1 --port 8000
+    hyperfit study status STUDY_DIR
+    hyperfit study results STUDY_DIR
+    hyperfit study export STUDY_DIR --format csv --out judgements.csv
+    hyperfit study judge STUDY_DIR --endpoint http://127.0.0.1:8001/v1 --model NAME
+
+(`python -m hyperfit.study ...` is the same.) Thin: parse, call one function, print where things went.
+Imports happen inside each command so `status` does not load Flask and `create` does not load scipy.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import re
+import sys
+from datetime import datetime, timezone
+from pathlib import Path
+
+from hyperfit.study import StudyError
+
+_ANNOTATOR_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+
+
+def parse_annotators(text: str) -> list[str]:
+    """`"3"` -> ann-1..ann-3; `"alice,bob"` -> those ids (letters, digits, `_.-`, unique)."""
+    if text.isdigit():
+        n = int(text)
+        if n < 1:
+            raise StudyError(f"--annotators {text}: need at least one annotator; pass e.g. --annotators 6.")
+        return [f"ann-{i:0{len(str(n))}d}" for i in range(1, n + 1)]
+    ids = [a.strip() for a in text.split(",") if a.strip()]
+    bad = [a for a in ids if not _ANNOTATOR_ID.fullmatch(a)]
+    dupes = sorted({a for a in ids if ids.count(a) > 1})
+    if bad or dupes or not ids:
+        raise StudyError(f"--annotators {text!r}: invalid ids {bad}, repeated ids {dupes}; pass a count "
+                         "(--annotators 6) or comma-separated ids of letters, digits, _ . - "
+                         "(--annotators alice,bob,carol).")
+    return ids
+
+
+def cmd_create(args) -> int:
+    from hyperfit.study import assign, sources, store
+
+    study_dir = Path(args.study_dir)
+    store.check_target(study_dir)  # before reading anything large: fail fast, write nothing
+    annotators = parse_annotators(args.annotators)
+    rate = assign.parse_rate(args.attention_checks)
+    if not 1 <= args.raters_per_item <= len(annotators):
+        raise StudyError(f"--raters-per-item {args.raters_per_item} with {len(annotators)} annotators: each "
+                         f"item needs that many distinct annotators; pass --annotators "
+                         f"{max(args.raters_per_item, 1)} or more, or lower --raters-per-item.")
+    if args.contexts is not None and args.contexts < 1:
+        raise StudyError(f"--contexts {args.contexts}: must be at least 1, or left out to use all contexts.")
+    if args.max_words < 1:
+        raise StudyError(f"--max-words {args.max_words}: must be at least 1, e.g. --max-words 100.")
+    systems, opponent = sources.load_systems([Path(p) for p in args.from_], args.vs)
+    ids = sources.shared_context_ids(systems + ([opponent] if opponent else []), args.common_only)
+    if args.contexts is not None and args.contexts < len(ids):
+        ids = sorted(random.Random(args.seed).sample(ids, args.contexts), key=ids.index)
+    pairs = assign.build_pairs(systems, opponent, ids, args.pairs, args.max_words)
+    plan = assign.plan_study(pairs, annotators, args.raters_per_item, rate, args.seed)
+    everyone = systems + ([opponent] if opponent else [])
+    config = {
+        "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "command": "hyperfit study " + " ".join(args.argv),
+        "systems": [{"name": s.name, "source": s.source, **s.info} for s in everyone],
+        "run_dirs": sorted({str(s.run_dir.resolve()) for s in everyone if s.run_dir}),
+        "design": args.pairs if opponent else "all",
+        "contexts": len(ids), "n_pair_items": len(pairs), "n_check_items": len(plan.items) - len(pairs),
+        "raters_per_item": args.raters_per_item, "attention_checks": rate, "max_words": args.max_words,
+        "seed": args.seed, "annotators": annotators,
+        "queue_lengths": {a: len(q) for a, q in plan.queues.items()},
+    }
+    store.create_study(study_dir, plan, annotators, config)
+    lengths = sorted(set(config["queue_lengths"].values()))
+    print(f"created {study_dir}: {len(pairs)} items from {len(ids)} contexts "
+          f"({', '.join(s.name for s in everyone)}), {config['n_check_items']} attention checks, "
+          f"{len(annotators)} annotators with {'-'.join(map(str, lengths))} items each")
+    print(f"next: hyperfit study serve {study_dir}")
+    return 0
+
+
+def cmd_serve(args) -> int:
+    from hyperfit.study import server
+
+    srv = server.make_server(Path(args.study_dir), args.host, args.port, args.threads)
+    base = args.base_url or f"http://{args.host}:{srv.effective_port}"
+    people, admin = server.links(Path(args.study_dir), base)
+    print("Private links (send each annotator only their own):")
+    for annotator, link in people:
+        print(f"  {annotator}\t{link}")
+    print(f"Admin status: {admin}  (exports: replace 'status' by export.jsonl or export.csv)")
+    if args.base_url is None and args.host in ("0.0.0.0", "::"):
+        print("note: listening on all interfaces; pass --base-url with the address annotators reach.")
+    print("Ctrl+C stops the server; judgements are saved as they arrive.", flush=True)
+    try:
+        srv.run()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        srv.close()
+    return 0
+
+
+def cmd_status(args) -> int:
+    from hyperfit.study import store
+
+    conn = store.connect(Path(args.study_dir))
+    try:
+        rows = store.status(conn)
+    finally:
+        conn.close()
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    print(f"{'annotator':<24} {'judged':>12} {'checks failed':>14}  last judgement")
+    for r in rows:
+        print(f"{r['annotator']:<24} {r['judged']:>5} / {r['total']:<4} {r['checks_failed']:>14}  "
+              f"{r['last_at'] or '-'}")
+    judged, total = sum(r["judged"] for r in rows), sum(r["total"] for r in rows if r["kind"] == "human")
+    print(f"total: {judged} judgements ({total} assigned to humans)")
+    return 0
+
+
+def cmd_results(args) -> int:
+    from hyperfit.study import results
+
+    for path in results.write_results(Path(args.study_dir), seed=args.seed, drop_failed=args.drop_failed_checks):
+        print(f"wrote {path}")
+    return 0
+
+
+def cmd_export(args) -> int:
+    from hyperfit.study import server, store
+
+    conn = store.connect(Path(args.study_dir))
+    try:
+        text = server.export_text(store.export_rows(conn), args.format)
+    finally:
+        conn.close()
+    if args.out is None:
+        sys.stdout.write(text)
+    else:
+        store.write_atomic(Path(args.out), text)
+        print(f"wrote {args.out}")
+    return 0
+
+
+def cmd_judge(args) -> int:
+    from hyperfit.study import judge
+
+    key = judge.api_key_from_env(args.api_key_env)
+    n = judge.run_judge(Path(args.study_dir), args.endpoint, args.model, key, args.limit)
+    print(f"judge:{args.model} judged {n} items; run `hyperfit study results {args.study_dir}`")
+    return 0
+
+
+def add_create_parser(sub) -> None:
+    c = sub.add_parser("create", help="make a study directory from generation files")
+    c.add_argument("study_dir", metavar="STUDY_DIR")
+    c.add_argument("--from", dest="from_", action="append", required=True, metavar="GENERATIONS.jsonl",
+                   help="a system's generations (RUN_DIR/generations/TAG.jsonl); repeat for several systems")
+    c.add_argument("--vs", default="original", metavar="original|OTHER.jsonl|none",
+                   help="what each --from system is compared with: the run's human continuations "
+                        "(original, the paper's study), another generations file, or none (--from files "
+                        "against each other)")
+    c.add_argument("--pairs", choices=("vs", "all"), default="vs",
+                   help="vs: each --from against --vs; all: every pair of systems (for Bradley-Terry)")
+    c.add_argument("--annotators", required=True, metavar="N|ID,ID,...",
+                   help="how many annotators (ids ann-1..ann-N), or their ids; each gets a private link")
+    c.add_argument("--raters-per-item", type=int, default=3, metavar="K",
+                   help="distinct annotators who judge each item (default 3)")
+    c.add_argument("--attention-checks", default="5%", metavar="RATE",
+                   help="share of each queue that is attention checks (default 5%%)")
+    c.add_argument("--max-words", type=int, default=100,
+                   help="cut both continuations to the same number of words, at most this many (default 100)")
+    c.add_argument("--contexts", type=int, default=None, metavar="N",
+                   help="use N contexts sampled with --seed (default: all)")
+    c.add_argument("--common-only", action="store_true",
+                   help="use the context ids shared by all files instead of failing on a mismatch")
+    c.add_argument("--seed", type=int, default=0, help="assignment, order and context sample (default 0)")
+    c.set_defaults(fn=cmd_create)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="hyperfit study", description=__doc__.split("\n")[0])
+    sub = p.add_subparsers(dest="command", required=True)
+
+    add_create_parser(sub)
+
+    s = sub.add_parser("serve", help="run the annotation web app and print the private links")
+    s.add_argument("study_dir", metavar="STUDY_DIR")
+    s.add_argument("--host", default="127.0.0.1")
+    s.add_argument("--port", type=int, default=8000)
+    s.add_argument("--threads", type=int, default=8)
+    s.add_argument("--base-url", default=None,
+                   help="public URL to print in links, e.g. behind a reverse proxy (https://study.example.org)")
+    s.set_defaults(fn=cmd_serve)
+
+    st = sub.add_parser("status", help="progress per annotator")
+    st.add_argument("study_dir", metavar="STUDY_DIR")
+    st.add_argument("--json", action="store_true")
+    st.set_defaults(fn=cmd_status)
+
+    r = sub.add_parser("results", help="write results.md, results.csv (and RUN_DIR/metrics/human_study.json)")
+    r.add_argument("study_dir", metavar="STUDY_DIR")
+    r.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
+    r.add_argument("--drop-failed-checks", action="store_true",
+                   help="exclude every judgement of annotators who failed an attention check")
+    r.set_defaults(fn=cmd_results)
+
+    e = sub.add_parser("export", help="every judgement with system names, as JSONL or CSV")
+    e.add_argument("study_dir", metavar="STUDY_DIR")
+    e.add_argument("--format", choices=("jsonl", "csv"), default="jsonl")
+    e.add_argument("--out", default=None, help="file to write (default: stdout)")
+    e.set_defaults(fn=cmd_export)
+
+    j = sub.add_parser("judge", help="an OpenAI-compatible chat model judges the items (both orders)")
+    j.add_argument("study_dir", metavar="STUDY_DIR")
+    j.add_argument("--endpoint", required=True, help="base URL, e.g. http://127.0.0.1:8001/v1")
+    j.add_argument("--model", required=True)
+    j.add_argument("--api-key-env", default=None, metavar="VAR", help="environment variable with the API key")
+    j.add_argument("--limit", type=int, default=None, help="judge at most this many items (a trial run)")
+    j.set_defaults(fn=cmd_judge)
+    return p
+
+
+def main(argv: list[str]) -> int:
+    args = build_parser().parse_args(argv)
+    args.argv = argv
+    try:
+        return args.fn(args)
+    except StudyError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2

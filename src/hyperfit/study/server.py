@@ -1,0 +1,185 @@
+"""The annotation web app (Flask, served by waitress).
+
+    hyperfit study serve STUDY_DIR --host 127.0.0.1 --port 8000
+
+Routes (TOKEN is unguessable, minted at `create`; a wrong or missing one gets 403):
+
+    GET  /a/TOKEN                    the annotator's next item (or "all done"); reload resumes
+    POST /a/TOKEN                    one judgement: csrf, pos, choice (left|right|equal), ms; -> 303 to GET
+    GET  /admin/TOKEN/status         progress per annotator (JSON)
+    GET  /admin/TOKEN/export.jsonl   every judgement with system names (also export.csv)
+
+Blinding: an annotator's page holds the context, the two truncated continuations, the queue position
+and a CSRF token, nothing else; system names, file names and decoder settings stay in the database.
+The browser says "left" / "right" / "equal" and the server turns that into a winner.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import hmac
+import io
+import json
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from flask import Flask, Response, abort, g, redirect, render_template, request
+
+from hyperfit.study import store
+
+MAX_BODY = 8 * 1024  # a judgement is ~200 bytes; anything bigger is not ours (-> 413)
+MAX_MS = 24 * 3600 * 1000  # time on task above a day is a forgotten tab, not a measurement
+
+# Sent with every response. The CSP allows only this server's own CSS/JS (no inline script, no CDN),
+# same-origin keeps the token in the URL from leaking to any other site (not no-referrer: with it, Chrome
+# sends `Origin: null` on our own form posts, which the Origin check must refuse); no-store: no caching.
+SECURITY_HEADERS = {
+    "Content-Security-Policy": "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; "
+                               "form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
+    "Referrer-Policy": "same-origin",
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
+    "Cache-Control": "no-store",
+}
+
+
+def csrf_token(secret: bytes, annotator: str) -> str:
+    """Per-annotator CSRF token: an HMAC, so nothing extra is stored and it survives server restarts."""
+    return hmac.new(secret, b"csrf\0" + annotator.encode(), hashlib.sha256).hexdigest()[:32]
+
+
+def small_int(text: str) -> int | None:
+    """`"42"` -> 42; anything but 1-12 ASCII digits -> None (`"²".isdigit()` is True, int("²") fails)."""
+    return int(text) if text.isascii() and text.isdigit() and len(text) <= 12 else None
+
+
+def same_origin() -> bool:
+    """Origin (else Referer) must name this host. Neither header: a non-browser client; the CSRF token
+    still has to match. `Origin: null` (sandboxed frames, file://) fails."""
+    source = request.headers.get("Origin") or request.headers.get("Referer")
+    return source is None or urlsplit(source).netloc == request.host
+
+
+def create_app(study_dir: Path) -> Flask:
+    """The app for one study directory. Secrets are read once; each request opens its own connection."""
+    study_dir = Path(study_dir)
+    conn = store.connect(study_dir)
+    secret = bytes.fromhex(store.meta(conn, "secret"))
+    admin_token = store.meta(conn, "admin_token")
+    conn.close()
+
+    app = Flask(__name__)
+    app.config.update(MAX_CONTENT_LENGTH=MAX_BODY, MAX_FORM_MEMORY_SIZE=MAX_BODY)
+
+    def db():
+        if "conn" not in g:
+            g.conn = store.connect(study_dir)
+        return g.conn
+
+    @app.teardown_appcontext
+    def close_db(_exc):
+        conn = g.pop("conn", None)
+        if conn is not None:
+            conn.close()
+
+    @app.after_request
+    def harden(response: Response) -> Response:
+        response.headers.update(SECURITY_HEADERS)
+        return response
+
+    add_annotator_routes(app, db, secret)
+    add_admin_routes(app, db, admin_token)
+    return app
+
+
+def add_annotator_routes(app: Flask, db, secret: bytes) -> None:
+    """GET / POST /a/TOKEN: the only routes an annotator uses; they never name a system."""
+
+    def annotator_or_403(token: str) -> str:
+        annotator = store.annotator_for_token(db(), token)
+        if annotator is None:
+            abort(403, "This link is not valid. Ask the study owner for your personal link.")
+        return annotator
+
+    @app.get("/a/<token>")
+    def page(token: str):
+        annotator = annotator_or_403(token)
+        done, total = store.progress(db(), annotator)
+        row = store.next_assignment(db(), annotator)
+        if row is None:
+            return render_template("done.html", total=total)
+        left, right = (row["text_a"], row["text_b"]) if row["a_on_left"] else (row["text_b"], row["text_a"])
+        return render_template("item.html", context=row["context"], left=left, right=right,
+                               pos=row["pos"], number=done + 1, total=total,
+                               csrf=csrf_token(secret, annotator))
+
+    @app.post("/a/<token>")
+    def judge(token: str):
+        annotator = annotator_or_403(token)
+        form = request.form  # parsing enforces MAX_CONTENT_LENGTH -> 413 before any other check
+        if not same_origin():
+            abort(403, "Cross-site request refused.")
+        if not hmac.compare_digest(form.get("csrf", ""), csrf_token(secret, annotator)):
+            abort(403, "This form has expired or is not yours; reload the page.")
+        pos, choice = small_int(form.get("pos", "")), form.get("choice", "")
+        if pos is None or choice not in store.CHOICES:
+            abort(400, f"Expected pos (a number) and choice in {store.CHOICES}.")
+        ms = small_int(form.get("ms", ""))
+        # A repeat (double click, resent form) is ignored by the UNIQUE constraint: same redirect either way.
+        store.record(db(), annotator, pos, choice, None if ms is None else min(ms, MAX_MS))
+        return redirect(f"/a/{token}", code=303)
+
+
+def add_admin_routes(app: Flask, db, admin_token: str) -> None:
+    """Status and exports, behind the admin token (these do name the systems)."""
+
+    def admin_or_403(token: str) -> None:
+        if not hmac.compare_digest(token.encode(), admin_token.encode()):
+            abort(403, "Admin token required.")
+
+    @app.get("/admin/<token>/status")
+    def admin_status(token: str):
+        admin_or_403(token)
+        return {"annotators": store.status(db())}
+
+    @app.get("/admin/<token>/export.<fmt>")
+    def admin_export(token: str, fmt: str):
+        admin_or_403(token)
+        if fmt not in ("jsonl", "csv"):
+            abort(404)
+        text = export_text(store.export_rows(db()), fmt)
+        mimetype = "application/x-ndjson" if fmt == "jsonl" else "text/csv"
+        return Response(text, mimetype=mimetype,
+                        headers={"Content-Disposition": f"attachment; filename=judgements.{fmt}"})
+
+
+def export_text(rows: list[dict], fmt: str) -> str:
+    """Judgements as JSON lines or CSV (columns: store.EXPORT_COLUMNS)."""
+    if fmt == "jsonl":
+        return "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=store.EXPORT_COLUMNS, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    return buf.getvalue()
+
+
+def make_server(study_dir: Path, host: str = "127.0.0.1", port: int = 8000, threads: int = 8):
+    """A waitress server (call .run(); .close() stops it). Port 0 picks a free one: see .effective_port."""
+    from waitress.server import create_server
+
+    return create_server(create_app(study_dir), host=host, port=port, threads=threads,
+                         max_request_body_size=64 * 1024, ident="hyperfit-study")
+
+
+def links(study_dir: Path, base_url: str) -> tuple[list[tuple[str, str]], str]:
+    """([(annotator, private link)], admin status link) for printing at `serve`."""
+    conn = store.connect(study_dir)
+    try:
+        rows = conn.execute("SELECT id, token FROM annotators WHERE kind = 'human' ORDER BY id").fetchall()
+        admin = store.meta(conn, "admin_token")
+    finally:
+        conn.close()
+    base = base_url.rstrip("/")
+    return [(r["id"], f"{base}/a/{r['token']}") for r in rows], f"{base}/admin/{admin}/status"
