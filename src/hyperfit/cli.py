@@ -80,12 +80,14 @@ def main(argv: list[str] | None = None) -> int:
 def _is_user_error(e: Exception) -> bool:
     from hyperfit.config import ConfigError
     from hyperfit.data import DataError
+    from hyperfit.decoding import DecoderError
+    from hyperfit.entropy_match import EntropyMatchError
     from hyperfit.llama2c import ImportError_
     from hyperfit.models import ModelError
     from hyperfit.runs import RunError
     from hyperfit.train import TrainError
 
-    return isinstance(e, (ConfigError, DataError, ImportError_, ModelError, RunError, TrainError, KeyError, FileNotFoundError))
+    return isinstance(e, (ConfigError, DataError, DecoderError, EntropyMatchError, ImportError_, ModelError, RunError, TrainError, KeyError, FileNotFoundError))
 
 
 def _dispatch(args) -> int:
