@@ -105,6 +105,15 @@ def blocker_processor(run: RunDir, n: int | None):
         return None
     from transformers import LogitsProcessorList
 
+    blocker = require_blocker(n)
+    train_ids = [r["input_ids"] for r in run.read_samples("train")]
+    if hasattr(blocker.NgramBlocker, "from_samples"):
+        return LogitsProcessorList([blocker.NgramBlocker.from_samples(train_ids, n)])
+    return LogitsProcessorList([blocker.NgramBlocker(blocker.NgramIndex.build(train_ids, n))])
+
+
+def require_blocker(n: int):
+    """The `hyperfit.blocker` module, or a clear error when this installation does not have it yet."""
     try:
         from hyperfit import blocker
     except ModuleNotFoundError as e:
@@ -112,10 +121,7 @@ def blocker_processor(run: RunDir, n: int | None):
             raise
         raise RunError(f"generate.block_ngrams={n}: the citation blocker is not available in this installation "
                        "(hyperfit/blocker.py is missing); update hyperfit, or leave generate.block_ngrams unset") from e
-    train_ids = [r["input_ids"] for r in run.read_samples("train")]
-    if hasattr(blocker.NgramBlocker, "from_samples"):
-        return LogitsProcessorList([blocker.NgramBlocker.from_samples(train_ids, n)])
-    return LogitsProcessorList([blocker.NgramBlocker(blocker.NgramIndex.build(train_ids, n))])
+    return blocker
 
 
 def decode(model, contexts: Sequence[Sequence[int]], decoder: Decoder, gen_config, cfg: GenerateConfig,
