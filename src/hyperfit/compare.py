@@ -139,15 +139,18 @@ def check_contexts(runs: Sequence[RunDir], contexts_from_first: bool) -> list[di
 
 def plan(models: Sequence[Model], decoders: Sequence[str], lengths: Sequence[int], contexts: list[dict]) -> tuple[list[Job], list[str]]:
     """(jobs, notes): one job per model × decoder × length, with its tag and cache key."""
-    from hyperfit.decoding import effective_settings, generation_config, resolve
+    from hyperfit.decoding import effective_settings, generation_config
 
+    for model in models:  # every decoder checked before any work (hashing writes a memo file)
+        for name in decoders:
+            _resolve(name, model.cfg.generate.params)
     contexts_hash = _json_hash([c["context_ids"] for c in contexts])
     jobs, notes = [], []
     for model in models:
         g = model.cfg.generate
         weights = _weights_of(model, model.checkpoint)
         for name in decoders:
-            decoder = resolve(name, g.params)
+            decoder = _resolve(name, g.params)
             target = decoder.params.get("target")
             if decoder.preset.method == "entropy_matched" and target == model.checkpoint:
                 notes.append(f"{name} skipped for {model.label}: it is its own target ({target})")
@@ -165,6 +168,16 @@ def plan(models: Sequence[Model], decoders: Sequence[str], lengths: Sequence[int
                 tag = f"{model.checkpoint}-{name}-L{length}" + (f"-block{g.block_ngrams}" if g.block_ngrams else "")
                 jobs.append(Job(model, name, length, tag, _json_hash(key)))
     return jobs, notes
+
+
+def _resolve(name: str, params: dict):
+    from hyperfit.decoding import DecoderError, resolve
+
+    try:
+        return resolve(name, params)
+    except DecoderError as e:
+        raise DecoderError(f"{e}. generate.params apply to every decoder of --decoders; compare decoders that "
+                           "take different parameters in separate calls") from e
 
 
 def is_cached(job: Job) -> bool:
@@ -275,8 +288,12 @@ def compare(run_dirs: Sequence[str | Path], decoders: Sequence[str], lengths: Se
     from hyperfit.generate import require_blocker
     from hyperfit.models import check_lengths, load_model_config
 
+    if not decoders:
+        raise RunError("--decoders is empty; name at least one, e.g. --decoders greedy,top_p")
     runs = [RunDir(p) for p in run_dirs]
     extra = [f"generate.block_ngrams={block_ngrams}"] if block_ngrams is not None else []
+    # generate.params are checked against generate.decoder when the config loads: make that a compared one.
+    extra += [f"generate.decoder={decoders[0]}"] if decoders else []
     cfgs = [load_run_config(r, [*overrides, *extra]) for r in runs]
     lengths = list(lengths or [cfgs[0].generate.max_new_tokens])
     for run, cfg in zip(runs, cfgs):
