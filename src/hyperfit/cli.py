@@ -65,6 +65,7 @@ def main(argv: list[str] | None = None) -> int:
 
         return study_main(argv[1:])
     args = _parser().parse_args(argv)
+    _quiet_libraries()
     try:
         return _dispatch(args)
     except KeyboardInterrupt:
@@ -75,6 +76,15 @@ def main(argv: list[str] | None = None) -> int:
             print(f"hyperfit {args.command}: error: {e}", file=sys.stderr)
             return 2
         raise
+
+
+def _quiet_libraries() -> None:
+    # transformers draws a progress bar for every shard it loads or writes (several per epoch here);
+    # our own bar and log lines say what is happening.
+    import transformers.utils.logging as tlog
+
+    tlog.disable_progress_bar()
+    tlog.set_verbosity_error()
 
 
 def _is_user_error(e: Exception) -> bool:
