@@ -4,7 +4,7 @@ import sys
 
 import pytest
 
-from conftest import ASSETS, needs_assets, tiny_overrides
+from tinymodels import ASSETS, needs_assets, tiny_overrides
 from hyperfit.cli import main
 from hyperfit.runs import read_jsonl
 

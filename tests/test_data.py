@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from conftest import make_corpus
+from tinymodels import make_corpus
 from hyperfit.config import DataConfig
 from hyperfit.data import DataError, prepare_data, read_documents, split_documents
 from hyperfit.models import load_tokenizer
