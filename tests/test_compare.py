@@ -4,7 +4,7 @@ import shutil
 
 import pytest
 
-from conftest import tiny_overrides
+from tinymodels import tiny_overrides
 from hyperfit.cli import main
 from hyperfit.compare import compare, weights_hash
 from hyperfit.runs import RunError, read_jsonl, write_jsonl

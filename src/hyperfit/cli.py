@@ -85,6 +85,7 @@ def main(argv: list[str] | None = None) -> int:
         rest = [r for r in rest if r not in args.items]
     if rest:
         parser.error(f"unrecognized arguments: {' '.join(rest)}")
+    _quiet_libraries()
     try:
         return _dispatch(args)
     except KeyboardInterrupt:
@@ -95,6 +96,15 @@ def main(argv: list[str] | None = None) -> int:
             print(f"hyperfit {args.command}: error: {e}", file=sys.stderr)
             return 2
         raise
+
+
+def _quiet_libraries() -> None:
+    # transformers draws a progress bar for every shard it loads or writes (several per epoch here);
+    # our own bar and log lines say what is happening.
+    import transformers.utils.logging as tlog
+
+    tlog.disable_progress_bar()
+    tlog.set_verbosity_error()
 
 
 def _is_user_error(e: Exception) -> bool:
