@@ -138,6 +138,8 @@ def test_delay_until_word_end_lets_the_word_finish_but_not_the_next_word():
     assert delayed(ids, scores).isinf().nonzero().tolist() == [[1, 16]]
     with pytest.raises(ValueError, match="needs starts_word"):
         NgramBlocker(index, delay_until_word_end=True)
+    with pytest.raises(ValueError, match="covers token ids 0..9 but the training samples hold id 16"):
+        NgramBlocker(index, delay_until_word_end=True, starts_word=starts_word[:10])
 
 
 class CopyTemptation(LogitsProcessor):

@@ -149,41 +149,58 @@ def build_index(
     )
 
 
-def banned_mask(index: NgramIndex, input_ids: torch.Tensor, vocab_size: int) -> torch.Tensor:
-    """[B, vocab_size] bool: True where the token would complete a training n-gram after `input_ids`.
+def banned_pairs(index: NgramIndex, input_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(rows, tokens): every token that would complete a training n-gram after its row of `input_ids`.
 
     `index` must be on input_ids' device (`index.to(device)`). Costs one host sync (the number of banned
-    tokens sizes `repeat_interleave`'s output), like generate's own stopping checks.
+    tokens sizes the result), like generate's own stopping checks.
 
     >>> idx = build_index([[1, 2, 3, 1, 2, 4]], n=3)
-    >>> banned_mask(idx, torch.tensor([[9, 1, 2], [0, 2, 3]]), 6).int().tolist()
-    [[0, 0, 0, 1, 1, 0], [0, 1, 0, 0, 0, 0]]
+    >>> [t.tolist() for t in banned_pairs(idx, torch.tensor([[9, 1, 2], [0, 2, 3]]))]
+    [[0, 0, 1], [3, 4, 1]]
     """
     batch, length = input_ids.shape
     k = index.n - 1
-    mask = torch.zeros(batch, vocab_size, dtype=torch.bool, device=input_ids.device)
+    device = input_ids.device
     if length < k or index.num_entries == 0:
-        return mask
-    if index.max_token >= vocab_size:
-        raise ValueError(
-            f"the training samples hold token id {index.max_token} but the scores have only {vocab_size} "
-            "columns: build the index from ids of the same tokenizer as the model"
-        )
+        return torch.zeros(0, dtype=torch.long, device=device), torch.zeros(0, dtype=torch.long, device=device)
     last = input_ids[:, -k:].long()
     query = _hash(last, index.moduli, index.base)
     # Entries sharing a key are adjacent: check the max_collisions candidates from the first match.
     first = torch.searchsorted(index.keys, query)
-    cand = (first[:, None] + torch.arange(index.max_collisions, device=mask.device)).clamp_(max=index.num_entries - 1)
+    cand = (first[:, None] + torch.arange(index.max_collisions, device=device)).clamp_(max=index.num_entries - 1)
     hit = (index.keys[cand] == query[:, None]) & (index.grams[cand] == last[:, None, :]).all(dim=-1)
     found = hit.any(dim=1)
     entry = cand.gather(1, hit.to(torch.uint8).argmax(dim=1, keepdim=True)).squeeze(1)
     start = index.offsets[entry]
     count = torch.where(found, index.offsets[entry + 1] - start, torch.zeros_like(start))
-    # CSR → (row, follower) pairs: row b contributes followers[start[b] : start[b] + count[b]].
-    rows = torch.repeat_interleave(torch.arange(batch, device=mask.device), count)
+    # CSR → (row, follower) pairs: row b contributes followers[start[b] : start[b] + count[b]]. Passing
+    # output_size makes the one sync explicit; without it repeat_interleave is 100x slower on a busy CPU.
+    total = int(count.sum())
+    rows = torch.repeat_interleave(torch.arange(batch, device=device), count, output_size=total)
     first_pair = torch.cumsum(count, 0) - count
-    pos = torch.arange(rows.numel(), device=mask.device) - first_pair[rows] + start[rows]
-    mask[rows, index.followers[pos]] = True
+    pos = torch.arange(total, device=device) - first_pair[rows] + start[rows]
+    return rows, index.followers[pos]
+
+
+def _check_vocab(index: NgramIndex, vocab_size: int) -> None:
+    if index.max_token >= vocab_size:
+        raise ValueError(
+            f"the training samples hold token id {index.max_token} but the scores have only {vocab_size} "
+            "columns: build the index from ids of the same tokenizer as the model"
+        )
+
+
+def banned_mask(index: NgramIndex, input_ids: torch.Tensor, vocab_size: int) -> torch.Tensor:
+    """[B, vocab_size] bool: True where the token would complete a training n-gram after `input_ids`.
+
+    >>> idx = build_index([[1, 2, 3, 1, 2, 4]], n=3)
+    >>> banned_mask(idx, torch.tensor([[9, 1, 2], [0, 2, 3]]), 6).int().tolist()
+    [[0, 0, 0, 1, 1, 0], [0, 1, 0, 0, 0, 0]]
+    """
+    _check_vocab(index, vocab_size)
+    mask = torch.zeros(input_ids.shape[0], vocab_size, dtype=torch.bool, device=input_ids.device)
+    mask[banned_pairs(index, input_ids)] = True
     return mask
 
 
@@ -245,6 +262,11 @@ class NgramBlocker(LogitsProcessor):
                 "delay_until_word_end=True needs starts_word (a [V] bool table): pass "
                 "starts_word=starts_word_from_tokenizer(tokenizer)"
             )
+        if delay_until_word_end and starts_word.numel() <= index.max_token:
+            raise ValueError(
+                f"starts_word covers token ids 0..{starts_word.numel() - 1} but the training samples hold id "
+                f"{index.max_token}: build the table from the tokenizer that produced the samples"
+            )
         self.index = index
         self.starts_word = starts_word.bool() if delay_until_word_end else None
         self._on_device: dict[torch.device, tuple[NgramIndex, torch.Tensor | None]] = {}
@@ -267,15 +289,18 @@ class NgramBlocker(LogitsProcessor):
         return self._on_device[device]
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
-        vocab = scores.shape[-1]
+        _check_vocab(self.index, scores.shape[-1])
         index, starts_word = self._tables_on(scores.device)
-        mask = banned_mask(index, input_ids.to(scores.device), vocab)
+        rows, tokens = banned_pairs(index, input_ids.to(scores.device))
         if starts_word is not None:
-            width = min(vocab, starts_word.numel())
-            # Ids beyond the table (a model's padded vocabulary) never occur in the training samples.
-            mask[:, :width] &= starts_word[:width]
-        # Count rows left with no finite score; fold counts on-device so that no step waits on the host.
-        stuck = (mask | torch.isneginf(scores)).all(dim=-1)
+            keep = starts_word[tokens]
+            rows, tokens = rows[keep], tokens[keep]
+        if rows.numel() == 0:  # most steps: nothing to ban, no copy of the scores
+            return scores
+        out = scores.clone()
+        out[rows, tokens] = float("-inf")
+        # A row with no finite score left gets its scores back (−inf everywhere would sample NaNs).
+        stuck = out.amax(dim=-1) == float("-inf")
+        out[stuck] = scores[stuck]
         self._unblockable = self._unblockable.to(scores.device) + stuck.sum()
-        mask &= ~stuck[:, None]
-        return scores.masked_fill(mask, float("-inf"))
+        return out
