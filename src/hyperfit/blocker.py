@@ -18,7 +18,8 @@ N-gram of any training sample. N-grams lying wholly inside the context are the p
 and are not the blocker's business; N-grams that start in the context and end in the continuation are
 blocked. Two documented exceptions: a row whose every token is banned (possible only with toy vocabularies)
 is left unmasked and counted in `NgramBlocker.unblockable_rows`, and with `delay_until_word_end` a token
-that continues the current word is allowed (see `NgramBlocker`).
+that continues the current word is allowed (see `NgramBlocker`). Left padding counts as tokens: while a
+short context's window still holds pad ids, it can only match training text that contains the pad id.
 """
 
 from __future__ import annotations
