@@ -102,8 +102,9 @@ def versus_no_bad_words(args, device, train):
     for samples in args.compare_samples:
         part = train[:samples]
         grams = part.unfold(1, args.n, 1).reshape(-1, args.n).unique(dim=0).tolist()
-        ids = torch.cat([part[: args.batch, :16], torch.randint(0, vocab, (args.batch, 4), generator=gen)], 1)
-        ids[: args.batch // 2, -(args.n - 1):] = part[: args.batch // 2, 20 : 20 + args.n - 1]  # hits
+        rows = part[torch.arange(args.batch) % samples]
+        ids = torch.cat([rows[:, :16], torch.randint(0, vocab, (args.batch, 4), generator=gen)], 1)
+        ids[: args.batch // 2, -(args.n - 1) :] = rows[: args.batch // 2, 20 : 20 + args.n - 1]  # hits
         ids, scores = ids.to(device), torch.randn(args.batch, vocab, device=device)
         setup_ours, ours = timed(lambda: NgramBlocker(build_index(part, args.n)), device)
         setup_hf, theirs = timed(lambda: NoBadWordsLogitsProcessor(grams), device)
