@@ -106,6 +106,8 @@ def test_short_input_bans_nothing_and_vocab_mismatch_is_explained():
         banned_mask(index, torch.tensor([[1, 2]]), 5)
     with pytest.raises(ValueError, match="at least 2"):
         build_index([[1, 2]], n=1)
+    with pytest.raises(ValueError, match=r"must lie in \[0, 2\*\*31\), got -100..3"):
+        build_index([[1, 2, 3, -100]], n=2)
 
 
 def test_unblockable_row_is_left_unmasked_and_counted():

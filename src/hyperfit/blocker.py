@@ -11,7 +11,7 @@ training samples, every token that followed that (N−1)-gram there gets −inf.
 The index is a sorted table of (N−1)-gram hashes with the (N−1)-grams themselves beside them and, for each,
 its followers in CSR layout (`offsets`, `followers`). One decoding step hashes the last N−1 tokens of every
 row, binary-searches the hashes (`torch.searchsorted`), checks the stored grams (so a hash collision can
-never ban a wrong token) and scatters the followers into a [B, V] mask: no Python loop over rows or n-grams.
+never ban a wrong token) and writes −inf at the (row, follower) pairs: no Python loop over rows or n-grams.
 
 What "never" means, exactly: after a step with the blocker, the N tokens ending at the new token are not an
 N-gram of any training sample. N-grams lying wholly inside the context are the prompt's, not the model's,
@@ -98,8 +98,11 @@ def _windows(samples: Sequence[Sequence[int]], n: int) -> np.ndarray:
     if not arrays or lengths.max(initial=0) < n:
         return np.zeros((0, n), dtype=np.int64)
     flat = np.concatenate(arrays)
-    if flat.min() < 0:
-        raise ValueError(f"training token ids must be non-negative, got {int(flat.min())}: pass real token ids")
+    if flat.min() < 0 or flat.max() >= 2**31:
+        raise ValueError(
+            f"training token ids must lie in [0, 2**31), got {int(flat.min())}..{int(flat.max())}: pass the "
+            "tokenizer's ids, not hashes or padding markers"
+        )
     # A window starting at flat position i is valid when it ends inside the sample that i belongs to.
     ends = np.repeat(np.cumsum(lengths), lengths)
     starts_ok = np.flatnonzero(np.arange(len(flat)) + n <= ends)
