@@ -1,6 +1,7 @@
 """Self-BLEU and Dataset BLEU equal sacrebleu's sentence BLEU, averaged, to 1e-6."""
 
 import doctest
+import random
 from pathlib import Path
 
 import pytest
@@ -29,9 +30,12 @@ def sacre_self_bleu(texts, max_order=4):
     return [sacre_sentence(t, texts[:i] + texts[i + 1 :], max_order) for i, t in enumerate(texts)]
 
 
-texts_st = st.lists(
-    st.lists(st.sampled_from(WORDS), max_size=14).map(" ".join), min_size=2, max_size=7
+# Two vocabularies: a small one (many shared n-grams, clipping matters) and a large one (mostly distinct
+# words, fewer distinct n-grams than words: the case where n-gram ids must not collide).
+words_st = st.sampled_from([WORDS, WORDS + [f"w{i}" for i in range(60)]]).flatmap(
+    lambda vocab: st.lists(st.lists(st.sampled_from(vocab), max_size=14).map(" ".join), min_size=2, max_size=7)
 )
+texts_st = words_st
 
 
 @settings(max_examples=120, deadline=None)
@@ -83,6 +87,23 @@ def test_edge_cases():
     assert dataset_bleu(["the cat", ""], ["", "the cat sat"])[1] == pytest.approx(
         [sacre_sentence("the cat", ["", "the cat sat"], 4), 0.0], abs=1e-6
     )
+
+
+def test_many_random_corpora_against_sacrebleu():
+    # Seeded sweep over many small corpora of mostly distinct words: cheap, and it reaches the rare
+    # layouts (more words than distinct bigrams) that hypothesis's small examples seldom produce.
+    rng = random.Random(0)
+    for _ in range(300):
+        texts = [" ".join(f"w{rng.randrange(20)}" for _ in range(rng.randint(0, 6))) for _ in range(rng.randint(2, 8))]
+        assert self_bleu(texts)[1] == pytest.approx(sacre_self_bleu(texts), abs=1e-6), texts
+        refs = texts[: len(texts) // 2] or ["w1"]
+        assert dataset_bleu(texts, refs)[1] == pytest.approx([sacre_sentence(t, refs, 4) for t in texts], abs=1e-6)
+
+
+def test_more_words_than_distinct_bigrams():
+    # Regression: with bigram ids multiplied by the number of bigrams, trigrams of these texts collided.
+    texts = ["w14 w43 w45 w45 w34", "w14 w47 w53 w57", "w4 w33 w19", "w14 w23 w40 w30 w18", "w8 w51", ""]
+    assert self_bleu(texts)[1] == pytest.approx(sacre_self_bleu(texts), abs=1e-6)
 
 
 def test_brevity_penalty_ties_go_to_the_shorter_reference():

@@ -77,22 +77,20 @@ def ngram_counts(docs: Sequence[np.ndarray], max_order: int) -> list[tuple[np.nd
     flat = np.concatenate(docs) if len(docs) else np.zeros(0, np.int64)
     doc_of = np.repeat(np.arange(len(docs)), lens)
     room = np.repeat(np.cumsum(lens), lens) - np.arange(len(flat))  # tokens from i to its doc's end
-    width = int(flat.max(initial=0)) + 1
-    gram = flat
+    vocab = int(flat.max(initial=0)) + 1
+    gram, num = flat, vocab
     out = []
     for n in range(1, max_order + 1):
         valid = np.flatnonzero(room >= n)
         if n > 1:
-            pair = gram[valid] * width + flat[valid + n - 1]
-            uniq, inverse = np.unique(pair, return_inverse=True)
+            # Pair key = prefix id · vocab + next token: unique because the token is below vocab (a smaller
+            # multiplier, such as the number of prefixes, would let two pairs collide).
+            uniq, inverse = np.unique(gram[valid] * vocab + flat[valid + n - 1], return_inverse=True)
             gram = np.full(len(flat), -1, dtype=np.int64)
-            gram[valid] = inverse
+            gram[valid] = inverse.reshape(-1)
             num = len(uniq)
-        else:
-            num = width
-        per_doc, counts = np.unique(doc_of[valid] * num + gram[valid], return_counts=True)
-        out.append((per_doc // num, per_doc % num, counts, num))
-        width = max(num, 1)
+        per_doc, counts = np.unique(doc_of[valid] * max(num, 1) + gram[valid], return_counts=True)
+        out.append((per_doc // max(num, 1), per_doc % max(num, 1), counts, num))
     return out
 
 
