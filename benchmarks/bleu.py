@@ -21,7 +21,8 @@ import sacrebleu
 
 from hyperfit.metrics.bleu import dataset_bleu, self_bleu
 
-TINYSTORIES = Path(__file__).resolve().parents[1] / ".." / "shared" / "assets" / "text" / "tinystories" / "tinystories_val.txt"
+ASSETS = Path(__file__).resolve().parents[1] / ".." / "shared" / "assets"
+TINYSTORIES = ASSETS / "text" / "tinystories" / "tinystories_val.txt"
 
 
 def corpus_words() -> list[str]:

@@ -16,7 +16,8 @@ import hyperfit.metrics.bleu as bleu_module  # noqa: E402
 from hyperfit.metrics import GenerationSet, compute  # noqa: E402
 from hyperfit.metrics.bleu import dataset_bleu, self_bleu, tokenize_13a  # noqa: E402
 
-TINYSTORIES = Path(__file__).resolve().parents[2] / ".." / "shared" / "assets" / "text" / "tinystories" / "tinystories_val.txt"
+ASSETS = Path(__file__).resolve().parents[2] / ".." / "shared" / "assets"
+TINYSTORIES = ASSETS / "text" / "tinystories" / "tinystories_val.txt"
 WORDS = "the a cat dog sat ran on mat , . ! ? 3.5 1-2 it's \" ( ) & &amp; Lily said: -".split()
 
 

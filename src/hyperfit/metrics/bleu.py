@@ -190,7 +190,10 @@ def dataset_bleu(texts: Sequence[str], references: Sequence[str], max_order: int
     return float(np.mean(per)), per
 
 
-@register("self_bleu", "Self-BLEU-4 (0-100, sacrebleu sentence BLEU vs all other continuations), mean. Lower = more diverse.")
+@register(
+    "self_bleu",
+    "Self-BLEU-4 (0-100, sacrebleu sentence BLEU vs all other continuations), mean. Lower = more diverse.",
+)
 def _self_bleu(g: GenerationSet):
     return self_bleu(g.texts)
 

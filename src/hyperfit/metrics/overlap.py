@@ -153,7 +153,11 @@ def _stats(g: GenerationSet) -> list[np.ndarray]:
     return stats
 
 
-@register("longest_overlap", "Longest span (tokens) copied from one training sample, mean over continuations.", needs=("train_ids",))
+@register(
+    "longest_overlap",
+    "Longest span (tokens) copied from one training sample, mean over continuations.",
+    needs=("train_ids",),
+)
 def _longest(g: GenerationSet):
     per = [float(m.max(initial=0)) for m in _stats(g)]
     return (sum(per) / len(per) if per else 0.0), per

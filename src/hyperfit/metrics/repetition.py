@@ -126,7 +126,10 @@ def _diversity(g: GenerationSet):
     return diversity([list(t) for t in g.token_ids])
 
 
-@register("diversity_simctg", "Su et al. diversity on whitespace words, as SimCTG's script computes it (for published numbers).")
+@register(
+    "diversity_simctg",
+    "Su et al. diversity on whitespace words, as SimCTG's script computes it (for published numbers).",
+)
 def _diversity_simctg(g: GenerationSet):
     return diversity([t.strip().split() for t in g.texts], simctg_compat=True)
 
@@ -137,6 +140,9 @@ def _compression(g: GenerationSet):
     return (sum(per) / len(per) if per else 0.0), per
 
 
-@register("compression_ratio_corpus", "gzip compression ratio of all continuations joined by newlines (Shaib et al. 2024).")
+@register(
+    "compression_ratio_corpus",
+    "gzip compression ratio of all continuations joined by newlines (Shaib et al. 2024).",
+)
 def _compression_corpus(g: GenerationSet):
     return compression_ratio("\n".join(g.texts))
