@@ -90,17 +90,7 @@ def test_unknown_decoder_parameter_fails_before_writing(trained_run, tmp_path, c
     assert not (tmp_path / "o").exists()
 
 
-def test_block_ngrams_without_the_blocker_is_a_clear_error(trained_run, tmp_path, monkeypatch, capsys):
-    import sys
-
-    monkeypatch.setitem(sys.modules, "hyperfit.blocker", None)  # as if blocker.py were absent
-    assert main(["compare", str(trained_run), "--block-ngrams", "6", "--out", str(tmp_path / "o")]) == 2
-    assert "the citation blocker is not available" in capsys.readouterr().err
-    assert not (tmp_path / "o").exists()
-
-
 def test_block_ngrams_never_reproduces_a_training_ngram(trained_run, tmp_path):
-    pytest.importorskip("hyperfit.blocker")
     n = 4
     result = compare([trained_run], ["greedy"], [12], block_ngrams=n, out=tmp_path)
     assert "final-greedy-L12-block4" in result["generated"]
@@ -112,3 +102,24 @@ def test_block_ngrams_never_reproduces_a_training_ngram(trained_run, tmp_path):
         seq, start = contexts[row["context_id"]] + row["continuation_ids"], len(contexts[row["context_id"]])
         # every n-gram that ends on a generated token
         assert not [seq[i - n + 1 : i + 1] for i in range(start, len(seq)) if tuple(seq[i - n + 1 : i + 1]) in train]
+
+
+def test_generate_stage_blocks_until_word_end(trained_run):
+    """The paper's variant: a copy may finish its word; no training n-gram ends on a word-start token."""
+    from transformers import AutoTokenizer
+
+    from hyperfit.blocker import starts_word_from_tokenizer
+
+    n = 4
+    assert main(["generate", str(trained_run), f"generate.block_ngrams={n}", "generate.block_until_word_end=true",
+                 "generate.max_new_tokens=12", "generate.tag=wordend"]) == 0
+    starts = starts_word_from_tokenizer(AutoTokenizer.from_pretrained(trained_run / "checkpoints/final"))
+    train = {tuple(r["input_ids"][i : i + n]) for r in read_jsonl(trained_run / "data/train.jsonl")
+             for i in range(len(r["input_ids"]) - n + 1)}
+    contexts = {c["id"]: c["context_ids"] for c in read_jsonl(trained_run / "data/contexts.jsonl")}
+    rows = read_jsonl(trained_run / "generations/wordend.jsonl")
+    assert rows and all(r["block_until_word_end"] is True for r in rows)
+    for row in rows:
+        seq, start = contexts[row["context_id"]] + row["continuation_ids"], len(contexts[row["context_id"]])
+        copied = [i for i in range(start, len(seq)) if tuple(seq[i - n + 1 : i + 1]) in train]
+        assert not [i for i in copied if starts[seq[i]]]

@@ -159,13 +159,14 @@ def plan(models: Sequence[Model], decoders: Sequence[str], lengths: Sequence[int
                 settings = effective_settings(generation_config(decoder, NO_TOKENIZER, length, g.stop_at_eos), decoder)
                 key = {"weights": weights, "decoder": name, "settings": settings, "contexts": contexts_hash,
                        "seed": g.seed, "num_samples": g.num_samples, "batch_size": g.batch_size,
-                       "block_ngrams": g.block_ngrams}
+                       "block_ngrams": g.block_ngrams, "block_until_word_end": g.block_until_word_end}
                 if g.block_ngrams is not None:  # the blocker's index is the training data
                     key["train"] = _json_hash([r["input_ids"] for r in model.run.read_samples("train")])
                 if target is not None:  # entropy matching measures the target model on the val text
                     key["target"] = _weights_of(model, target)
                     key["val"] = _json_hash([r["input_ids"] for r in model.run.read_samples("val")])
                 tag = f"{model.checkpoint}-{name}-L{length}" + (f"-block{g.block_ngrams}" if g.block_ngrams else "")
+                tag += "-wordend" if g.block_ngrams and g.block_until_word_end else ""
                 jobs.append(Job(model, name, length, tag, _json_hash(key)))
     return jobs, notes
 
@@ -285,7 +286,6 @@ def compare(run_dirs: Sequence[str | Path], decoders: Sequence[str], lengths: Se
             block_ngrams: int | None = None, out: str | Path | None = None, overrides: Sequence[str] = (),
             contexts_from_first: bool = False) -> dict:
     """Generate (or reuse), evaluate and tabulate; returns {"markdown", "csv", "generated", "cached"}."""
-    from hyperfit.generate import require_blocker
     from hyperfit.models import check_lengths, load_model_config
 
     if not decoders:
@@ -299,8 +299,6 @@ def compare(run_dirs: Sequence[str | Path], decoders: Sequence[str], lengths: Se
     for run, cfg in zip(runs, cfgs):
         run.require(run.final, "hyperfit run (or train)")
         check_lengths(load_model_config(cfg.model), cfg.data, max(lengths), 0)
-    if block_ngrams is not None:
-        require_blocker(block_ngrams)  # not installed → the clear error now, before any work
     contexts = check_contexts(runs, contexts_from_first)
     jobs, notes = plan(models_of(runs, cfgs), decoders, lengths, contexts)
     generated = run_jobs(jobs, contexts)

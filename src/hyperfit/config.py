@@ -131,6 +131,9 @@ class GenerateConfig:
     block_ngrams: Optional[int] = None
     """Citation blocker: forbid the decoder to reproduce any N-token span of the training samples (paper: 6;
     None: off)."""
+    block_until_word_end: bool = False
+    """With block_ngrams: the paper's variant that lets the model finish the word it is in. Only tokens that
+    start a new word are banned, so a copy stops at the next word boundary instead of mid-word."""
     max_new_tokens: int = 256
     """Tokens generated per context (paper: 96, 128 and 256)."""
     stop_at_eos: bool = False

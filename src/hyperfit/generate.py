@@ -99,29 +99,18 @@ def sample_seed(seed: int, sample: int) -> int:
     return int(hashlib.sha256(f"{seed}/{sample}".encode()).hexdigest()[:8], 16)
 
 
-def blocker_processor(run: RunDir, n: int | None):
-    """LogitsProcessorList with the citation blocker over data/train.jsonl's token ids (None when n is None)."""
-    if n is None:
+def blocker_processor(run: RunDir, cfg: GenerateConfig, tokenizer):
+    """LogitsProcessorList with the citation blocker over data/train.jsonl's token ids (None when off)."""
+    if cfg.block_ngrams is None:
         return None
     from transformers import LogitsProcessorList
 
-    blocker = require_blocker(n)
+    from hyperfit.blocker import NgramBlocker, starts_word_from_tokenizer
+
     train_ids = [r["input_ids"] for r in run.read_samples("train")]
-    if hasattr(blocker.NgramBlocker, "from_samples"):
-        return LogitsProcessorList([blocker.NgramBlocker.from_samples(train_ids, n)])
-    return LogitsProcessorList([blocker.NgramBlocker(blocker.NgramIndex.build(train_ids, n))])
-
-
-def require_blocker(n: int):
-    """The `hyperfit.blocker` module, or a clear error when this installation does not have it yet."""
-    try:
-        from hyperfit import blocker
-    except ModuleNotFoundError as e:
-        if e.name != "hyperfit.blocker":
-            raise
-        raise RunError(f"generate.block_ngrams={n}: the citation blocker is not available in this installation "
-                       "(hyperfit/blocker.py is missing); update hyperfit, or leave generate.block_ngrams unset") from e
-    return blocker
+    starts_word = starts_word_from_tokenizer(tokenizer) if cfg.block_until_word_end else None
+    return LogitsProcessorList([NgramBlocker.from_samples(train_ids, cfg.block_ngrams, starts_word=starts_word,
+                                                          delay_until_word_end=cfg.block_until_word_end)])
 
 
 def decode(model, contexts: Sequence[Sequence[int]], decoder: Decoder, gen_config, cfg: GenerateConfig,
@@ -157,13 +146,14 @@ def generation_rows(cfg: GenerateConfig, model_cfg: ModelConfig, run: RunDir, mo
     decoder = prepare_decoder(cfg, model_cfg, run, model)
     gen_config = generation_config(decoder, tokenizer, cfg.max_new_tokens, cfg.stop_at_eos)
     samples = decode(model, [c["context_ids"] for c in contexts], decoder, gen_config, cfg,
-                     blocker_processor(run, cfg.block_ngrams))
+                     blocker_processor(run, cfg, tokenizer))
     settings = effective_settings(gen_config, decoder)
     source = checkpoint_path(run, model_cfg, cfg.checkpoint)
     return [
         {"context_id": c["id"], "context": c["context"], "continuation_ids": ids,
          "continuation": continuation_text(tokenizer, c["context_ids"], ids), "decoder": cfg.decoder,
-         "decoder_config": settings, "block_ngrams": cfg.block_ngrams, "checkpoint": cfg.checkpoint,
+         "decoder_config": settings, "block_ngrams": cfg.block_ngrams,
+         "block_until_word_end": cfg.block_until_word_end if cfg.block_ngrams else None, "checkpoint": cfg.checkpoint,
          "model": str(source), "sample": s, "seed": sample_seed(cfg.seed, s) if decoder.samples else None}
         for s, conts in enumerate(samples) for c, ids in zip(contexts, conts)
     ]

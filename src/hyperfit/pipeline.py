@@ -25,10 +25,6 @@ def check(cfg: RunConfig) -> None:
     from hyperfit.models import check_lengths, load_model_config
 
     resolve(cfg.generate.decoder, cfg.generate.params)
-    if cfg.generate.block_ngrams is not None:
-        from hyperfit.generate import require_blocker
-
-        require_blocker(cfg.generate.block_ngrams)
     for name in cfg.evaluate.metrics:
         get_metric(name)
     check_lengths(load_model_config(cfg.model), cfg.data, cfg.generate.max_new_tokens, cfg.train.probe_new_tokens)
