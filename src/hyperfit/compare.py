@@ -252,19 +252,12 @@ def _values(m: dict) -> dict:
     return {k: v["value"] for k, v in m["metrics"].items() if "value" in v}
 
 
-def _fmt(v) -> str:
-    if v is None:
-        return "–"
-    if isinstance(v, float):
-        return f"{v:.3g}" if abs(v) >= 100 else f"{v:.3f}"
-    return str(v)
-
-
 def markdown(rows: list[dict], notes: Sequence[str]) -> str:
+    from hyperfit.report import markdown_table
+
     metric_cols = [c for c in TABLE_COLUMNS if any(c in r for r in rows)]
     header = ["model", "decoder", "length", "n", *metric_cols, "val_entropy"]
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(_fmt(r.get(c)) for c in header) + " |" for r in rows]
+    lines = markdown_table(header, [[r.get(c) for c in header] for r in rows])
     lines += ["", "TTR over the last `evaluate.window` tokens (paper: 96); n = continuations (contexts × samples); "
               "val_entropy: teacher-forced, nats/token on the validation text. Every metric: compare.csv."]
     return "\n".join(lines + [f"- {n}" for n in notes]) + "\n"

@@ -27,7 +27,7 @@ def _fmt(v) -> str:
     return str(v)
 
 
-def _table(header: Sequence[str], rows: Sequence[Sequence]) -> list[str]:
+def markdown_table(header: Sequence[str], rows: Sequence[Sequence]) -> list[str]:
     out = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     out += ["| " + " | ".join(_fmt(v) for v in row) + " |" for row in rows]
     return out
@@ -109,7 +109,7 @@ def report(runs: Sequence[RunDir], out: Path | None = None) -> Path:
     out = Path(out) if out is not None else runs[0].path
     lines = ["# hyperfit report", "", "Runs: " + ", ".join(f"`{r.path}`" for r in runs), "", "## Generations", ""]
     header, rows = metrics_rows(runs)
-    lines += _table(header, rows) if rows else ["(no metrics yet: run `hyperfit evaluate RUN_DIR`)"]
+    lines += markdown_table(header, rows) if rows else ["(no metrics yet: run `hyperfit evaluate RUN_DIR`)"]
     lines += ["", "TTR over the last 96 generated tokens (the paper's measure); nonword_rate: share of generated words "
               "absent from the source text's vocabulary — at small scale part of the new diversity is broken words. "
               "val columns: teacher-forced on held-out text.", ""]
@@ -119,7 +119,7 @@ def report(runs: Sequence[RunDir], out: Path | None = None) -> Path:
         if rows:
             lines += [f"## Training probes: {run.path.name}", ""]
             shown = rows if len(rows) <= 12 else rows[:1] + rows[1:-1][:: max(1, len(rows) // 10)] + rows[-1:]
-            lines += _table(PROBE_COLUMNS, [[r.get(k) for k in PROBE_COLUMNS] for r in shown])
+            lines += markdown_table(PROBE_COLUMNS, [[r.get(k) for k in PROBE_COLUMNS] for r in shown])
             lines.append("")
         study = run.metrics / "human_study.json"
         if study.is_file():
