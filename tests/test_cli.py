@@ -103,3 +103,16 @@ def test_report_compares_several_runs(tmp_path, tiny_llama, corpus_file):
     assert "| a | greedy |" in report and "| b | greedy |" in report
     assert "Training probes: a" in report and "Training probes: b" in report
     assert (tmp_path / "ab" / "plots" / "training_curves.png").stat().st_size > 1000
+
+
+def test_agreement_between_runs_trained_in_different_orders(tmp_path, tiny_llama, corpus_file):
+    for name, seed in (("s0", 0), ("s1", 1)):
+        assert main(["run", *tiny_overrides(tiny_llama, corpus_file, tmp_path, name), f"train.seed={seed}",
+                     "train.epochs=2", "train.probe_every=0", "generate.with_base=false"]) == 0
+    assert main(["agreement", str(tmp_path / "s0"), str(tmp_path / "s1"), "--base", "--out", str(tmp_path)]) == 0
+    result = json.loads((tmp_path / "agreement.json").read_text())
+    m = result["matrix"]
+    assert result["models"] == ["base", "s0", "s1"] and result["positions"] == 8 * 31
+    assert [m[i][i] for i in range(3)] == [1.0, 1.0, 1.0] and m[1][2] == m[2][1]
+    assert 0.0 < m[1][2] < 1.0  # same samples, different order: different models
+    assert "| s0 |" in (tmp_path / "agreement.md").read_text()

@@ -67,6 +67,11 @@ def _parser() -> argparse.ArgumentParser:
     i.add_argument("src", help="folder with the checkpoint .bin and its SentencePiece tokenizer .model")
     i.add_argument("out", help="output folder (save_pretrained layout)")
 
+    a = sub.add_parser("agreement", help="top-1 agreement matrix between runs (the paper's shuffling experiment)")
+    a.add_argument("run_dirs", nargs="+")
+    a.add_argument("--base", action="store_true", help="include the original model")
+    a.add_argument("--out", help="output directory (default: the first run directory)")
+
     sub.add_parser("metrics", help="list the registered metrics")
     sub.add_parser("study", help="blind pairwise human evaluation (hyperfit study --help)", add_help=False)
     return p
@@ -175,6 +180,12 @@ def _dispatch(args) -> int:
         from hyperfit.llama2c import import_llama2c
 
         print(f"wrote {import_llama2c(args.src, args.out)}")
+    elif args.command == "agreement":
+        from hyperfit.agreement import agreement
+
+        result = agreement(args.run_dirs, args.base, args.out)
+        for name, row in zip(result["models"], result["matrix"]):
+            print(f"{name:>20s} " + " ".join(f"{v:.3f}" for v in row))
     elif args.command == "metrics":
         from hyperfit.metrics.registry import available_metrics
 
