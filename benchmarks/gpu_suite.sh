@@ -12,9 +12,14 @@ stamp() { echo "== $1 at +$(( $(date +%s) - t0 )) s"; }
 nvidia-smi --query-gpu=name,memory.total,clocks.sm,clocks.max.sm --format=csv 2>&1 | tee "$OUT/gpu.txt"
 python -c "import torch, transformers, accelerate; print('torch', torch.__version__, 'transformers', transformers.__version__, 'accelerate', accelerate.__version__)" | tee -a "$OUT/gpu.txt"
 stamp checks
-timeout ${T_CHECKS:-80} python benchmarks/gpu_checks.py 2>&1 | tee "$OUT/checks.log"
+timeout ${T_CHECKS:-60} python benchmarks/gpu_checks.py 2>&1 | tee "$OUT/checks.log"
 stamp generate
-timeout ${T_GEN:-150} python benchmarks/generate.py --size "$SIZE" --json "$OUT/generate.json" 2>&1 | tee "$OUT/generate.log"
+timeout ${T_GEN:-140} python benchmarks/generate.py --size "$SIZE" --json "$OUT/generate.json" 2>&1 | tee "$OUT/generate.log"
 stamp train
-timeout ${T_TRAIN:-230} python benchmarks/train_step.py --size "$SIZE" --steps "$STEPS" --json "$OUT/train.json" 2>&1 | tee "$OUT/train.log"
+timeout ${T_TRAIN:-220} python benchmarks/train_step.py --size "$SIZE" --steps "$STEPS" --json "$OUT/train.json" 2>&1 | tee "$OUT/train.log"
 stamp done
+stamp integration
+# The real loop on CUDA (compile on by default, bf16 autocast, fast-greedy probes): tiny models, pytest.
+timeout ${T_INT:-70} python -m pytest tests/test_train.py tests/test_fast_greedy.py -q -x -p no:cacheprovider \
+  -k "drives_loss or equals_generate or accumulation" 2>&1 | tail -30 | tee "$OUT/integration.log"
+stamp end
