@@ -14,11 +14,12 @@ python -c "import torch, transformers, accelerate; print('torch', torch.__versio
 stamp checks
 timeout ${T_CHECKS:-60} python benchmarks/gpu_checks.py 2>&1 | tee "$OUT/checks.log"
 stamp generate
-timeout ${T_GEN:-140} python benchmarks/generate.py --size "$SIZE" --json "$OUT/generate.json" 2>&1 | tee "$OUT/generate.log"
+timeout ${T_GEN:-140} python benchmarks/generate.py --size "$SIZE" ${MODES:+--modes $MODES} --json "$OUT/generate.json" 2>&1 | tee "$OUT/generate.log"
 stamp train
-timeout ${T_TRAIN:-220} python benchmarks/train_step.py --size "$SIZE" --steps "$STEPS" --json "$OUT/train.json" 2>&1 | tee "$OUT/train.log"
+timeout ${T_TRAIN:-220} python benchmarks/train_step.py --size "$SIZE" --steps "$STEPS" ${VARIANTS:+--variants $VARIANTS} --baseline-steps ${BASE_STEPS:-20} --json "$OUT/train.json" 2>&1 | tee "$OUT/train.log"
 stamp done
 stamp integration
+[ "${T_INT:-70}" = 0 ] && exit 0
 # The real loop on CUDA (compile on by default, bf16 autocast, fast-greedy probes): tiny models, pytest.
 timeout ${T_INT:-70} python -m pytest tests/test_train.py tests/test_fast_greedy.py -q -x -p no:cacheprovider \
   -k "drives_loss or equals_generate or accumulation" 2>&1 | tail -30 | tee "$OUT/integration.log"

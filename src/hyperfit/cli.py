@@ -6,6 +6,7 @@
     hyperfit report RUN_DIR [RUN_DIR ...] [--out DIR]
     hyperfit import-llama2c SRC_DIR OUT_DIR
     hyperfit metrics                                # the metric registry
+    hyperfit plan llama-3.1-70b [--gpu-gb 80]       # memory per strategy, GPUs needed (config only)
     hyperfit study ...                              # blind pairwise human evaluation
 """
 
@@ -54,6 +55,12 @@ def _parser() -> argparse.ArgumentParser:
     i.add_argument("out", help="output folder (save_pretrained layout)")
 
     sub.add_parser("metrics", help="list the registered metrics")
+    pl = sub.add_parser("plan", help="memory per multi-GPU strategy and GPUs needed, from the model's config")
+    pl.add_argument("model", help="preset (tinyllama-1.1b, deepseek-7b, llama-3.1-8b, llama-3.1-70b), hub id or folder")
+    pl.add_argument("--gpu-gb", type=float, default=80, help="memory of one GPU in GB (default 80)")
+    pl.add_argument("--batch", type=int, default=8, help="global batch in samples (paper: 8)")
+    pl.add_argument("--seq", type=int, default=256, help="tokens per sample (paper: 256)")
+    pl.add_argument("--checkpointing", action="store_true", help="with activation checkpointing")
     sub.add_parser("study", help="blind pairwise human evaluation (hyperfit study --help)", add_help=False)
     return p
 
@@ -133,6 +140,10 @@ def _dispatch(args) -> int:
         from hyperfit.llama2c import import_llama2c
 
         print(f"wrote {import_llama2c(args.src, args.out)}")
+    elif args.command == "plan":
+        from hyperfit.plan import plan
+
+        print(plan(args.model, args.gpu_gb, args.batch, args.seq, args.checkpointing))
     elif args.command == "metrics":
         from hyperfit.metrics.registry import available_metrics
 
