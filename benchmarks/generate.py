@@ -100,6 +100,7 @@ def main(argv=None) -> int:
         ref = out if mode == "generate" else ref
         row["agree"] = (out == ref).float().mean().item() if ref is not None and mode != "graph_hook" else None
         rows.append(row)
+        print(f"  {mode}: {row['seconds']:.3f} s (setup {row['setup_s']:.1f} s), agree {row['agree']}", flush=True)
     ok = [r for r in rows if "error" not in r]
     base = next((r for r in ok if r["mode"] == "generate"), ok[0] if ok else None)
     print(f"{'mode':11s} {'seconds':>8s} {'tokens/s':>10s} {'x generate':>10s} {'setup s':>8s} {'peak GiB':>9s} {'agree':>6s}")
