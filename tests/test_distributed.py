@@ -61,8 +61,8 @@ def test_generation_over_two_processes_writes_the_one_process_file(tmp_path, tin
     # 8 contexts in batches of 3: rank 0 runs batches 0 and 2, rank 1 runs batch 1 and a padding batch.
     cfg, run = prepared(tmp_path, tiny_llama, corpus_file, "generate.checkpoint=base", f"generate.decoder={decoder}",
                         "generate.batch_size=3", "generate.fast=true", name=decoder)
-    one = generate(cfg.generate, cfg.model, run)
-    rows = read_jsonl(one)
-    one.rename(one.with_name("one.jsonl"))
+    path = generate(cfg.generate, cfg.model, run)  # generations/base-<decoder>.jsonl
+    rows = read_jsonl(path)
+    path.unlink()
     launch(2, "generate", str(run.path))
-    assert read_jsonl(run.generation_file(decoder)) == rows and len(rows) == 8
+    assert read_jsonl(path) == rows and len(rows) == 8

@@ -49,6 +49,13 @@ def local_batch_size(cfg: TrainConfig, num_processes: int, num_samples: int) -> 
         raise TrainError(f"data.num_train={num_samples} is smaller than train.batch_size={cfg.batch_size}: no full "
                          "batch can be formed. Use more samples or a smaller batch")
     per_update = num_processes * cfg.grad_accum
+    if num_processes > cfg.batch_size:
+        raise TrainError(
+            f"{num_processes} processes but train.batch_size={cfg.batch_size}: each rank needs at least one sample of "
+            f"the global batch, which is part of the recipe. Launch at most {cfg.batch_size} processes (e.g. "
+            f"accelerate launch --num_processes {cfg.batch_size}); if the model does not fit that many GPUs, shard it "
+            "(configs/accelerate/fsdp2.yaml, zero3_offload.yaml; see `hyperfit plan`) rather than adding ranks; "
+            "or change train.batch_size explicitly, knowing it departs from the paper")
     if cfg.batch_size % per_update:
         raise TrainError(
             f"train.batch_size={cfg.batch_size} cannot be split over {num_processes} process(es) × train.grad_accum="
