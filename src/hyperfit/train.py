@@ -93,7 +93,7 @@ class ChangeTracker:
 
     def __init__(self, model, limit: int = 1_000_000):
         # Under FSDP2 weights are DTensors: sample this rank's shard (to_local), no gather.
-        params = [getattr(p, "_local_tensor", p) for p in model.parameters() if p.requires_grad]
+        params = [p.to_local() if hasattr(p, "to_local") else p for p in model.parameters() if p.requires_grad]
         total = sum(p.numel() for p in params)
         self.stride = max(1, math.ceil(total / limit))
         self.params = params
