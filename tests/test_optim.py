@@ -46,3 +46,18 @@ def test_more_ranks_than_the_batch_is_an_error_that_names_the_options():
     assert [local_batch_size(cfg, r, 2000) for r in (1, 2, 4, 8)] == [8, 4, 2, 1]
     with pytest.raises(TrainError, match=r"16 processes but train.batch_size=8.*--num_processes 8.*fsdp2.yaml"):
         local_batch_size(cfg, 16, 2000)
+
+
+def test_training_with_kahan_bf16_weights_and_activation_checkpointing(tmp_path, tiny_llama, corpus_file):
+    from safetensors.torch import load_file
+
+    from test_train import prepared, step_losses
+    from hyperfit.train import train
+
+    cfg, run = prepared(tmp_path, tiny_llama, corpus_file, "model.dtype=bfloat16", "train.optimizer=adamw_kahan",
+                        "train.activation_checkpointing=true", "train.probe_every=0", "train.epochs=4")
+    train(cfg.train, cfg.model, run)  # the precision guard lets bf16 weights through only in this mode
+    losses = step_losses(run)
+    assert losses[-1] < losses[0] - 0.1
+    weights = load_file(run.final / "model.safetensors")
+    assert all(w.dtype == torch.bfloat16 for w in weights.values())
