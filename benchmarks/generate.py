@@ -37,9 +37,12 @@ class NgramBan:
 
 
 def hf_generate(model, ids, n):
+    """generate() greedy, fixed length: min_new_tokens = n bans the model's EOS at every step (so the fast
+    decoder is built with ban_ids=[eos] to match)."""
     from transformers import GenerationConfig
 
-    cfg = GenerationConfig(max_new_tokens=n, min_new_tokens=n, do_sample=False, eos_token_id=None, pad_token_id=0)
+    eos = model.config.eos_token_id
+    cfg = GenerationConfig(max_new_tokens=n, min_new_tokens=n, do_sample=False, eos_token_id=eos, pad_token_id=0)
     return model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), generation_config=cfg)[:, ids.shape[1]:]
 
 
@@ -55,8 +58,8 @@ def run_mode(mode, model, ids, n, device):
         out = hf_generate(model, ids, n)
     else:
         base = "graph" if mode == "graph_hook" else mode
-        dec = GreedyDecoder(model, ids.shape[0], ids.shape[1], n, processor=NgramBan() if mode == "graph_hook" else None,
-                            mode=base)
+        dec = GreedyDecoder(model, ids.shape[0], ids.shape[1], n, ban_ids=[model.config.eos_token_id],
+                            processor=NgramBan() if mode == "graph_hook" else None, mode=base)
         dec(ids)  # records the graph / compiles
         setup = now(device) - t0
         t1 = now(device)

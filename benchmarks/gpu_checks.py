@@ -29,8 +29,9 @@ def main() -> int:
             try:
                 want = ref if hook is None else model.generate(
                     input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=24, min_new_tokens=24,
-                    do_sample=False, pad_token_id=0, logits_processor=LogitsProcessorList([hook]))[:, 8:]
-                dec = GreedyDecoder(model, 4, 8, 24, processor=hook, mode=mode)
+                    do_sample=False, pad_token_id=0, eos_token_id=model.config.eos_token_id,
+                    logits_processor=LogitsProcessorList([hook]))[:, 8:]
+                dec = GreedyDecoder(model, 4, 8, 24, ban_ids=[model.config.eos_token_id], processor=hook, mode=mode)
                 got = [dec(ids), dec(ids.flip(0)).flip(0)]  # second call reuses the recording
                 same = all(torch.equal(g, want) for g in got)
             except Exception as e:  # noqa: BLE001
