@@ -4,7 +4,7 @@ import sys
 
 import pytest
 
-from conftest import ASSETS, needs_assets, tiny_overrides
+from tinymodels import ASSETS, needs_assets, tiny_overrides
 from hyperfit.cli import main
 from hyperfit.runs import read_jsonl
 
@@ -82,3 +82,24 @@ def test_demo_on_the_real_model(tmp_path, capsys):
     probes = [r for r in read_jsonl(tmp_path / "demo" / "train_log.jsonl") if r["type"] == "probe"]
     assert 1.2 < probes[0]["val_loss"] < 1.7  # the real pretrained model before training
     assert probes[-1]["train_loss"] < probes[0]["train_loss"]
+
+
+def test_any_causal_lm_gpt2_and_the_python_api(tmp_path, tiny_gpt2, corpus_file):
+    import hyperfit
+
+    cfg = hyperfit.load_config(None, tiny_overrides(tiny_gpt2, corpus_file, tmp_path, "gpt2") + ["train.epochs=1"])
+    run = hyperfit.run(cfg)
+    rows = read_jsonl(run.generation_file("greedy"))
+    assert len(rows) == 8 and all(len(r["continuation_ids"]) == 24 for r in rows)
+    card = (run.final / "README.md").read_text()
+    assert "lr 0.003 constant" in card and f"base_model: {tiny_gpt2}" in card
+
+
+def test_report_compares_several_runs(tmp_path, tiny_llama, corpus_file):
+    for name, epochs in (("a", 1), ("b", 2)):
+        assert main(["run", *tiny_overrides(tiny_llama, corpus_file, tmp_path, name), f"train.epochs={epochs}"]) == 0
+    assert main(["report", str(tmp_path / "a"), str(tmp_path / "b"), "--out", str(tmp_path / "ab")]) == 0
+    report = (tmp_path / "ab" / "report.md").read_text()
+    assert "| a | greedy |" in report and "| b | greedy |" in report
+    assert "Training probes: a" in report and "Training probes: b" in report
+    assert (tmp_path / "ab" / "plots" / "training_curves.png").stat().st_size > 1000

@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from conftest import make_corpus
+from tinymodels import make_corpus
 from hyperfit.config import DataConfig
 from hyperfit.data import DataError, prepare_data, read_documents, split_documents
 from hyperfit.models import load_tokenizer
@@ -77,3 +77,18 @@ def test_too_few_long_documents_names_counts_and_flags(tmp_path, tiny_llama):
     with pytest.raises(DataError, match=r"0 of 10 documents .* data.seq_len=32 .* 32 are needed"):
         prepare_data(cfg(path), tok, run)
     assert not run.path.exists()  # nothing half-written
+
+
+def test_hub_dataset_id_without_datasets_installed_says_how_to_fix(monkeypatch):
+    import builtins
+
+    real_import = builtins.__import__
+
+    def no_datasets(name, *args, **kw):
+        if name == "datasets":
+            raise ImportError("No module named 'datasets'")
+        return real_import(name, *args, **kw)
+
+    monkeypatch.setattr(builtins, "__import__", no_datasets)
+    with pytest.raises(DataError, match=r"pip install datasets"):
+        read_documents(cfg("roneneldan/TinyStories"))

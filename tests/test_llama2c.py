@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from conftest import ASSETS, needs_assets
+from tinymodels import ASSETS, needs_assets
 from hyperfit.llama2c import ImportError_, import_llama2c, unpermute_rotary
 
 

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from conftest import save_tiny_model
+from tinymodels import save_tiny_model
 from hyperfit.config import DataConfig, ModelConfig
 from hyperfit.models import (ModelError, PrecisionError, check_lengths, load_model, load_model_config,
                              lost_update_fraction, precision_guard)

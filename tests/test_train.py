@@ -2,7 +2,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from conftest import tiny_overrides
+from tinymodels import tiny_overrides
 from hyperfit.config import load_config
 from hyperfit.data import prepare_data
 from hyperfit.models import load_tokenizer

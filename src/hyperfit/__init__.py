@@ -26,6 +26,7 @@ def __getattr__(name):
         "generate": "hyperfit.generate",
         "evaluate": "hyperfit.evaluate",
         "report": "hyperfit.report",
+        "compare": "hyperfit.compare",
     }
     if name in exports:
         return getattr(import_module(exports[name]), name)

@@ -4,6 +4,7 @@
     hyperfit run configs/paper.yaml [key.sub=value ...] [--resume]
     hyperfit data|train|generate|evaluate RUN_DIR [key.sub=value ...]
     hyperfit report RUN_DIR [RUN_DIR ...] [--out DIR]
+    hyperfit compare RUN_DIR [RUN_DIR ...] --decoders greedy,top_p [--lengths 128,256] [--block-ngrams 6]
     hyperfit import-llama2c SRC_DIR OUT_DIR
     hyperfit metrics                                # the metric registry
     hyperfit plan llama-3.1-70b [--gpu-gb 80]       # memory per strategy, GPUs needed (config only)
@@ -44,6 +45,19 @@ def _parser() -> argparse.ArgumentParser:
     rep.add_argument("run_dirs", nargs="+")
     rep.add_argument("--out", help="output directory (default: the first run directory)")
 
+    c = sub.add_parser("compare", help="base and hyperfitted models × decoders × lengths → compare.md/.csv",
+                       epilog=fields, formatter_class=fmt)
+    c.add_argument("items", nargs="+", metavar="RUN_DIR [key.sub=value]",
+                   help="run directories, then overrides applied to each run's config (e.g. generate.num_samples=3)")
+    c.add_argument("--decoders", default="greedy", help="comma-separated decoders (default: greedy); see "
+                   "hyperfit.decoding: greedy, top_p, top_k, temperature, typical, min_p, eta, epsilon, "
+                   "repetition_penalty, no_repeat_ngram, beam, contrastive, entropy_matched_temperature")
+    c.add_argument("--lengths", help="comma-separated continuation lengths in tokens (default: generate.max_new_tokens)")
+    c.add_argument("--block-ngrams", type=int, help="citation blocker: never reproduce a training N-gram (paper: 6)")
+    c.add_argument("--out", help="where compare.md and compare.csv go (default: the first run directory)")
+    c.add_argument("--contexts-from-first", action="store_true",
+                   help="runs hold different contexts: continue the first run's with every model anyway")
+
     d = sub.add_parser("demo", help="the whole pipeline on karpathy's stories260K, on CPU")
     d.add_argument("--assets", help="folder with stories260K/ and text/tinystories/ (default: $HYPERFIT_ASSETS, "
                                     "then the Hugging Face hub)")
@@ -71,7 +85,14 @@ def main(argv: list[str] | None = None) -> int:
         from hyperfit.study.cli import main as study_main
 
         return study_main(argv[1:])
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    args, rest = parser.parse_known_args(argv)
+    if args.command == "compare":  # overrides may follow the options: `compare RUN --decoders x key=value`
+        args.items += [r for r in rest if "=" in r and not r.startswith("-")]
+        rest = [r for r in rest if r not in args.items]
+    if rest:
+        parser.error(f"unrecognized arguments: {' '.join(rest)}")
+    _quiet_libraries()
     try:
         return _dispatch(args)
     except KeyboardInterrupt:
@@ -84,15 +105,26 @@ def main(argv: list[str] | None = None) -> int:
         raise
 
 
+def _quiet_libraries() -> None:
+    # transformers draws a progress bar for every shard it loads or writes (several per epoch here);
+    # our own bar and log lines say what is happening.
+    import transformers.utils.logging as tlog
+
+    tlog.disable_progress_bar()
+    tlog.set_verbosity_error()
+
+
 def _is_user_error(e: Exception) -> bool:
     from hyperfit.config import ConfigError
     from hyperfit.data import DataError
+    from hyperfit.decoding import DecoderError
+    from hyperfit.entropy_match import EntropyMatchError
     from hyperfit.llama2c import ImportError_
     from hyperfit.models import ModelError
     from hyperfit.runs import RunError
     from hyperfit.train import TrainError
 
-    return isinstance(e, (ConfigError, DataError, ImportError_, ModelError, RunError, TrainError, KeyError, FileNotFoundError))
+    return isinstance(e, (ConfigError, DataError, DecoderError, EntropyMatchError, ImportError_, ModelError, RunError, TrainError, KeyError, FileNotFoundError))
 
 
 def _dispatch(args) -> int:
@@ -132,6 +164,16 @@ def _dispatch(args) -> int:
         from hyperfit.report import report
 
         print(f"wrote {report([RunDir(p) for p in args.run_dirs], Path(args.out) if args.out else None)}")
+    elif args.command == "compare":
+        from hyperfit.compare import compare
+
+        runs = [a for a in args.items if "=" not in a]
+        overrides = [a for a in args.items if "=" in a]
+        lengths = [int(x) for x in args.lengths.split(",")] if args.lengths else None
+        decoders = [d.strip() for d in args.decoders.split(",") if d.strip()]
+        result = compare(runs, decoders, lengths, args.block_ngrams, args.out, overrides, args.contexts_from_first)
+        print(f"wrote {result['markdown']} and {result['csv']} ({len(result['generated'])} generated, "
+              f"{len(result['cached'])} reused)")
     elif args.command == "demo":
         from hyperfit.demo import demo
 

@@ -128,7 +128,18 @@ class TrainConfig:
 @dataclass(frozen=True)
 class GenerateConfig:
     decoder: str = "greedy"
-    """Decoding preset (greedy is the paper's; see `hyperfit.decoding`)."""
+    """Decoding preset: greedy (the paper's), top_p (the paper's baseline), top_k, temperature, typical, min_p,
+    eta, epsilon, repetition_penalty, no_repeat_ngram, beam, contrastive, entropy_matched_temperature (see
+    `hyperfit.decoding`)."""
+    params: dict[str, Any] = field(default_factory=dict)
+    """Parameters of the decoder over its preset's defaults, e.g. generate.params={top_p: 0.95} or
+    generate.params.top_p=0.95; an unknown one is an error listing the preset's parameters."""
+    num_samples: int = 1
+    """Continuations per context for sampling decoders (rows get sample = 0..n−1, each with its own seed);
+    deterministic decoders give one row per context."""
+    block_ngrams: Optional[int] = None
+    """Citation blocker: forbid the decoder to reproduce any N-token span of the training samples (paper: 6;
+    None: off)."""
     max_new_tokens: int = 256
     """Tokens generated per context (paper: 96, 128 and 256)."""
     stop_at_eos: bool = False
@@ -145,7 +156,7 @@ class GenerateConfig:
     """Seed for sampling decoders."""
     fast: Optional[bool] = None
     """Greedy decoding with hyperfit.fast_greedy (static KV cache, decode step replayed as a CUDA graph):
-    the same tokens as generate(), ~10x faster on GPU. None: on with CUDA. Other decoders, or contexts of
+    the same tokens as generate(), without its per-token Python overhead (benchmarks/generate.py measures it). None: on with CUDA. Other decoders, or contexts of
     unequal length, use generate()."""
     with_base: bool = True
     """`hyperfit run` also continues the contexts with the untrained model (tag base-<decoder>), so the
@@ -272,11 +283,26 @@ def validate(cfg: RunConfig) -> list[str]:
                  "model.dtype=bfloat16 with it, or use train.optimizer=adamw for fp32 master weights")
     if cfg.model.dtype not in ("float32", "bfloat16", "float16"):
         p.append(f"model.dtype={cfg.model.dtype!r} must be one of float32, bfloat16, float16")
+    if g.num_samples < 1:
+        p.append(f"generate.num_samples={g.num_samples} must be at least 1")
+    if g.block_ngrams is not None and g.block_ngrams < 2:
+        p.append(f"generate.block_ngrams={g.block_ngrams} must be at least 2 (the paper blocks 6-grams), or null")
+    p += _decoder_problems(g)
     if not (g.checkpoint in ("final", "base") or g.checkpoint.startswith("epoch-")):
         p.append(f"generate.checkpoint={g.checkpoint!r} must be final, base or epoch-NNNN")
     if t.keep_checkpoints < 1:
         p.append(f"train.keep_checkpoints={t.keep_checkpoints} must be at least 1 (the checkpoint that --resume needs)")
     return p
+
+
+def _decoder_problems(g: GenerateConfig) -> list[str]:
+    from hyperfit.decoding import DecoderError, resolve  # light: no torch until a GenerationConfig is built
+
+    try:
+        resolve(g.decoder, g.params)
+    except DecoderError as e:
+        return [str(e)]
+    return []
 
 
 def _set_dotted(raw: dict, key: str, value: Any) -> None:
@@ -329,6 +355,10 @@ def _coerce(value: Any, typ: Any) -> Any:
         if value is None:
             return None
         return _coerce(value, next(a for a in args if a is not type(None)))
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise TypeError
+        return dict(value)
     if origin is tuple:
         if isinstance(value, str):
             value = [v.strip() for v in value.split(",") if v.strip()]
@@ -361,6 +391,8 @@ def _type_name(typ: Any) -> str:
         return "value or null (" + _type_name(next(a for a in args if a is not type(None))) + ")"
     if origin is tuple:
         return "list"
+    if origin is dict:
+        return "mapping (e.g. {top_p: 0.95})"
     return getattr(typ, "__name__", str(typ))
 
 

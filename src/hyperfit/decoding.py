@@ -1,57 +1,180 @@
-"""Named decoding presets → a complete, explicit `transformers.GenerationConfig`.
+"""Named decoding presets → a resolved `Decoder` → a complete, explicit `transformers.GenerationConfig`.
+
+    hyperfit generate runs/demo generate.decoder=top_p generate.num_samples=3
+    hyperfit generate runs/demo generate.decoder=top_p "generate.params={top_p: 0.95}"
+    hyperfit compare runs/demo --decoders greedy,top_p,repetition_penalty,contrastive
 
 Greedy must really be greedy: a model's own generation_config.json may turn sampling on (many chat
 models ship do_sample=True, top_p=0.9), and generate() merges such defaults into a user config whose
 values equal the library defaults. So every preset builds its GenerationConfig from scratch, and
 `generate` installs it as the model's generation config for the call; the effective settings are
 recorded in every output row.
+
+Everything transformers implements (top-k/p, typical, min-p, eta, epsilon, repetition penalty, no-repeat
+n-gram, beam search) is plain GenerationConfig fields. Two presets need more than that:
+`contrastive` (transformers no longer ships it offline; see `hyperfit.contrastive`) and
+`entropy_matched_temperature` (a temperature found by bisection; see `hyperfit.entropy_match`).
 """
 
 from __future__ import annotations
 
 import difflib
 from dataclasses import dataclass, field
+from typing import Any, Mapping
 
 # The paper's nucleus-sampling baseline, as reported by Carlsson et al. (2025), §4: p 0.9, temperature 0.7,
 # top-k 50. Keep the values here only.
 REPORTED_TOP_P = {"top_p": 0.9, "temperature": 0.7, "top_k": 50}
+
+# How a preset runs: "generate" = model.generate() with the GenerationConfig alone; the others are loops
+# or searches of their own built around it.
+METHODS = ("generate", "contrastive", "entropy_matched")
+
+
+class DecoderError(ValueError):
+    """An unknown decoder or parameter; the message lists the valid ones."""
 
 
 @dataclass(frozen=True)
 class Preset:
     name: str
     help: str
-    settings: dict = field(default_factory=dict)
+    fixed: dict = field(default_factory=dict)
+    """GenerationConfig fields this preset always sets (e.g. do_sample)."""
+    params: dict = field(default_factory=dict)
+    """Parameters a user may change via generate.params, with their defaults (their types are enforced)."""
+    method: str = "generate"
 
     @property
     def samples(self) -> bool:
-        return bool(self.settings.get("do_sample"))
+        return bool(self.fixed.get("do_sample") or self.params.get("do_sample"))
+
+
+def _sampling(name: str, help: str, **params) -> Preset:
+    return Preset(name, help, {"do_sample": True}, params)
 
 
 PRESETS: dict[str, Preset] = {
     p.name: p
     for p in [
         Preset("greedy", "Argmax at every step (the paper's decoder for hyperfitted models).", {"do_sample": False}),
-        Preset("top_p", "Nucleus sampling with the paper's reported baseline values.", {"do_sample": True, **REPORTED_TOP_P}),
+        _sampling("top_p", "Nucleus sampling (Holtzman et al., 2020) with the paper's reported baseline values.",
+                  **REPORTED_TOP_P),
+        _sampling("top_k", "Top-k sampling (Fan et al., 2018).", top_k=50, temperature=1.0),
+        _sampling("temperature", "Pure temperature sampling over the whole vocabulary.", temperature=0.7),
+        _sampling("typical", "Locally typical sampling (Meister et al., 2023).", typical_p=0.95, temperature=1.0),
+        _sampling("min_p", "Min-p sampling (Nguyen et al., 2024): keep tokens with p ≥ min_p · p_max.",
+                  min_p=0.1, temperature=1.0),
+        _sampling("eta", "Eta sampling (Hewitt et al., 2022), entropy-dependent truncation.", eta_cutoff=3e-4),
+        _sampling("epsilon", "Epsilon sampling (Hewitt et al., 2022): keep tokens with p ≥ epsilon.",
+                  epsilon_cutoff=3e-4),
+        Preset("repetition_penalty", "Greedy with the CTRL repetition penalty (Keskar et al., 2019).",
+               {"do_sample": False}, {"repetition_penalty": 1.2}),
+        Preset("no_repeat_ngram", "Greedy that never repeats an n-gram of its own output (context included).",
+               {"do_sample": False}, {"no_repeat_ngram_size": 3}),
+        Preset("beam", "Beam search; the highest-scoring beam is kept.", {"do_sample": False},
+               {"num_beams": 4, "length_penalty": 1.0}),
+        Preset("contrastive", "Contrastive search (Su et al., 2022): top-k candidates scored by "
+               "(1−α)·p − α·max cosine similarity to earlier hidden states.",
+               {"do_sample": False}, {"penalty_alpha": 0.6, "top_k": 4}, method="contrastive"),
+        Preset("entropy_matched_temperature", "Temperature whose mean teacher-forced entropy on the validation "
+               "text equals that of the `target` checkpoint (the hyperfitted model); then sample at it.",
+               {}, {"do_sample": True, "target": "final", "max_sequences": 64, "tolerance": 1e-3},
+               method="entropy_matched"),
     ]
 }
+
+
+@dataclass(frozen=True)
+class Decoder:
+    """A preset with every parameter resolved; `found` holds values a search chose (entropy matching)."""
+
+    preset: Preset
+    params: dict
+    found: dict = field(default_factory=dict)
+
+    @property
+    def name(self) -> str:
+        return self.preset.name
+
+    @property
+    def samples(self) -> bool:
+        return bool(self.preset.fixed.get("do_sample") or self.params.get("do_sample"))
+
+    def record(self) -> dict:
+        """Everything that decides the output apart from the GenerationConfig's own fields."""
+        return {**self.params, **self.found}
 
 
 def get_preset(name: str) -> Preset:
     if name not in PRESETS:
         close = difflib.get_close_matches(name, PRESETS, n=3)
         hint = f" Did you mean {', '.join(close)}?" if close else ""
-        raise KeyError(f"unknown decoder {name!r}.{hint} Known decoders: {', '.join(PRESETS)}")
+        raise DecoderError(f"unknown decoder {name!r}.{hint} Known decoders: {', '.join(PRESETS)}")
     return PRESETS[name]
 
 
-def generation_config(name: str, tokenizer, max_new_tokens: int, stop_at_eos: bool = False):
-    """A GenerationConfig for preset `name`, with every sampling field set explicitly."""
+def resolve(name: str, params: Mapping[str, Any] | None = None) -> Decoder:
+    """Preset `name` with `params` (generate.params) over its defaults; unknown or mistyped ones fail.
+
+    >>> resolve("top_p", {"top_p": 0.95}).params
+    {'top_p': 0.95, 'temperature': 0.7, 'top_k': 50}
+    """
+    preset = get_preset(name)
+    params = dict(params or {})
+    problems = []
+    for key in params:
+        if key not in preset.params:
+            valid = ", ".join(preset.params) or "none"
+            problems.append(f"generate.params.{key} is not a parameter of decoder {name!r}; its parameters: {valid}")
+    out = dict(preset.params)
+    for key, value in params.items():
+        if key in preset.params:
+            try:
+                out[key] = _as_type_of(preset.params[key], value)
+            except (TypeError, ValueError):
+                kind = type(preset.params[key]).__name__
+                problems.append(f"generate.params.{key}={value!r} for decoder {name!r} must be a {kind}")
+    if problems:
+        raise DecoderError("; ".join(problems))
+    return Decoder(preset, out)
+
+
+def _as_type_of(default: Any, value: Any) -> Any:
+    if isinstance(default, bool):
+        if not isinstance(value, bool):
+            raise TypeError
+        return value
+    if isinstance(default, int):
+        if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+            raise TypeError
+        return int(value)
+    if isinstance(default, float):
+        if isinstance(value, bool):
+            raise TypeError
+        return float(value)
+    if isinstance(default, str) and not isinstance(value, str):
+        raise TypeError
+    return value
+
+
+def generation_config(decoder: str | Decoder, tokenizer, max_new_tokens: int, stop_at_eos: bool = False):
+    """A GenerationConfig for a decoder (or preset name), with every sampling field set explicitly.
+
+    For the two methods that run their own loop, it holds what they share with everyone else (length,
+    special tokens, do_sample, temperature); their own parameters stay in `Decoder.record()`.
+    """
     from transformers import GenerationConfig
 
-    preset = get_preset(name)
+    decoder = resolve(decoder) if isinstance(decoder, str) else decoder
     settings = {"do_sample": False, "num_beams": 1, "temperature": 1.0, "top_k": None, "top_p": None}
-    settings.update(preset.settings)
+    settings.update(decoder.preset.fixed)
+    if decoder.preset.method == "generate":
+        settings.update(decoder.params)
+    elif decoder.preset.method == "entropy_matched":
+        settings.update(do_sample=decoder.params["do_sample"], temperature=decoder.found.get("temperature", 1.0))
+    if not settings["do_sample"]:
+        settings["temperature"] = 1.0  # irrelevant to argmax; 1.0 keeps transformers from warning
     eos = tokenizer.eos_token_id
     return GenerationConfig(
         max_new_tokens=max_new_tokens,
@@ -64,10 +187,15 @@ def generation_config(name: str, tokenizer, max_new_tokens: int, stop_at_eos: bo
     )
 
 
-def effective_settings(gen_config) -> dict:
+def effective_settings(gen_config, decoder: Decoder | None = None) -> dict:
     """The settings that decide the output, for the record in each generation row."""
     keys = ("do_sample", "num_beams", "temperature", "top_k", "top_p", "typical_p", "min_p", "epsilon_cutoff",
-            "eta_cutoff", "repetition_penalty", "no_repeat_ngram_size", "penalty_alpha", "max_new_tokens",
+            "eta_cutoff", "repetition_penalty", "no_repeat_ngram_size", "length_penalty", "max_new_tokens",
             "min_new_tokens")
     d = gen_config.to_dict()
-    return {k: d.get(k) for k in keys if d.get(k) is not None}
+    out = {k: d.get(k) for k in keys if d.get(k) is not None}
+    if out.get("num_beams", 1) == 1:
+        out.pop("length_penalty", None)  # only beam search reads it; keep the record to what matters
+    if decoder is not None and decoder.preset.method != "generate":
+        out.update(decoder.record())  # contrastive's penalty_alpha/top_k, the matched temperature, ...
+    return out

@@ -26,7 +26,8 @@ def generation_set(cfg: EvaluateConfig, token_ids, texts, run: RunDir, train_row
                          train_texts=train_texts, vocabulary=load_vocabulary(run))
 
 
-def evaluate(cfg: EvaluateConfig, model_cfg: ModelConfig, run: RunDir, tags: list[str] | None = None) -> list[Path]:
+def evaluate(cfg: EvaluateConfig, model_cfg: ModelConfig, run: RunDir, tags: list[str] | None = None,
+             reference: bool = True) -> list[Path]:
     """Metrics for each generations/<tag>.jsonl (all of them by default) and for the human reference."""
     from hyperfit.generate import checkpoint_path, default_device
     from hyperfit.metrics.predictive import predictive_metrics
@@ -64,17 +65,19 @@ def evaluate(cfg: EvaluateConfig, model_cfg: ModelConfig, run: RunDir, tags: lis
         result["provenance"] = provenance()
         write_json(run.metrics_file(tag), result)
         written.append(run.metrics_file(tag))
-    written.append(evaluate_reference(cfg, run, max(lengths) if lengths else None, train_rows, tokenizer))
+    if reference:
+        written.append(evaluate_reference(cfg, run, max(lengths) if lengths else None, train_rows, tokenizer))
     return written
 
 
-def evaluate_reference(cfg: EvaluateConfig, run: RunDir, length: int | None, train_rows, tokenizer) -> Path:
+def evaluate_reference(cfg: EvaluateConfig, run: RunDir, length: int | None, train_rows, tokenizer,
+                       tag: str = REFERENCE_TAG) -> Path:
     """The same metrics on the human continuations, cut to the generations' length."""
     contexts = run.read_samples("contexts")
     ids = [c["reference_ids"][:length] if length else c["reference_ids"] for c in contexts]
     texts = [continuation_text(tokenizer, c["context_ids"], x) for c, x in zip(contexts, ids)]
     gens = generation_set(cfg, ids, texts, run, train_rows, tokenizer)
-    result = {"tag": REFERENCE_TAG, "n": len(ids), "checkpoint": None, "decoder": "human",
+    result = {"tag": tag, "n": len(ids), "checkpoint": None, "decoder": "human",
               "tokens": length, "metrics": compute(cfg.metrics, gens), "provenance": provenance()}
-    write_json(run.metrics_file(REFERENCE_TAG), result)
-    return run.metrics_file(REFERENCE_TAG)
+    write_json(run.metrics_file(tag), result)
+    return run.metrics_file(tag)

@@ -2,13 +2,17 @@
 
     hyperfit generate runs/demo generate.decoder=greedy generate.max_new_tokens=128
     hyperfit generate runs/demo generate.checkpoint=base      # the model before hyperfitting
+    hyperfit generate runs/demo generate.decoder=top_p generate.num_samples=4 generate.seed=1
+    hyperfit generate runs/demo generate.block_ngrams=6       # the citation blocker
 
 One row per (context, sample): context id and text, continuation token ids and text, the decoder's name
-and effective settings, and which weights produced it.
+and effective settings, and which weights produced it. Every decoder shares the contexts, the length rule
+and the detokenisation (`data.continuation_text`), so their numbers are comparable.
 """
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 from typing import Sequence
 
@@ -16,7 +20,7 @@ import torch
 
 from hyperfit.config import GenerateConfig, ModelConfig
 from hyperfit.data import continuation_text
-from hyperfit.decoding import effective_settings, generation_config, get_preset
+from hyperfit.decoding import Decoder, effective_settings, generation_config, resolve
 from hyperfit.runs import RunDir, RunError, write_jsonl
 
 
@@ -66,7 +70,7 @@ def continue_contexts(model, contexts: Sequence[Sequence[int]], gen_config, batc
                 rows, decoder = _fast_batch(model, batch, gen_config, logits_processor, decoder, batch_size)
             else:
                 rows = _generate_batch(model, batch, gen_config, logits_processor, seed + max(b, 0), device)
-            results[b] = [_cut_at_eos(row, gen_config) for row in rows]
+            results[b] = [cut_at_eos(row, gen_config) for row in rows]
     finally:
         model.generation_config = saved
         model.train(was_training)
@@ -99,7 +103,7 @@ def _fast_batch(model, batch, gen_config, logits_processor, decoder, batch_size:
     return out[: len(batch)].tolist(), decoder
 
 
-def _cut_at_eos(row: list[int], gen_config) -> list[int]:
+def cut_at_eos(row: list[int], gen_config) -> list[int]:
     if gen_config.min_new_tokens == gen_config.max_new_tokens:
         return row  # fixed length: EOS was suppressed, nothing to cut
     eos = gen_config.eos_token_id
@@ -116,27 +120,105 @@ def default_tag(cfg: GenerateConfig) -> str:
     return cfg.decoder if cfg.checkpoint == "final" else f"{cfg.checkpoint}-{cfg.decoder}"
 
 
-def generate(cfg: GenerateConfig, model_cfg: ModelConfig, run: RunDir, model=None, tokenizer=None) -> Path:
-    """Continue data/contexts.jsonl with the configured checkpoint and decoder; returns the output file."""
-    from hyperfit.models import load_model, load_tokenizer
+def sample_seed(seed: int, sample: int) -> int:
+    """Seed of sample `sample`: sample 0 keeps generate.seed, so num_samples=1 runs reproduce older ones.
 
-    get_preset(cfg.decoder)  # fail on a typo before loading anything
-    contexts = run.read_samples("contexts")
+    >>> sample_seed(0, 0), sample_seed(0, 1) != sample_seed(1, 0)
+    (0, True)
+    """
+    if sample == 0:
+        return seed
+    # continue_contexts adds the batch index to the seed, so neighbouring integers would share batches.
+    return int(hashlib.sha256(f"{seed}/{sample}".encode()).hexdigest()[:8], 16)
+
+
+def blocker_processor(run: RunDir, n: int | None):
+    """LogitsProcessorList with the citation blocker over data/train.jsonl's token ids (None when n is None)."""
+    if n is None:
+        return None
+    from transformers import LogitsProcessorList
+
+    blocker = require_blocker(n)
+    train_ids = [r["input_ids"] for r in run.read_samples("train")]
+    if hasattr(blocker.NgramBlocker, "from_samples"):
+        return LogitsProcessorList([blocker.NgramBlocker.from_samples(train_ids, n)])
+    return LogitsProcessorList([blocker.NgramBlocker(blocker.NgramIndex.build(train_ids, n))])
+
+
+def require_blocker(n: int):
+    """The `hyperfit.blocker` module, or a clear error when this installation does not have it yet."""
+    try:
+        from hyperfit import blocker
+    except ModuleNotFoundError as e:
+        if e.name != "hyperfit.blocker":
+            raise
+        raise RunError(f"generate.block_ngrams={n}: the citation blocker is not available in this installation "
+                       "(hyperfit/blocker.py is missing); update hyperfit, or leave generate.block_ngrams unset") from e
+    return blocker
+
+
+def decode(model, contexts: Sequence[Sequence[int]], decoder: Decoder, gen_config, cfg: GenerateConfig,
+           logits_processor=None) -> list[list[list[int]]]:
+    """Continuations [sample][context] of every context; one sample unless the decoder samples."""
+    from hyperfit.contrastive import contrastive_search
+
+    samples = []
+    for s in range(cfg.num_samples if decoder.samples else 1):
+        if decoder.preset.method == "contrastive":
+            samples.append(contrastive_search(model, contexts, gen_config, decoder.params["penalty_alpha"],
+                                              decoder.params["top_k"], cfg.batch_size, logits_processor))
+        else:
+            samples.append(continue_contexts(model, contexts, gen_config, cfg.batch_size, logits_processor,
+                                             seed=sample_seed(cfg.seed, s), fast=cfg.fast))
+    return samples
+
+
+def prepare_decoder(cfg: GenerateConfig, model_cfg: ModelConfig, run: RunDir, model) -> Decoder:
+    """The resolved decoder; a search that needs the model (entropy matching) runs here."""
+    decoder = resolve(cfg.decoder, cfg.params)
+    if decoder.preset.method == "entropy_matched":
+        from hyperfit.entropy_match import prepare
+
+        decoder = prepare(decoder, model, run, model_cfg)
+    return decoder
+
+
+def generation_rows(cfg: GenerateConfig, model_cfg: ModelConfig, run: RunDir, model, tokenizer,
+                    contexts: list[dict] | None = None) -> list[dict]:
+    """Rows for generations/<tag>.jsonl: every context (× sample) continued by cfg's decoder and checkpoint."""
+    contexts = run.read_samples("contexts") if contexts is None else contexts
+    decoder = prepare_decoder(cfg, model_cfg, run, model)
+    gen_config = generation_config(decoder, tokenizer, cfg.max_new_tokens, cfg.stop_at_eos)
+    samples = decode(model, [c["context_ids"] for c in contexts], decoder, gen_config, cfg,
+                     blocker_processor(run, cfg.block_ngrams))
+    settings = effective_settings(gen_config, decoder)
     source = checkpoint_path(run, model_cfg, cfg.checkpoint)
-    if model is None:
-        model = load_model(model_cfg, None if cfg.checkpoint == "base" else source).to(default_device())
-    if tokenizer is None:
-        tokenizer = load_tokenizer(model_cfg, None if cfg.checkpoint == "base" else source)
-    gen_config = generation_config(cfg.decoder, tokenizer, cfg.max_new_tokens, cfg.stop_at_eos)
-    conts = continue_contexts(model, [c["context_ids"] for c in contexts], gen_config, cfg.batch_size, seed=cfg.seed)
-    settings = effective_settings(gen_config)
-    rows = [
+    return [
         {"context_id": c["id"], "context": c["context"], "continuation_ids": ids,
          "continuation": continuation_text(tokenizer, c["context_ids"], ids), "decoder": cfg.decoder,
-         "decoder_config": settings, "checkpoint": cfg.checkpoint, "model": str(source), "sample": 0,
-         "seed": cfg.seed if gen_config.do_sample else None}
-        for c, ids in zip(contexts, conts)
+         "decoder_config": settings, "block_ngrams": cfg.block_ngrams, "checkpoint": cfg.checkpoint,
+         "model": str(source), "sample": s, "seed": sample_seed(cfg.seed, s) if decoder.samples else None}
+        for s, conts in enumerate(samples) for c, ids in zip(contexts, conts)
     ]
+
+
+def load_checkpoint(cfg: GenerateConfig, model_cfg: ModelConfig, run: RunDir):
+    """(model on the default device, tokenizer) for generate.checkpoint."""
+    from hyperfit.models import load_model, load_tokenizer
+
+    source = checkpoint_path(run, model_cfg, cfg.checkpoint)
+    path = None if cfg.checkpoint == "base" else source
+    return load_model(model_cfg, path).to(default_device()), load_tokenizer(model_cfg, path)
+
+
+def generate(cfg: GenerateConfig, model_cfg: ModelConfig, run: RunDir, model=None, tokenizer=None) -> Path:
+    """Continue data/contexts.jsonl with the configured checkpoint and decoder; returns the output file."""
+    resolve(cfg.decoder, cfg.params)  # fail on a typo before loading anything
+    if model is None or tokenizer is None:
+        loaded_model, loaded_tokenizer = load_checkpoint(cfg, model_cfg, run)
+        model = loaded_model if model is None else model
+        tokenizer = loaded_tokenizer if tokenizer is None else tokenizer
+    rows = generation_rows(cfg, model_cfg, run, model, tokenizer)
     out = run.generation_file(default_tag(cfg))
     write_jsonl(out, rows)
     return out

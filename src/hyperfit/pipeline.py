@@ -20,11 +20,15 @@ from hyperfit.runs import RunDir, RunError, load_run_config, save_config
 
 def check(cfg: RunConfig) -> None:
     """Everything that can be checked cheaply: the model's config loads and lengths fit its context."""
-    from hyperfit.decoding import get_preset
+    from hyperfit.decoding import resolve
     from hyperfit.metrics.registry import get_metric
     from hyperfit.models import check_lengths, load_model_config
 
-    get_preset(cfg.generate.decoder)
+    resolve(cfg.generate.decoder, cfg.generate.params)
+    if cfg.generate.block_ngrams is not None:
+        from hyperfit.generate import require_blocker
+
+        require_blocker(cfg.generate.block_ngrams)
     for name in cfg.evaluate.metrics:
         get_metric(name)
     check_lengths(load_model_config(cfg.model), cfg.data, cfg.generate.max_new_tokens, cfg.train.probe_new_tokens)

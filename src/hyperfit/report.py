@@ -37,14 +37,14 @@ def metrics_rows(runs: Sequence[RunDir]) -> tuple[list[str], list[list]]:
     """One row per (run, generations tag), human reference last per run."""
     rows = []
     for run in runs:
-        files = sorted(run.metrics.glob("*.json"), key=lambda p: (p.stem == "reference", p.stem))
+        files = sorted(run.metrics.glob("*.json"), key=lambda p: (p.stem.startswith("reference"), p.stem))
         for f in files:
             m = json.loads(f.read_text())
             if "metrics" not in m:
                 continue  # e.g. human_study.json, reported in its own section
             metric = lambda k: m["metrics"].get(k, {}).get("value")  # noqa: E731
             pred = m.get("predictive", {})
-            label = "human (reference)" if m["tag"] == "reference" else f"{m['checkpoint']} / {m['decoder']}"
+            label = "human (reference)" if m.get("decoder") == "human" else f"{m['checkpoint']} / {m['decoder']}"
             rows.append([run.path.name, m["tag"], label] + [metric(k) for k in TABLE_METRICS] +
                         [pred.get(k) for k in PREDICTIVE])
     header = ["run", "tag", "weights / decoder"] + list(TABLE_METRICS) + [f"val {k}" for k in PREDICTIVE]

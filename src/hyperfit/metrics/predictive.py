@@ -41,10 +41,11 @@ def token_stats(logits: torch.Tensor, targets: torch.Tensor) -> dict[str, torch.
 
 @torch.no_grad()
 def predictive_metrics(model, sequences: Sequence[Sequence[int]], batch_size: int = 16,
-                       autocast: str | None = None) -> dict[str, float]:
+                       autocast: str | None = None, temperature: float = 1.0) -> dict[str, float]:
     """Mean per-token metrics of `model` over `sequences` (equal-length token id lists).
 
     Returns loss (nats/token), perplexity, entropy (nats), top-1/3/5 probability mass, mean gold rank.
+    `temperature` divides the logits first (the entropy-matched temperature control searches over it).
     """
     if not sequences:
         return {}
@@ -57,7 +58,7 @@ def predictive_metrics(model, sequences: Sequence[Sequence[int]], batch_size: in
         ids = torch.tensor([list(s) for s in sequences[start : start + batch_size]], device=device)
         with ctx:
             logits = model(input_ids=ids).logits
-        stats = token_stats(logits[:, :-1], ids[:, 1:])
+        stats = token_stats(logits[:, :-1] / temperature, ids[:, 1:])
         for k, v in stats.items():
             totals[k] = totals.get(k, 0) + v
     model.train(was_training)
