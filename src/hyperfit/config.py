@@ -156,8 +156,8 @@ class GenerateConfig:
     """Seed for sampling decoders."""
     fast: Optional[bool] = None
     """Greedy decoding with hyperfit.fast_greedy (static KV cache, decode step replayed as a CUDA graph):
-    the same tokens as generate(), without its per-token Python overhead (benchmarks/generate.py measures it). None: on with CUDA. Other decoders, or contexts of
-    unequal length, use generate()."""
+    the same tokens as generate(), without its per-token Python overhead (benchmarks/generate.py measures
+    it). None: on with CUDA. Other decoders, or contexts of unequal length, use generate()."""
     with_base: bool = True
     """`hyperfit run` also continues the contexts with the untrained model (tag base-<decoder>), so the
     report compares the model before and after hyperfitting."""
