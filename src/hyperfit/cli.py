@@ -7,6 +7,7 @@
     hyperfit compare RUN_DIR [RUN_DIR ...] --decoders greedy,top_p [--lengths 128,256] [--block-ngrams 6]
     hyperfit import-llama2c SRC_DIR OUT_DIR
     hyperfit metrics                                # the metric registry
+    hyperfit plan llama-3.1-70b [--gpu-gb 80]       # memory per strategy, GPUs needed (config only)
     hyperfit study ...                              # blind pairwise human evaluation
 """
 
@@ -73,6 +74,12 @@ def _parser() -> argparse.ArgumentParser:
     a.add_argument("--out", help="output directory (default: the first run directory)")
 
     sub.add_parser("metrics", help="list the registered metrics")
+    pl = sub.add_parser("plan", help="memory per multi-GPU strategy and GPUs needed, from the model's config")
+    pl.add_argument("model", help="preset (tinyllama-1.1b, deepseek-7b, llama-3.1-8b, llama-3.1-70b), hub id or folder")
+    pl.add_argument("--gpu-gb", type=float, default=80, help="memory of one GPU in GB (default 80)")
+    pl.add_argument("--batch", type=int, default=8, help="global batch in samples (paper: 8)")
+    pl.add_argument("--seq", type=int, default=256, help="tokens per sample (paper: 256)")
+    pl.add_argument("--checkpointing", action="store_true", help="with activation checkpointing")
     sub.add_parser("study", help="blind pairwise human evaluation (hyperfit study --help)", add_help=False)
     return p
 
@@ -186,6 +193,10 @@ def _dispatch(args) -> int:
         result = agreement(args.run_dirs, args.base, args.out)
         for name, row in zip(result["models"], result["matrix"]):
             print(f"{name:>20s} " + " ".join(f"{v:.3f}" for v in row))
+    elif args.command == "plan":
+        from hyperfit.plan import plan
+
+        print(plan(args.model, args.gpu_gb, args.batch, args.seq, args.checkpointing))
     elif args.command == "metrics":
         from hyperfit.metrics.registry import available_metrics
 

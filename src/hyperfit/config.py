@@ -114,6 +114,15 @@ class TrainConfig:
     """Also send metrics to an accelerate tracker: tensorboard, wandb, mlflow, comet_ml, aim, ..."""
     push_to_hub: Optional[str] = None
     """Upload the final model with its model card to this hub repository id when training ends."""
+    compile: Optional[bool] = None
+    """torch.compile the model and the loss for training (None: on with CUDA, off on CPU). Costs tens of
+    seconds of compilation once; set false to debug or when the compiler fails on a model."""
+    activation_checkpointing: bool = False
+    """Recompute activations in backward instead of storing them: less memory, ~30 % more compute. Only
+    when memory needs it (see `hyperfit plan`); under FSDP set fsdp_activation_checkpointing in its YAML."""
+    optimizer: str = "adamw"
+    """adamw (fp32 master weights, the paper's), or adamw_kahan: bf16 weights (model.dtype=bfloat16) with
+    Kahan-compensated updates, so lr 1e-6 updates are not rounded away; 10 instead of 16 bytes/parameter."""
 
 
 @dataclass(frozen=True)
@@ -148,6 +157,10 @@ class GenerateConfig:
     when checkpoint is not final)."""
     seed: int = 0
     """Seed for sampling decoders."""
+    fast: Optional[bool] = None
+    """Greedy decoding with hyperfit.fast_greedy (static KV cache, decode step replayed as a CUDA graph):
+    the same tokens as generate(), without its per-token Python overhead (benchmarks/generate.py measures
+    it). None: on with CUDA. Other decoders, or contexts of unequal length, use generate()."""
     with_base: bool = True
     """`hyperfit run` also continues the contexts with the untrained model (tag base-<decoder>), so the
     report compares the model before and after hyperfitting."""
@@ -266,6 +279,11 @@ def validate(cfg: RunConfig) -> list[str]:
                  "the global batch is fixed, so choose grad_accum among its divisors")
     if t.precision not in ("auto", "bf16", "fp16", "no"):
         p.append(f"train.precision={t.precision!r} must be one of auto, bf16, fp16, no")
+    if t.optimizer not in ("adamw", "adamw_kahan"):
+        p.append(f"train.optimizer={t.optimizer!r} must be adamw or adamw_kahan")
+    elif t.optimizer == "adamw_kahan" and cfg.model.dtype != "bfloat16":
+        p.append(f"train.optimizer=adamw_kahan compensates bf16 rounding, but model.dtype={cfg.model.dtype}; set "
+                 "model.dtype=bfloat16 with it, or use train.optimizer=adamw for fp32 master weights")
     if cfg.model.dtype not in ("float32", "bfloat16", "float16"):
         p.append(f"model.dtype={cfg.model.dtype!r} must be one of float32, bfloat16, float16")
     if g.num_samples < 1:

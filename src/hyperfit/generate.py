@@ -25,7 +25,9 @@ from hyperfit.runs import RunDir, RunError, write_jsonl
 
 
 def default_device() -> torch.device:
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    from hyperfit.ranks import device
+
+    return device()  # cuda:LOCAL_RANK under a multi-GPU `accelerate launch`
 
 
 def checkpoint_path(run: RunDir, model_cfg: ModelConfig, checkpoint: str) -> str | Path:
@@ -41,33 +43,64 @@ def checkpoint_path(run: RunDir, model_cfg: ModelConfig, checkpoint: str) -> str
 
 @torch.no_grad()
 def continue_contexts(model, contexts: Sequence[Sequence[int]], gen_config, batch_size: int = 32,
-                      logits_processor=None, seed: int = 0) -> list[list[int]]:
-    """Continuations (new tokens only) of each context, batched, left-padded when lengths differ."""
+                      logits_processor=None, seed: int = 0, fast: bool | None = None) -> list[list[int]]:
+    """Continuations (new tokens only) of each context, batched, left-padded when lengths differ.
+
+    Under `accelerate launch` the batches are dealt out over the processes and gathered back in order
+    (hyperfit.ranks). Greedy decoding of equal-length contexts goes through hyperfit.fast_greedy when
+    `fast` (None: on CUDA); it gives the same tokens as generate().
+    """
+    from hyperfit.fast_greedy import fast_greedy_applies
+    from hyperfit.ranks import gather_batches, my_batches
+
     device = next(model.parameters()).device
-    pad = gen_config.pad_token_id
+    fast = (device.type == "cuda" if fast is None else fast) and fast_greedy_applies(gen_config, contexts)
+    batches = [[list(c) for c in contexts[s : s + batch_size]] for s in range(0, len(contexts), batch_size)]
     saved = model.generation_config
     # generate() fills "unset" fields from model.generation_config; installing ours means nothing the
     # model ships (e.g. do_sample=True) can leak into the call.
     model.generation_config = gen_config
     was_training = model.training
     model.eval()
-    outputs: list[list[int]] = []
+    results, decoder = {}, None
     try:
-        for b, start in enumerate(range(0, len(contexts), batch_size)):
-            batch = [list(c) for c in contexts[start : start + batch_size]]
-            width = max(len(c) for c in batch)
-            ids = torch.tensor([[pad] * (width - len(c)) + c for c in batch], device=device)
-            mask = torch.tensor([[0] * (width - len(c)) + [1] * len(c) for c in batch], device=device)
-            if gen_config.do_sample:
-                torch.manual_seed(seed + b)  # per batch, so a rerun with the same batch size reproduces
-            out = model.generate(input_ids=ids, attention_mask=mask, generation_config=gen_config,
-                                 logits_processor=logits_processor)
-            for row in out[:, width:].tolist():
-                outputs.append(cut_at_eos(row, gen_config))
+        for b in my_batches(len(batches)):
+            batch = batches[max(b, 0)]  # b = -1: padding batch, so every rank runs as many forwards
+            if fast:
+                rows, decoder = _fast_batch(model, batch, gen_config, logits_processor, decoder, batch_size)
+            else:
+                rows = _generate_batch(model, batch, gen_config, logits_processor, seed + max(b, 0), device)
+            results[b] = [cut_at_eos(row, gen_config) for row in rows]
     finally:
         model.generation_config = saved
         model.train(was_training)
-    return outputs
+    return gather_batches(results, len(batches))
+
+
+def _generate_batch(model, batch, gen_config, logits_processor, seed: int, device) -> list[list[int]]:
+    pad = gen_config.pad_token_id
+    width = max(len(c) for c in batch)
+    ids = torch.tensor([[pad] * (width - len(c)) + c for c in batch], device=device)
+    mask = torch.tensor([[0] * (width - len(c)) + [1] * len(c) for c in batch], device=device)
+    if gen_config.do_sample:
+        torch.manual_seed(seed)  # per batch, so a rerun with the same batch size reproduces
+    out = model.generate(input_ids=ids, attention_mask=mask, generation_config=gen_config,
+                         logits_processor=logits_processor)
+    return out[:, width:].tolist()
+
+
+def _fast_batch(model, batch, gen_config, logits_processor, decoder, batch_size: int):
+    """One batch through a GreedyDecoder built once per call (a short last batch is padded with its first
+    row, so the recorded shapes never change)."""
+    from hyperfit.fast_greedy import GreedyDecoder, eos_ban
+
+    if decoder is None:
+        # The first batch is full unless it is the only one, so its size fits every later batch.
+        decoder = GreedyDecoder(model, len(batch), len(batch[0]), gen_config.max_new_tokens, ban_ids=eos_ban(gen_config),
+                                processor=logits_processor)
+    rows = batch + [batch[0]] * (decoder.B - len(batch))
+    out = decoder(torch.tensor(rows, device=decoder.device))
+    return out[: len(batch)].tolist(), decoder
 
 
 def cut_at_eos(row: list[int], gen_config) -> list[int]:
@@ -125,7 +158,7 @@ def decode(model, contexts: Sequence[Sequence[int]], decoder: Decoder, gen_confi
                                               decoder.params["top_k"], cfg.batch_size, logits_processor))
         else:
             samples.append(continue_contexts(model, contexts, gen_config, cfg.batch_size, logits_processor,
-                                             seed=sample_seed(cfg.seed, s)))
+                                             seed=sample_seed(cfg.seed, s), fast=cfg.fast))
     return samples
 
 

@@ -28,7 +28,7 @@ def check(cfg: RunConfig) -> None:
     for name in cfg.evaluate.metrics:
         get_metric(name)
     check_lengths(load_model_config(cfg.model), cfg.data, cfg.generate.max_new_tokens, cfg.train.probe_new_tokens)
-    if cfg.model.dtype != "float32" and cfg.train.epochs > 0:
+    if cfg.model.dtype != "float32" and cfg.train.epochs > 0 and cfg.train.optimizer != "adamw_kahan":
         # Low-precision weights: load them once now so the precision guard can refuse before any writing.
         from hyperfit.models import load_model, precision_guard
 

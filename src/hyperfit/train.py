@@ -26,6 +26,7 @@ from hyperfit.config import ModelConfig, TrainConfig
 from hyperfit.runs import RunDir, RunError, append_jsonl, atomic_dir, read_jsonl, write_jsonl
 
 STATE_FILE = "training_state.pt"
+SHARDED_DIR = "sharded_state"  # accelerator.save_state output under FSDP / DeepSpeed
 
 
 class TrainError(ValueError):
@@ -48,6 +49,13 @@ def local_batch_size(cfg: TrainConfig, num_processes: int, num_samples: int) -> 
         raise TrainError(f"data.num_train={num_samples} is smaller than train.batch_size={cfg.batch_size}: no full "
                          "batch can be formed. Use more samples or a smaller batch")
     per_update = num_processes * cfg.grad_accum
+    if num_processes > cfg.batch_size:
+        raise TrainError(
+            f"{num_processes} processes but train.batch_size={cfg.batch_size}: each rank needs at least one sample of "
+            f"the global batch, which is part of the recipe. Launch at most {cfg.batch_size} processes (e.g. "
+            f"accelerate launch --num_processes {cfg.batch_size}); if the model does not fit that many GPUs, shard it "
+            "(configs/accelerate/fsdp2.yaml, zero3_offload.yaml; see `hyperfit plan`) rather than adding ranks; "
+            "or change train.batch_size explicitly, knowing it departs from the paper")
     if cfg.batch_size % per_update:
         raise TrainError(
             f"train.batch_size={cfg.batch_size} cannot be split over {num_processes} process(es) × train.grad_accum="
@@ -59,9 +67,21 @@ def local_batch_size(cfg: TrainConfig, num_processes: int, num_samples: int) -> 
 
 def summed_loss(model, ids: torch.Tensor) -> torch.Tensor:
     """Next-token cross-entropy summed over target tokens (fp32 logits, whatever the compute dtype)."""
-    logits = model(input_ids=ids).logits
-    return torch.nn.functional.cross_entropy(
-        logits[:, :-1].float().reshape(-1, logits.shape[-1]), ids[:, 1:].reshape(-1), reduction="sum")
+    from hyperfit.fast_train import ce_sum
+
+    return ce_sum(model(input_ids=ids).logits, ids)
+
+
+def check_engine(cfg: TrainConfig, accelerator) -> None:
+    """Refuse combinations the loop does not run correctly; the message says what to use instead."""
+    kind = str(accelerator.distributed_type)
+    if "DEEPSPEED" in kind and cfg.grad_accum > 1:
+        raise TrainError(f"train.grad_accum={cfg.grad_accum} under DeepSpeed: DeepSpeed rescales and accumulates "
+                         "gradients itself, which this loop does not hand over to it. Use grad_accum=1 with "
+                         "batch_size/ranks samples per rank (8 ranks × 1 for the paper's batch), or FSDP2")
+    if cfg.optimizer == "adamw_kahan" and accelerator.num_processes > 1 and ("FSDP" in kind or "DEEPSPEED" in kind):
+        raise TrainError("train.optimizer=adamw_kahan is for one device or DDP; sharded engines (FSDP, DeepSpeed) "
+                         "bring their own mixed-precision optimizers. Use train.optimizer=adamw there")
 
 
 class ChangeTracker:
@@ -72,7 +92,8 @@ class ChangeTracker:
     """
 
     def __init__(self, model, limit: int = 1_000_000):
-        params = [p for p in model.parameters() if p.requires_grad]
+        # Under FSDP2 weights are DTensors: sample this rank's shard (to_local), no gather.
+        params = [p.to_local() if hasattr(p, "to_local") else p for p in model.parameters() if p.requires_grad]
         total = sum(p.numel() for p in params)
         self.stride = max(1, math.ceil(total / limit))
         self.params = params
@@ -114,15 +135,38 @@ def _set_rng_state(state: dict) -> None:
 # Checkpoints
 
 
+def is_sharded(accelerator) -> bool:
+    """FSDP / DeepSpeed: each rank holds a shard of the weights and optimizer state."""
+    kind = str(accelerator.distributed_type)
+    return "FSDP" in kind or "DEEPSPEED" in kind
+
+
 def save_checkpoint(path: Path, accelerator, model, tokenizer, optimizer, state: dict) -> None:
-    """Model (safetensors) + tokenizer + optimizer/RNG state, written to a temp dir and renamed."""
+    """Model (safetensors) + tokenizer + optimizer/RNG state, written to a temp dir and renamed.
+
+    Sharded engines: the consolidated HF folder (for users; get_state_dict gathers the full weights, a
+    collective every rank must enter) plus every rank's shard of model and optimizer written by
+    accelerator.save_state into SHARDED_DIR (what --resume loads; the optimizer cannot be gathered cheaply).
+    Only reachable with several GPUs, so it is exercised by the multi-GPU runs, not by the CPU tests.
+    """
     unwrapped = accelerator.unwrap_model(model)
     weights = accelerator.get_state_dict(model)
+    sharded = optimizer is not None and is_sharded(accelerator)
+    staging = path.with_name(f".{path.name}.sharded")
+    if sharded:
+        if accelerator.is_main_process:
+            shutil.rmtree(staging, ignore_errors=True)
+        accelerator.wait_for_everyone()
+        accelerator.save_state(str(staging))  # every rank writes its shard
+        accelerator.wait_for_everyone()
     if accelerator.is_main_process:
         with atomic_dir(path) as tmp:
             unwrapped.save_pretrained(tmp, state_dict=weights, safe_serialization=True)
             tokenizer.save_pretrained(tmp)
-            if optimizer is not None:
+            if sharded:
+                staging.rename(tmp / SHARDED_DIR)
+                torch.save({**state, "rng": _rng_state()}, tmp / STATE_FILE)
+            elif optimizer is not None:
                 torch.save({**state, "optimizer": optimizer.state_dict(), "rng": _rng_state()}, tmp / STATE_FILE)
     accelerator.wait_for_everyone()
 
@@ -169,6 +213,7 @@ def train(cfg: TrainConfig, model_cfg: ModelConfig, run: RunDir, resume: bool = 
     from accelerate import Accelerator
     from tqdm.auto import tqdm
 
+    from hyperfit.fast_train import enable_activation_checkpointing, make_loss_fn, use_compile
     from hyperfit.models import load_model, load_tokenizer, precision_guard
 
     train_rows = run.read_samples("train")
@@ -194,17 +239,24 @@ def train(cfg: TrainConfig, model_cfg: ModelConfig, run: RunDir, resume: bool = 
 
     accelerator = Accelerator(mixed_precision=precision_mode(cfg), log_with=cfg.tracker, project_dir=str(run.path))
     micro = local_batch_size(cfg, accelerator.num_processes, len(train_rows))
+    check_engine(cfg, accelerator)
     print0 = accelerator.print
+    compiled = use_compile(cfg.compile, accelerator.device)
     torch.manual_seed(cfg.seed)
     model = load_model(model_cfg, load_from)
     tokenizer = load_tokenizer(model_cfg, load_from)
-    precision_guard(model, cfg.lr)
+    if cfg.optimizer != "adamw_kahan":  # Kahan compensation is what makes bf16 weights safe
+        precision_guard(model, cfg.lr)
+    if cfg.activation_checkpointing:
+        enable_activation_checkpointing(model)
     model.train()
-    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, betas=tuple(cfg.betas), eps=cfg.eps,
-                                  weight_decay=cfg.weight_decay, fused=torch.cuda.is_available())
-    model, optimizer = accelerator.prepare(model, optimizer)
+    model, optimizer = _prepare(accelerator, model, cfg, micro, compiled)
+    loss_fn = make_loss_fn(model, compile=compiled)
     if resume_state is not None:
-        optimizer.load_state_dict(resume_state["optimizer"])
+        if (load_from / SHARDED_DIR).is_dir():
+            accelerator.load_state(str(load_from / SHARDED_DIR))  # every rank loads its shard
+        else:
+            optimizer.load_state_dict(resume_state["optimizer"])
         _set_rng_state(resume_state["rng"])
         # Rows logged after the checkpoint belong to the interrupted attempt; the resumed run rewrites them.
         if accelerator.is_main_process:
@@ -225,7 +277,7 @@ def train(cfg: TrainConfig, model_cfg: ModelConfig, run: RunDir, resume: bool = 
         f"Training: {n} samples × {seq_len} tokens | global batch {cfg.batch_size} = {accelerator.num_processes} "
         f"process(es) × {cfg.grad_accum} micro-batch(es) × {micro} | {tokens_per_update} target tokens/update | "
         f"{steps_per_epoch} updates/epoch × {cfg.epochs} epochs = {steps_per_epoch * cfg.epochs} updates | "
-        f"AdamW lr {cfg.lr:g} constant, wd {cfg.weight_decay:g} | weights {str(dtype).replace('torch.', '')}, compute "
+        f"{cfg.optimizer} lr {cfg.lr:g} constant, wd {cfg.weight_decay:g} | compile {compiled} | weights {str(dtype).replace('torch.', '')}, compute "
         f"{'bf16 autocast' if accelerator.mixed_precision == 'bf16' else accelerator.mixed_precision if accelerator.mixed_precision != 'no' else 'fp32'} "
         f"on {device}" + (f" | {n % cfg.batch_size} samples left out of each epoch (n not divisible by batch)" if n % cfg.batch_size else ""))
 
@@ -252,7 +304,7 @@ def train(cfg: TrainConfig, model_cfg: ModelConfig, run: RunDir, resume: bool = 
         for b in range(steps_per_epoch):
             batch = order[b * cfg.batch_size : (b + 1) * cfg.batch_size]
             mine = batch[accelerator.process_index * micro * cfg.grad_accum :][: micro * cfg.grad_accum]
-            loss = _update(model, optimizer, accelerator, ids[mine].to(device), micro, tokens_per_update, cfg)
+            loss = _update(model, optimizer, accelerator, ids[mine].to(device), micro, tokens_per_update, cfg, loss_fn)
             epoch_loss += loss
             window_loss += loss
             step += 1
@@ -292,16 +344,34 @@ def train(cfg: TrainConfig, model_cfg: ModelConfig, run: RunDir, resume: bool = 
     return summary
 
 
+def _prepare(accelerator, model, cfg: TrainConfig, micro: int, compiled: bool):
+    """Optimizer + accelerator.prepare; DeepSpeed gets its optimizer from its own config."""
+    if "DEEPSPEED" in str(accelerator.distributed_type):
+        from accelerate.utils import DummyOptim
+
+        # No dataloader tells DeepSpeed the batch; it needs it to accept "auto" in its config.
+        accelerator.state.deepspeed_plugin.deepspeed_config["train_micro_batch_size_per_gpu"] = micro
+        # DeepSpeed builds AdamW (its CPU Adam when offloading) from these values ("auto" in the JSON).
+        optimizer = DummyOptim(model.parameters(), lr=cfg.lr, betas=tuple(cfg.betas), eps=cfg.eps,
+                               weight_decay=cfg.weight_decay)
+    else:
+        from hyperfit.optim import build_optimizer
+
+        optimizer = build_optimizer(model, cfg, compile=compiled)
+    return accelerator.prepare(model, optimizer)
+
+
 def _update(model, optimizer, accelerator, ids: torch.Tensor, micro: int, tokens_per_update: int,
-            cfg: TrainConfig) -> torch.Tensor:
+            cfg: TrainConfig, loss_fn=None) -> torch.Tensor:
     """One optimizer update over this rank's share of the global batch; returns its mean loss (on device)."""
+    loss_fn = loss_fn or (lambda x: summed_loss(model, x))
     total = torch.zeros((), device=ids.device)
     chunks = ids.split(micro)
     for i, chunk in enumerate(chunks):
         last = i == len(chunks) - 1
         # Skip the gradient all-reduce on all but the last micro-batch of the update.
         with accelerator.no_sync(model) if not last else nullcontext():
-            loss = summed_loss(model, chunk) / tokens_per_update
+            loss = loss_fn(chunk) / tokens_per_update
             # DDP averages gradients over ranks; each rank's share was divided by the global token count,
             # so scale back up to get the global per-token mean.
             accelerator.backward(loss * accelerator.num_processes)

@@ -1,0 +1,119 @@
+"""Greedy generation speed: transformers generate() against hyperfit.fast_greedy, in one process.
+
+    python benchmarks/generate.py                                  # tiny model on CPU
+    python benchmarks/generate.py --size 1b --dtype bf16           # TinyLlama-1.1B shape on one GPU
+
+Modes: generate (transformers, default dynamic cache: the baseline), eager (static-cache loop), graph
+(decode step as a CUDA graph: generate.fast's default on CUDA), graph_hook (graph + a blocker-like
+logits hook), compile (torch.compile mode="reduce-overhead"). Each is timed on its second call (the first
+records/compiles; its time is printed as setup). `agree` is the share of tokens equal to generate()'s.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import SIZES, build_model, device_name, dump, now, peak_gib, reset_peak  # noqa: E402
+
+DTYPES = {"bf16": torch.bfloat16, "fp32": torch.float32}
+
+
+class NgramBan:
+    """Stands in for the citation blocker (branch metrics): bans every token that followed the last token
+    earlier in the sequence — a bigram blocker as one static-shape tensor op, no host sync."""
+
+    def __call__(self, input_ids, logits):
+        last = input_ids[:, -1:]
+        follows = torch.zeros_like(logits, dtype=torch.bool)
+        hits = (input_ids[:, :-1] == last)  # positions holding the last token
+        nxt = torch.where(hits, input_ids[:, 1:], torch.zeros_like(input_ids[:, 1:]))
+        follows.scatter_(1, nxt, hits)
+        return logits.masked_fill(follows, float("-inf"))
+
+
+def hf_generate(model, ids, n):
+    """generate() greedy, fixed length: min_new_tokens = n bans the model's EOS at every step (so the fast
+    decoder is built with ban_ids=[eos] to match)."""
+    from transformers import GenerationConfig
+
+    eos = model.config.eos_token_id
+    cfg = GenerationConfig(max_new_tokens=n, min_new_tokens=n, do_sample=False, eos_token_id=eos, pad_token_id=0)
+    return model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), generation_config=cfg)[:, ids.shape[1]:]
+
+
+def run_mode(mode, model, ids, n, device):
+    from hyperfit.fast_greedy import GreedyDecoder
+
+    reset_peak(device)
+    t0 = now(device)
+    if mode == "generate":
+        hf_generate(model, ids, 8)  # warm-up (kernels, allocator) on a short run
+        setup = now(device) - t0
+        t1 = now(device)
+        out = hf_generate(model, ids, n)
+    else:
+        base = "graph" if mode == "graph_hook" else mode
+        dec = GreedyDecoder(model, ids.shape[0], ids.shape[1], n, ban_ids=[model.config.eos_token_id],
+                            processor=NgramBan() if mode == "graph_hook" else None, mode=base)
+        dec(ids)  # records the graph / compiles
+        setup = now(device) - t0
+        t1 = now(device)
+        out = dec(ids)
+    seconds = now(device) - t1
+    return out, {"mode": mode, "seconds": seconds, "setup_s": setup, "tokens_per_s": out.numel() / seconds,
+                 "peak_gib": peak_gib(device)}
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--size", choices=SIZES, default="tiny")
+    p.add_argument("--dtype", choices=DTYPES, default=None, help="default bf16 on CUDA, fp32 on CPU")
+    p.add_argument("--contexts", type=int, default=None, help="batch of contexts (default 32 on GPU, 4 on CPU)")
+    p.add_argument("--context-len", type=int, default=32)
+    p.add_argument("--new", type=int, default=None, help="new tokens (default 256 on GPU, 16 on CPU)")
+    p.add_argument("--modes", default=None, help="comma list (GPU default generate,eager,graph,graph_hook,compile)")
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--json")
+    args = p.parse_args(argv)
+    device = torch.device(args.device)
+    gpu = device.type == "cuda"
+    args.dtype = args.dtype or ("bf16" if gpu else "fp32")
+    args.contexts = args.contexts or (32 if gpu else 4)
+    args.new = args.new or (256 if gpu else 16)
+    modes = args.modes.split(",") if args.modes else (
+        ["generate", "eager", "graph", "graph_hook", "compile"] if gpu else ["generate", "eager"])
+    model = build_model(args.size, device, DTYPES[args.dtype]).eval()
+    g = torch.Generator().manual_seed(0)
+    ids = torch.randint(3, SIZES[args.size]["vocab_size"], (args.contexts, args.context_len), generator=g).to(device)
+    print(f"generate: {args.size} model {args.dtype}, {args.contexts} contexts × {args.context_len} + {args.new} new "
+          f"tokens, on {device_name(device)}")
+    rows, ref = [], None
+    for mode in modes:
+        try:
+            out, row = run_mode(mode, model, ids, args.new, device)
+        except Exception as e:  # noqa: BLE001 - one failing mode must not hide the others' numbers
+            print(f"  {mode}: FAILED {type(e).__name__}: {str(e)[:300]}")
+            rows.append({"mode": mode, "error": f"{type(e).__name__}: {e}"[:2000]})
+            continue
+        ref = out if mode == "generate" else ref
+        row["agree"] = (out == ref).float().mean().item() if ref is not None and mode != "graph_hook" else None
+        rows.append(row)
+        print(f"  {mode}: {row['seconds']:.3f} s (setup {row['setup_s']:.1f} s), agree {row['agree']}", flush=True)
+    ok = [r for r in rows if "error" not in r]
+    base = next((r for r in ok if r["mode"] == "generate"), ok[0] if ok else None)
+    print(f"{'mode':11s} {'seconds':>8s} {'tokens/s':>10s} {'x generate':>10s} {'setup s':>8s} {'peak GiB':>9s} {'agree':>6s}")
+    for r in ok:
+        agree = "" if r["agree"] is None else f"{r['agree']:6.1%}"
+        print(f"{r['mode']:11s} {r['seconds']:8.3f} {r['tokens_per_s']:10.0f} {base['seconds'] / r['seconds']:10.2f} "
+              f"{r['setup_s']:8.2f} {r['peak_gib']:9.2f} {agree:>6s}")
+    dump(args.json, {"device": device_name(device), "args": vars(args), "rows": rows})
+    return 0 if len(ok) == len(rows) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,148 @@
+"""Seconds per training update (global batch 8 × seq), baseline and fast paths in one process.
+
+    python benchmarks/train_step.py                               # tiny model on CPU, seconds
+    python benchmarks/train_step.py --size 1b --steps 50          # TinyLlama-1.1B shape on one GPU
+
+Every variant starts from the same random init and trains on the same batches at the same lr, so the
+loss trajectories are comparable: `max|Δloss|` is against the plain loop (bf16 autocast + fused AdamW,
+eager: the loop train.py ran before these levers). The fast variants call hyperfit.fast_train and
+hyperfit.optim, the code train.py runs.
+
+Variants: fp32_eager (fp32 compute, torch's default AdamW), plain (bf16 autocast, fused AdamW),
+compile_model (+ torch.compile of the model), compile (+ compiled cross-entropy: train.compile=true),
+kahan (bf16 weights + Kahan AdamW, compiled: train.optimizer=adamw_kahan).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from contextlib import nullcontext
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import SIZES, build_model, device_name, dump, now, peak_flops, peak_gib, reset_peak  # noqa: E402
+
+GPU_VARIANTS = ("fp32_eager", "plain", "compile_model", "compile", "kahan")
+CPU_VARIANTS = ("fp32_eager", "kahan_eager")
+
+
+class _Opt:  # the fields build_optimizer reads from TrainConfig
+    def __init__(self, lr, optimizer):
+        self.lr, self.optimizer, self.betas, self.eps, self.weight_decay = lr, optimizer, (0.9, 0.999), 1e-8, 0.0
+
+
+def setup(variant: str, size: str, device, lr: float):
+    """(model, optimizer, loss_fn, autocast dtype or None) for one variant."""
+    from hyperfit.fast_train import ce_sum, compiled_ce_sum
+    from hyperfit.optim import build_optimizer
+
+    kahan = variant.startswith("kahan")
+    model = build_model(size, device, torch.bfloat16 if kahan else torch.float32)
+    model.train()
+    compiled = variant in ("compile_model", "compile", "kahan")
+    if variant == "fp32_eager":
+        opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)  # torch's default (foreach)
+    else:
+        opt = build_optimizer(model, _Opt(lr, "adamw_kahan" if kahan else "adamw"), compile=compiled)
+    forward = torch.compile(model) if compiled else model
+    ce = compiled_ce_sum() if variant in ("compile", "kahan") else ce_sum
+
+    def loss_fn(ids):
+        return ce(forward(input_ids=ids).logits, ids)
+
+    autocast = None if variant == "fp32_eager" or torch.device(device).type != "cuda" else torch.bfloat16
+    return model, opt, loss_fn, autocast
+
+
+def run_variant(variant, args, device, batches):
+    model, opt, loss_fn, autocast = setup(variant, args.size, device, args.lr)
+    tokens = batches[0].numel() - batches[0].shape[0]
+    steps = min(args.steps, args.baseline_steps) if variant == "fp32_eager" else args.steps
+    losses, t_start, t_first = [], None, None
+    reset_peak(device)
+    t0 = now(device)
+    for i in range(steps):
+        if i == args.warmup:
+            t_start = now(device)  # compile and allocator warm-up happen before this point
+        ids = batches[i % len(batches)]
+        with torch.autocast(torch.device(device).type, dtype=autocast) if autocast else nullcontext():
+            loss = loss_fn(ids) / tokens
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        losses.append(loss.detach())
+        if i == 0:
+            t_first = now(device) - t0
+    per_step = (now(device) - t_start) / (steps - args.warmup)
+    n_params = sum(p.numel() for p in model.parameters())
+    del model, opt
+    return {"variant": variant, "s_per_step": per_step, "first_step_s": t_first, "steps": steps,
+            "peak_gib": peak_gib(device), "losses": torch.stack(losses).float().tolist(), "params": n_params}
+
+
+def mfu(row, args, device) -> float | None:
+    peak = peak_flops(device)
+    if peak is None:
+        return None
+    shape = SIZES[args.size]
+    L, d, T = shape["num_hidden_layers"], shape["hidden_size"], args.seq
+    flops = 6 * row["params"] * 8 * T + 12 * L * d * T * T * 8  # weights + attention, fwd + bwd
+    return flops / row["s_per_step"] / peak
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--size", choices=SIZES, default="tiny")
+    p.add_argument("--seq", type=int, default=None, help="tokens per sample (default 256 for 1b, 64 for tiny)")
+    p.add_argument("--steps", type=int, default=6, help="updates per variant (loss trajectory length)")
+    p.add_argument("--baseline-steps", type=int, default=20, help="cap for the slow fp32_eager variant")
+    p.add_argument("--warmup", type=int, default=2, help="updates excluded from the timing")
+    p.add_argument("--lr", type=float, default=1e-6)
+    p.add_argument("--variants", default=None, help=f"comma list (GPU default {','.join(GPU_VARIANTS)}; "
+                                                    f"CPU default {','.join(CPU_VARIANTS)})")
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--json", help="write all numbers (with loss trajectories) here")
+    args = p.parse_args(argv)
+    args.seq = args.seq or (256 if args.size == "1b" else 64)
+    if args.steps <= args.warmup:
+        p.error(f"--steps={args.steps} must exceed --warmup={args.warmup}")
+    device = torch.device(args.device)
+    variants = (args.variants.split(",") if args.variants else
+                GPU_VARIANTS if device.type == "cuda" else CPU_VARIANTS)
+    g = torch.Generator().manual_seed(0)
+    vocab = SIZES[args.size]["vocab_size"]
+    batches = [torch.randint(0, vocab, (8, args.seq), generator=g).to(device) for _ in range(4)]
+    print(f"train step: {args.size} model, batch 8 × {args.seq}, lr {args.lr:g}, on {device_name(device)}")
+    rows = []
+    for v in variants:
+        try:
+            rows.append(run_variant(v, args, device, batches))
+            r = rows[-1]  # printed as it comes, so a run cut off by a timeout still reports
+            print(f"  {v}: {r['s_per_step']:.4f} s/step, first step {r['first_step_s']:.1f} s, "
+                  f"peak {r['peak_gib']:.1f} GiB, loss {r['losses'][0]:.5f} → {r['losses'][-1]:.5f}", flush=True)
+        except Exception as e:  # noqa: BLE001 - one failing lever must not hide the others' numbers
+            print(f"  {v}: FAILED {type(e).__name__}: {str(e)[:300]}")
+            rows.append({"variant": v, "error": f"{type(e).__name__}: {e}"[:2000]})
+    ok = [r for r in rows if "error" not in r]
+    ref = next((r for r in ok if r["variant"] == "plain"), ok[0] if ok else None)
+    base = next((r for r in ok if r["variant"] == "fp32_eager"), ref)
+    print(f"{'variant':14s} {'s/step':>9s} {'x fp32':>7s} {'x plain':>7s} {'MFU':>6s} {'peak GiB':>9s} "
+          f"{'1st step s':>10s} {'max|Δloss|':>11s}")
+    for r in ok:
+        n = min(len(r["losses"]), len(ref["losses"]))
+        r["max_dloss_vs_plain"] = max(abs(a - b) for a, b in zip(r["losses"][:n], ref["losses"][:n]))
+        r["mfu"] = mfu(r, args, device)
+        print(f"{r['variant']:14s} {r['s_per_step']:9.4f} {base['s_per_step'] / r['s_per_step']:7.2f} "
+              f"{ref['s_per_step'] / r['s_per_step']:7.2f} {(r['mfu'] or 0):6.1%} {r['peak_gib']:9.2f} "
+              f"{r['first_step_s']:10.2f} {r['max_dloss_vs_plain']:11.2e}")
+    if ref:
+        print(f"plain loop loss: {ref['losses'][0]:.5f} → {ref['losses'][-1]:.5f} over {len(ref['losses'])} steps")
+    dump(args.json, {"device": device_name(device), "args": vars(args), "rows": rows})
+    return 0 if len(ok) == len(rows) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

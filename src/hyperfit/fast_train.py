@@ -1,0 +1,64 @@
+"""The training step's speed levers, each kept because benchmarks/train_step.py measured it to help.
+
+    loss_fn = make_loss_fn(model, compile=True)      # model: the accelerate-prepared model
+    loss = loss_fn(ids)                              # next-token CE summed over target tokens
+
+- torch.compile of the prepared model (train.compile; default on CUDA only: compiling costs tens of
+  seconds, and CPU runs are tests and demos). The prepared model is compiled, not the bare one, as torch
+  documents for DDP (the compiler then splits graphs at gradient buckets); `accelerator.unwrap_model`
+  strips both wrappers, so checkpoints, probes and generation see the plain, uncompiled model.
+- The cross-entropy is compiled on its own: its fp32 upcast, log-softmax, gather and their backward become
+  one pass over the bf16 logits, instead of materialising full-vocabulary fp32 logits (8 × 256 × 32000 ×
+  4 B = 262 MB for TinyLlama) twice in forward and again in backward.
+- Activation checkpointing (train.activation_checkpointing) trades ~30 % more compute for activation
+  memory; it is off unless memory needs it (see `hyperfit plan`).
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Optional
+
+import torch
+
+
+def ce_sum(logits: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy of logits[:, t] against ids[:, t + 1], summed, computed in fp32."""
+    return torch.nn.functional.cross_entropy(
+        logits[:, :-1].float().reshape(-1, logits.shape[-1]), ids[:, 1:].reshape(-1), reduction="sum")
+
+
+_compiled_ce: Optional[Callable] = None
+
+
+def compiled_ce_sum() -> Callable:
+    """ce_sum through torch.compile, made once per process (dynamic=False: the batch shape is fixed)."""
+    global _compiled_ce
+    if _compiled_ce is None:
+        _compiled_ce = torch.compile(ce_sum, dynamic=False)
+    return _compiled_ce
+
+
+def use_compile(flag: Optional[bool], device: torch.device) -> bool:
+    """train.compile resolved: None means on for CUDA, off elsewhere."""
+    return device.type == "cuda" if flag is None else flag
+
+
+def make_loss_fn(model, compile: bool = False) -> Callable[[torch.Tensor], torch.Tensor]:
+    """ids (LongTensor[B, T]) → summed next-token loss; with compile, model and CE are compiled."""
+    forward = torch.compile(model) if compile else model
+    ce = compiled_ce_sum() if compile else ce_sum
+
+    def loss_fn(ids: torch.Tensor) -> torch.Tensor:
+        return ce(forward(input_ids=ids).logits, ids)
+
+    loss_fn.model = forward  # what no_sync / backward must see: the (compiled) prepared model
+    return loss_fn
+
+
+def enable_activation_checkpointing(model) -> None:
+    """Recompute each block's activations in backward (transformers' gradient checkpointing)."""
+    if not getattr(model, "supports_gradient_checkpointing", False):
+        raise ValueError(f"train.activation_checkpointing=true: {type(model).__name__} does not support gradient "
+                         "checkpointing in transformers; set it to false (or use FSDP's fsdp_activation_checkpointing)")
+    # Non-reentrant: works with torch.compile and with inputs that need no grad (token ids).
+    model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})

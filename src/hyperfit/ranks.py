@@ -1,0 +1,62 @@
+"""Split per-batch work over the processes of `accelerate launch`, and gather it back in order.
+
+    for b in my_batches(n):          # rank r runs batches r, r + R, r + 2R, ... (-1: a padding batch)
+        results[b] = work(b)
+    rows = gather_batches(results, n)  # every rank gets all n batches' rows, in batch order
+
+Batches, not rows, are dealt out, so each batch is built exactly as in one process (same contexts, same
+sampling seed `seed + b`): the gathered rows equal a one-process run's. Every rank runs the same number
+of batches (padding with -1), because under FSDP / ZeRO-3 every forward is a collective that all ranks
+must enter. Single process: no process group, nothing gathered.
+"""
+
+from __future__ import annotations
+
+import math
+
+
+def world() -> tuple[int, int]:
+    """(rank, number of processes); starts the process group when launched by accelerate/torchrun."""
+    import os
+
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return 0, 1
+    from accelerate import PartialState
+
+    state = PartialState()  # idempotent: reuses the training Accelerator's process group if there is one
+    return state.process_index, state.num_processes
+
+
+def my_batches(n: int) -> list[int]:
+    """Indices of the batches this rank runs; -1 marks a padding batch whose result is thrown away."""
+    rank, size = world()
+    per_rank = math.ceil(n / size)
+    return [b if b < n else -1 for b in range(rank, per_rank * size, size)]
+
+
+def gather_batches(results: dict[int, list], n: int) -> list:
+    """All ranks' {batch index: rows} → every row of batches 0..n-1, in order (a collective)."""
+    rank, size = world()
+    mine = {b: rows for b, rows in results.items() if b >= 0}
+    if size > 1:
+        import torch.distributed as dist
+
+        parts: list = [None] * size
+        dist.all_gather_object(parts, mine)  # pickled through the backend: gloo on CPU, NCCL on GPU
+        for part in parts:
+            mine.update(part)
+    missing = [b for b in range(n) if b not in mine]
+    if missing:
+        raise RuntimeError(f"batches {missing} came back from no rank; were all ranks running the same command?")
+    return [row for b in range(n) for row in mine[b]]
+
+
+def device():
+    """This process's device: cuda:LOCAL_RANK under a multi-GPU launch, cuda on one GPU, else cpu."""
+    import torch
+
+    if world()[1] > 1:
+        from accelerate import PartialState
+
+        return PartialState().device
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")

@@ -1,0 +1,68 @@
+"""hyperfit.fast_greedy gives exactly generate()'s greedy tokens (fp32, CPU), with and without a logits hook."""
+
+import pytest
+import torch
+
+from hyperfit.config import ModelConfig
+from hyperfit.decoding import generation_config
+from hyperfit.fast_greedy import GreedyDecoder, fast_greedy_applies
+from hyperfit.generate import continue_contexts
+from hyperfit.models import load_model, load_tokenizer
+
+
+class BanRecentTokens:
+    """A blocker-like hook: a pure tensor op over the tokens so far (bans the last 3 tokens)."""
+
+    def __call__(self, input_ids, logits):
+        banned = torch.zeros_like(logits, dtype=torch.bool).scatter_(1, input_ids[:, -3:], True)
+        return logits.masked_fill(banned, float("-inf"))
+
+
+def contexts(tok, n=5, length=6, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return [[tok.bos_token_id] + torch.randint(2, len(tok), (length - 1,), generator=g).tolist() for _ in range(n)]
+
+
+@pytest.mark.parametrize("fixture", ["tiny_llama", "tiny_gpt2"])
+@pytest.mark.parametrize("hook", [None, BanRecentTokens()], ids=["plain", "hook"])
+def test_fast_greedy_equals_generate(fixture, hook, request):
+    from transformers import LogitsProcessorList
+
+    cfg = ModelConfig(name=str(request.getfixturevalue(fixture)))
+    model, tok = load_model(cfg), load_tokenizer(cfg)
+    ctx = contexts(tok)
+    gen = generation_config("greedy", tok, max_new_tokens=24)
+    procs = LogitsProcessorList([hook]) if hook else None
+    # batch_size 2 over 5 contexts: the short last batch is padded inside the fast path.
+    slow = continue_contexts(model, ctx, gen, batch_size=2, logits_processor=procs, fast=False)
+    fast = continue_contexts(model, ctx, gen, batch_size=2, logits_processor=procs, fast=True)
+    assert fast == slow and all(len(r) == 24 for r in fast)
+
+
+def test_fast_greedy_handles_eos_like_generate(tiny_llama):
+    cfg = ModelConfig(name=str(tiny_llama))
+    model, tok = load_model(cfg), load_tokenizer(cfg)
+    with torch.no_grad():  # EOS is the argmax almost everywhere
+        model.lm_head.weight[tok.eos_token_id] += 3.0
+    ctx = contexts(tok, n=3)
+    for stop in (False, True):  # fixed length (EOS banned) / cut at the first EOS
+        gen = generation_config("greedy", tok, 16, stop_at_eos=stop)
+        assert continue_contexts(model, ctx, gen, fast=True) == continue_contexts(model, ctx, gen, fast=False)
+
+
+def test_fast_path_only_where_it_is_exact(tiny_llama):
+    tok = load_tokenizer(ModelConfig(name=str(tiny_llama)))
+    greedy, top_p = generation_config("greedy", tok, 8), generation_config("top_p", tok, 8)
+    assert fast_greedy_applies(greedy, [[1, 2], [3, 4]])
+    assert not fast_greedy_applies(greedy, [[1, 2], [3]])  # unequal lengths: generate() with left padding
+    assert not fast_greedy_applies(top_p, [[1, 2]])
+
+
+def test_decoder_refuses_wrong_shapes_and_gpu_modes_on_cpu(tiny_llama):
+    model = load_model(ModelConfig(name=str(tiny_llama)))
+    dec = GreedyDecoder(model, batch_size=2, context_len=4, max_new_tokens=3)
+    assert dec.mode == "eager" and dec(torch.ones(2, 4, dtype=torch.long)).shape == (2, 3)
+    with pytest.raises(ValueError, match=r"shape \(3, 4\); this decoder was built for \(2, 4\)"):
+        dec(torch.ones(3, 4, dtype=torch.long))
+    with pytest.raises(ValueError, match="needs a CUDA model"):
+        GreedyDecoder(model, 2, 4, 3, mode="graph")
