@@ -60,9 +60,23 @@ def test_every_field_has_help_and_appears_in_help_text():
             assert f"{section}.{f.name}=" in text
 
 
-@pytest.mark.parametrize("path", sorted((ROOT / "configs").rglob("*.yaml")), ids=lambda p: p.name)
+HYPERFIT_CONFIGS = sorted(p for p in (ROOT / "configs").rglob("*.yaml") if "accelerate" not in p.parts)
+LAUNCH_CONFIGS = sorted((ROOT / "configs" / "accelerate").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("path", HYPERFIT_CONFIGS, ids=lambda p: p.name)
 def test_shipped_configs_load(path):
-    if "accelerate" in path.parts:
-        pytest.skip("accelerate launch file, not a hyperfit config")
     cfg = load_config(path)
     assert cfg.data.source
+    assert path.read_text().startswith("#") and "hyperfit " in path.read_text().split("\n\n")[0]  # command in header
+
+
+@pytest.mark.parametrize("path", LAUNCH_CONFIGS, ids=lambda p: p.name)
+def test_accelerate_launch_files_are_valid(path):
+    import yaml
+
+    doc = yaml.safe_load(path.read_text())
+    assert doc["distributed_type"] in ("NO", "MULTI_GPU", "FSDP", "DEEPSPEED")
+    assert "accelerate launch --config_file configs/accelerate/" in path.read_text()  # how to use it
+    if doc["distributed_type"] == "DEEPSPEED":
+        assert (ROOT / doc["deepspeed_config"]["deepspeed_config_file"]).is_file()
