@@ -170,7 +170,7 @@ class GenerateConfig:
 class EvaluateConfig:
     metrics: tuple[str, ...] = (
         "ttr", "ttr_whole", "ttr_words", "distinct_1", "distinct_2", "distinct_4", "rep_2", "rep_4",
-        "nonword_rate",
+        "nonword_rate", "diversity", "self_bleu", "dataset_bleu", "longest_overlap", "overlap_gt10",
     )
     """Metrics computed on generations (see `hyperfit metrics` for the list)."""
     window: int = 96

@@ -14,7 +14,7 @@ from typing import Sequence
 
 from hyperfit.runs import RunDir, read_jsonl, write_text
 
-TABLE_METRICS = ("ttr", "ttr_words", "distinct_2", "distinct_4", "rep_4", "nonword_rate")
+TABLE_METRICS = ("ttr", "ttr_words", "distinct_4", "rep_4", "nonword_rate", "self_bleu", "longest_overlap")
 PREDICTIVE = ("loss", "perplexity", "entropy", "top1_mass")
 PROBE_COLUMNS = ("epoch", "train_loss", "val_loss", "val_entropy", "val_top1_mass", "greedy_ttr", "weights_changed")
 
