@@ -61,6 +61,8 @@ def enable_activation_checkpointing(model) -> None:
         raise ValueError(f"train.activation_checkpointing=true: {type(model).__name__} does not support gradient "
                          "checkpointing in transformers; set it to false (or use FSDP's fsdp_activation_checkpointing)")
     # Non-reentrant: works with torch.compile and with inputs that need no grad (token ids).
-    # transformers 5 renamed the method; keep working with either name.
-    enable = getattr(model, "activation_checkpointing_enable", None) or model.gradient_checkpointing_enable
-    enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    # transformers 5.2x renamed the method (and its kwargs); the GPU image's 5.17 has only the old name.
+    if hasattr(model, "activation_checkpointing_enable"):
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+    else:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
