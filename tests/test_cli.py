@@ -116,3 +116,51 @@ def test_agreement_between_runs_trained_in_different_orders(tmp_path, tiny_llama
     assert [m[i][i] for i in range(3)] == [1.0, 1.0, 1.0] and m[1][2] == m[2][1]
     assert 0.0 < m[1][2] < 1.0  # same samples, different order: different models
     assert "| s0 |" in (tmp_path / "agreement.md").read_text()
+
+
+def test_push_to_hub_uploads_the_final_folder_with_its_model_card(tmp_path, tiny_llama, corpus_file, monkeypatch):
+    import huggingface_hub
+
+    calls = []
+
+    class FakeApi:  # stands in for the hub, which tests never reach
+        def create_repo(self, repo_id, exist_ok):
+            calls.append(("create", repo_id))
+
+        def upload_folder(self, folder_path, repo_id, commit_message):
+            files = sorted(p.name for p in __import__("pathlib").Path(folder_path).iterdir())
+            calls.append(("upload", repo_id, files, (tmp_path / "p" / "checkpoints" / "final").samefile(folder_path)))
+
+    monkeypatch.setattr(huggingface_hub, "HfApi", FakeApi)
+    assert main(["run", *tiny_overrides(tiny_llama, corpus_file, tmp_path, "p"), "train.epochs=1",
+                 "generate.with_base=false", "--push-to-hub", "me/tiny-hyperfitted"]) == 0
+    assert calls[0] == ("create", "me/tiny-hyperfitted")
+    _, repo, files, is_final = calls[1]
+    assert repo == "me/tiny-hyperfitted" and is_final and {"README.md", "model.safetensors", "config.json"} <= set(files)
+
+
+def test_demo_fetches_from_the_hub_when_no_local_copy(tmp_path, monkeypatch, capsys):
+    """The hub path, with hf_hub_download served from a local folder shaped like the hub repos."""
+    import huggingface_hub
+
+    if not (ASSETS / "stories260K").is_dir():
+        pytest.skip(f"real assets not found at {ASSETS}")
+    stories = (ASSETS / "text/tinystories/tinystories_val.txt").read_text().split("\n\n")[:400]
+    hub_text = tmp_path / "TinyStories-valid.txt"
+    hub_text.write_text("\n<|endoftext|>\n".join(stories))
+    served = []
+
+    def fake_download(repo_id, filename, repo_type=None):
+        served.append((repo_id, filename, repo_type))
+        return str(hub_text if repo_type == "dataset" else ASSETS / filename)
+
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", fake_download)
+    monkeypatch.delenv("HYPERFIT_ASSETS", raising=False)
+    out = tmp_path / "out"
+    assert main(["demo", "--out", str(out), "train.epochs=1", "data.num_train=16", "data.num_val=8",
+                 "data.num_contexts=4", "generate.max_new_tokens=16", "train.probe_every=0"]) == 0
+    assert ("karpathy/tinyllamas", "stories260K/stories260K.bin", None) in served
+    assert ("roneneldan/TinyStories", "TinyStories-valid.txt", "dataset") in served
+    docs = read_jsonl(out / "assets" / "tinystories_valid.jsonl")
+    assert len(docs) == 400 and "<|endoftext|>" not in docs[0]["text"]
+    assert (out / "demo" / "report.md").is_file()

@@ -41,8 +41,14 @@ def test_prepare_writes_samples_contexts_and_vocabulary(tmp_path, corpus_file, t
     assert "cat" in (run.data / "vocabulary.txt").read_text().split()
 
 
-def test_jsonl_and_csv_sources(tmp_path):
+def test_jsonl_csv_and_parquet_sources(tmp_path):
+    import pandas as pd
+
     docs = make_corpus(5)
+    pd.DataFrame({"story": docs, "n": range(5)}).to_parquet(tmp_path / "d.parquet")
+    assert read_documents(cfg(tmp_path / "d.parquet", text_field="story")) == docs
+    with pytest.raises(DataError, match=r"data.text_field='text' is not a column .*\['story', 'n'\]"):
+        read_documents(cfg(tmp_path / "d.parquet"))
     (tmp_path / "d.jsonl").write_text("".join(json.dumps({"story": d}) + "\n" for d in docs))
     assert read_documents(cfg(tmp_path / "d.jsonl", text_field="story")) == docs
     (tmp_path / "d.csv").write_text("id,story\n" + "".join(f'{i},"{d}"\n' for i, d in enumerate(docs)))

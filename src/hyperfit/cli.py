@@ -30,6 +30,7 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("config", nargs="?", help="YAML config (e.g. configs/paper.yaml); defaults if omitted")
     r.add_argument("overrides", nargs="*", help="key.sub=value, e.g. train.lr=1e-4")
     r.add_argument("--resume", action="store_true", help="continue this run directory; finished stages are skipped")
+    r.add_argument("--push-to-hub", metavar="REPO_ID", help="upload the final model + model card (= train.push_to_hub)")
 
     for name, help_ in [("data", "rewrite data/ of a run"), ("train", "train on a run's data"),
                         ("generate", "continue the held-out contexts"), ("evaluate", "metrics of generations")]:
@@ -38,6 +39,7 @@ def _parser() -> argparse.ArgumentParser:
         s.add_argument("overrides", nargs="*", help="key.sub=value")
         if name == "train":
             s.add_argument("--resume", action="store_true", help="continue from the last complete checkpoint")
+            s.add_argument("--push-to-hub", metavar="REPO_ID", help="upload the final model + model card")
         if name == "evaluate":
             s.add_argument("--tag", action="append", help="generations tag to evaluate (repeatable; default all)")
 
@@ -142,11 +144,13 @@ def _dispatch(args) -> int:
         config, overrides = args.config, list(args.overrides)
         if config and "=" in config and not Path(config).is_file():
             config, overrides = None, [config] + overrides  # `hyperfit run key=value ...` without a YAML
+        overrides += [f"train.push_to_hub={args.push_to_hub}"] if args.push_to_hub else []
         run_dir = run(load_config(config, overrides), resume=args.resume)
         print(f"done: {run_dir.path}")
     elif args.command in ("data", "train", "generate", "evaluate"):
         run_dir = RunDir(args.run_dir)
-        cfg = load_run_config(run_dir, args.overrides)
+        push = [f"train.push_to_hub={args.push_to_hub}"] if getattr(args, "push_to_hub", None) else []
+        cfg = load_run_config(run_dir, [*args.overrides, *push])
         if args.command == "data":
             from hyperfit.data import prepare_data
             from hyperfit.models import load_tokenizer
