@@ -103,6 +103,8 @@ def test_report_compares_several_runs(tmp_path, tiny_llama, corpus_file):
     assert "| a | greedy |" in report and "| b | greedy |" in report
     assert "Training probes: a" in report and "Training probes: b" in report
     assert (tmp_path / "ab" / "plots" / "training_curves.png").stat().st_size > 1000
+    assert (tmp_path / "ab" / "plots" / "ttr_by_position-b.png").stat().st_size > 1000  # the paper's Figure 9
+    assert "![TTR by position](plots/ttr_by_position-a.png)" in report
 
 
 def test_agreement_between_runs_trained_in_different_orders(tmp_path, tiny_llama, corpus_file):

@@ -12,7 +12,7 @@ import json
 from pathlib import Path
 from typing import Sequence
 
-from hyperfit.runs import RunDir, read_jsonl, write_text
+from hyperfit.runs import RunDir, load_run_config, read_jsonl, write_text
 
 TABLE_METRICS = ("ttr", "ttr_words", "distinct_4", "rep_4", "nonword_rate", "self_bleu", "longest_overlap")
 PREDICTIVE = ("loss", "perplexity", "entropy", "top1_mass")
@@ -87,6 +87,41 @@ def plot_training(runs: Sequence[RunDir], out: Path) -> Path | None:
     return out
 
 
+def plot_ttr_by_position(run: RunDir, out: Path, window: int = 96) -> Path | None:
+    """The paper's Figure 9: TTR of the `window`-token window ending at each generated position, per
+    generations file, with the human continuations as reference."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from hyperfit.metrics.repetition import ttr_by_position
+
+    curves = {p.stem: ttr_by_position([r["continuation_ids"] for r in read_jsonl(p)], window)
+              for p in sorted(run.generations.glob("*.jsonl"))}
+    if run.data_file("contexts").is_file():
+        longest = max((len(c) for c in curves.values()), default=0) + window - 1
+        refs = [c["reference_ids"][:longest] for c in read_jsonl(run.data_file("contexts"))]
+        curves["human"] = ttr_by_position(refs, window)
+    curves = {k: v for k, v in curves.items() if len(v)}
+    if not curves:
+        return None
+    fig, ax = plt.subplots(figsize=(7, 3.6))
+    for name, curve in curves.items():
+        ax.plot(range(window, window + len(curve)), curve, label=name, linestyle="--" if name == "human" else "-")
+    ax.set(title=f"TTR of the {window} tokens ending at each position ({run.path.name})",
+           xlabel="generated tokens", ylabel="TTR")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.tmp.png")
+    fig.savefig(tmp, dpi=110)
+    plt.close(fig)
+    tmp.replace(out)
+    return out
+
+
 def examples(run: RunDir, n: int = 2, chars: int = 400) -> list[str]:
     """The first contexts continued by each generations file, side by side with the human text."""
     lines = []
@@ -126,6 +161,11 @@ def report(runs: Sequence[RunDir], out: Path | None = None) -> Path:
             lines += [f"## Human study: {run.path.name}", "", "```json", study.read_text().strip(), "```", ""]
     if plot:
         lines += ["## Training curves", "", f"![training curves]({plot.relative_to(out)})", ""]
+    for run in runs:
+        window = load_run_config(run).evaluate.window if run.config.is_file() else 96
+        by_position = plot_ttr_by_position(run, out / "plots" / f"ttr_by_position-{run.path.name}.png", window)
+        if by_position:
+            lines += [f"## TTR by position: {run.path.name}", "", f"![TTR by position]({by_position.relative_to(out)})", ""]
     for run in runs:
         ex = examples(run)
         if ex:
