@@ -6,6 +6,7 @@
     hyperfit report RUN_DIR [RUN_DIR ...] [--out DIR]
     hyperfit compare RUN_DIR [RUN_DIR ...] --decoders greedy,top_p [--lengths 128,256] [--block-ngrams 6]
     hyperfit import-llama2c SRC_DIR OUT_DIR
+    hyperfit agreement RUN_DIR RUN_DIR ... [--base]  # top-1 agreement (the paper's shuffling experiment)
     hyperfit metrics                                # the metric registry
     hyperfit plan llama-3.1-70b [--gpu-gb 80]       # memory per strategy, GPUs needed (config only)
     hyperfit study ...                              # blind pairwise human evaluation

@@ -39,7 +39,7 @@ def load_model_config(cfg: ModelConfig, path: str | Path | None = None):
     try:
         config = AutoConfig.from_pretrained(name, revision=cfg.revision, trust_remote_code=cfg.trust_remote_code)
     except OSError as e:
-        raise ModelError(f"cannot load the config of model.name={name!r}: {e}. Check the hub id (and network / "
+        raise ModelError(f"cannot load the config of model.name={name!r}: {str(e).rstrip('.')}. Check the hub id (and network / "
                          "HF_HUB_OFFLINE) or the local path") from e
     return disable_dropout(config)
 
@@ -82,7 +82,7 @@ def load_tokenizer(cfg: ModelConfig, path: str | Path | None = None):
         tok = AutoTokenizer.from_pretrained(name, revision=cfg.revision if path is None else None,
                                             trust_remote_code=cfg.trust_remote_code)
     except OSError as e:
-        raise ModelError(f"cannot load the tokenizer of model.name={name!r}: {e}") from e
+        raise ModelError(f"cannot load the tokenizer of model.name={name!r}: {str(e).rstrip('.')}") from e
     if tok.pad_token_id is None:
         # Contexts all have the same length, so padding never reaches the model; generate() still wants an id.
         tok.pad_token = tok.eos_token if tok.eos_token is not None else tok.convert_ids_to_tokens(0)
