@@ -7,7 +7,7 @@ import pytest
 from tinymodels import tiny_overrides
 from hyperfit.cli import main
 from hyperfit.compare import compare, weights_hash
-from hyperfit.runs import RunError, read_jsonl, write_jsonl
+from hyperfit.runs import read_jsonl, write_jsonl
 
 DECODERS = ["greedy", "top_p", "contrastive", "entropy_matched_temperature"]
 

@@ -1,5 +1,5 @@
 from hyperfit.cli import main
-from hyperfit.plan import GIB, OVERHEAD, STATE_BYTES, Shape, activation_bytes, per_gpu, shape_of, table
+from hyperfit.plan import OVERHEAD, STATE_BYTES, Shape, activation_bytes, per_gpu, shape_of, table
 
 
 def tiny_config():

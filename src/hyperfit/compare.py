@@ -211,7 +211,7 @@ def run_jobs(jobs: Sequence[Job], contexts: list[dict]) -> list[Job]:
 
 def evaluate_jobs(jobs: Sequence[Job], lengths: Sequence[int]) -> None:
     """metrics/<tag>.json for every job (every registered metric) and metrics/reference-L<length>.json."""
-    from hyperfit.evaluate import evaluate, evaluate_reference
+    from hyperfit.evaluate import evaluate, evaluate_reference, training_side
     from hyperfit.metrics.registry import available_metrics
     from hyperfit.models import load_tokenizer
 
@@ -220,8 +220,10 @@ def evaluate_jobs(jobs: Sequence[Job], lengths: Sequence[int]) -> None:
         eval_cfg = dataclasses.replace(cfg.evaluate, metrics=tuple(sorted(available_metrics())))
         evaluate(eval_cfg, cfg.model, run, [j.tag for j in jobs if j.model.run == run], reference=False)
         tokenizer = load_tokenizer(cfg.model, run.final if run.final.is_dir() else None)
+        train_rows = run.read_samples("train")
+        side = training_side(run, train_rows, tokenizer)  # once for every length
         for length in lengths:
-            evaluate_reference(eval_cfg, run, length, run.read_samples("train"), tokenizer, f"reference-L{length}")
+            evaluate_reference(eval_cfg, run, length, train_rows, tokenizer, f"reference-L{length}", side)
 
 
 # The table ----------------------------------------------------------------------------------------------

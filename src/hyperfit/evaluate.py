@@ -19,11 +19,19 @@ from hyperfit.runs import RunDir, RunError, provenance, read_jsonl, write_json
 REFERENCE_TAG = "reference"
 
 
-def generation_set(cfg: EvaluateConfig, token_ids, texts, run: RunDir, train_rows, tokenizer) -> GenerationSet:
+def training_side(run: RunDir, train_rows, tokenizer) -> dict:
+    """What metrics compare generations against: training ids and texts, the corpus vocabulary.
+
+    Built once per evaluation (decoding 2000 samples and reading the vocabulary is not free), shared by
+    every generations file and the reference row.
+    """
     train_ids = [r["input_ids"] for r in train_rows]
     train_texts = [tokenizer.decode(t, skip_special_tokens=True) for t in train_ids] if tokenizer else None
-    return GenerationSet(token_ids=token_ids, texts=texts, window=cfg.window, train_ids=train_ids,
-                         train_texts=train_texts, vocabulary=load_vocabulary(run))
+    return {"train_ids": train_ids, "train_texts": train_texts, "vocabulary": load_vocabulary(run)}
+
+
+def generation_set(cfg: EvaluateConfig, token_ids, texts, side: dict) -> GenerationSet:
+    return GenerationSet(token_ids=token_ids, texts=texts, window=cfg.window, **side)
 
 
 def evaluate(cfg: EvaluateConfig, model_cfg: ModelConfig, run: RunDir, tags: list[str] | None = None,
@@ -44,12 +52,13 @@ def evaluate(cfg: EvaluateConfig, model_cfg: ModelConfig, run: RunDir, tags: lis
     train_rows = run.read_samples("train")
     val_ids = [r["input_ids"] for r in run.read_samples("val")]
     tokenizer = load_tokenizer(model_cfg, run.final if run.final.is_dir() else None)
+    side = training_side(run, train_rows, tokenizer)
     written, lengths, predictive_cache = [], [], {}
     for tag, path in zip(tags, files):
         rows = read_jsonl(path)
         token_ids = [r["continuation_ids"] for r in rows]
         lengths += [len(t) for t in token_ids]
-        gens = generation_set(cfg, token_ids, [r["continuation"] for r in rows], run, train_rows, tokenizer)
+        gens = generation_set(cfg, token_ids, [r["continuation"] for r in rows], side)
         result = {"tag": tag, "n": len(rows), "checkpoint": rows[0]["checkpoint"] if rows else None,
                   "decoder": rows[0]["decoder"] if rows else None,
                   "decoder_config": rows[0]["decoder_config"] if rows else None,
@@ -66,17 +75,18 @@ def evaluate(cfg: EvaluateConfig, model_cfg: ModelConfig, run: RunDir, tags: lis
         write_json(run.metrics_file(tag), result)
         written.append(run.metrics_file(tag))
     if reference:
-        written.append(evaluate_reference(cfg, run, max(lengths) if lengths else None, train_rows, tokenizer))
+        written.append(evaluate_reference(cfg, run, max(lengths) if lengths else None, train_rows, tokenizer,
+                                          side=side))
     return written
 
 
 def evaluate_reference(cfg: EvaluateConfig, run: RunDir, length: int | None, train_rows, tokenizer,
-                       tag: str = REFERENCE_TAG) -> Path:
+                       tag: str = REFERENCE_TAG, side: dict | None = None) -> Path:
     """The same metrics on the human continuations, cut to the generations' length."""
     contexts = run.read_samples("contexts")
     ids = [c["reference_ids"][:length] if length else c["reference_ids"] for c in contexts]
     texts = [continuation_text(tokenizer, c["context_ids"], x) for c, x in zip(contexts, ids)]
-    gens = generation_set(cfg, ids, texts, run, train_rows, tokenizer)
+    gens = generation_set(cfg, ids, texts, side or training_side(run, train_rows, tokenizer))
     result = {"tag": tag, "n": len(ids), "checkpoint": None, "decoder": "human",
               "tokens": length, "metrics": compute(cfg.metrics, gens), "provenance": provenance()}
     write_json(run.metrics_file(tag), result)

@@ -12,7 +12,7 @@ import json
 from pathlib import Path
 from typing import Sequence
 
-from hyperfit.runs import RunDir, load_run_config, read_jsonl, write_text
+from hyperfit.runs import RunDir, atomic_path, load_run_config, read_jsonl, write_text
 
 TABLE_METRICS = ("ttr", "ttr_words", "distinct_4", "rep_4", "nonword_rate", "self_bleu", "longest_overlap")
 PREDICTIVE = ("loss", "perplexity", "entropy", "top1_mass")
@@ -57,12 +57,28 @@ def probes(run: RunDir) -> list[dict]:
     return [r for r in read_jsonl(run.train_log, tolerate_tail=True) if r.get("type") == "probe"]
 
 
-def plot_training(runs: Sequence[RunDir], out: Path) -> Path | None:
-    """The paper's Figure 2 for these runs: train loss, validation loss and greedy TTR against epoch."""
+def pyplot():
+    """matplotlib.pyplot on the file-only Agg backend (reports are written on headless machines)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+
+    return plt
+
+
+def save_figure(fig, out: Path) -> Path:
+    """Write the figure atomically as PNG and free it."""
+    fig.tight_layout()
+    with atomic_path(out) as tmp:
+        fig.savefig(tmp, dpi=110, format="png")  # the temp name ends in .tmp: say the format
+    pyplot().close(fig)
+    return out
+
+
+def plot_training(runs: Sequence[RunDir], out: Path) -> Path | None:
+    """The paper's Figure 2 for these runs: train loss, validation loss and greedy TTR against epoch."""
+    plt = pyplot()
 
     series = {run.path.name: probes(run) for run in runs}
     if not any(series.values()):
@@ -78,22 +94,13 @@ def plot_training(runs: Sequence[RunDir], out: Path) -> Path | None:
         ax.grid(alpha=0.3)
     axes[0].set_yscale("log")
     axes[2].legend(fontsize=8)
-    fig.tight_layout()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp.png")
-    fig.savefig(tmp, dpi=110)
-    plt.close(fig)
-    tmp.replace(out)
-    return out
+    return save_figure(fig, out)
 
 
 def plot_ttr_by_position(run: RunDir, out: Path, window: int = 96) -> Path | None:
     """The paper's Figure 9: TTR of the `window`-token window ending at each generated position, per
     generations file, with the human continuations as reference."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     from hyperfit.metrics.repetition import ttr_by_position
 
@@ -113,13 +120,7 @@ def plot_ttr_by_position(run: RunDir, out: Path, window: int = 96) -> Path | Non
            xlabel="generated tokens", ylabel="TTR")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp.png")
-    fig.savefig(tmp, dpi=110)
-    plt.close(fig)
-    tmp.replace(out)
-    return out
+    return save_figure(fig, out)
 
 
 def examples(run: RunDir, n: int = 2, chars: int = 400) -> list[str]:

@@ -103,7 +103,7 @@ class RunDir:
         return path
 
     def read_samples(self, split: str) -> list[dict]:
-        return read_jsonl(self.require(self.data_file(split), f"hyperfit run ... (data stage)"))
+        return read_jsonl(self.require(self.data_file(split), "hyperfit run ... (data stage)"))
 
 
 # Atomic writes --------------------------------------------------------------------------------------------
@@ -147,7 +147,7 @@ def atomic_dir(path: Path) -> Iterator[Path]:
 
 def write_text(path: Path, text: str) -> None:
     with atomic_path(path) as tmp:
-        tmp.write_text(text)
+        tmp.write_text(text, encoding="utf-8")
 
 
 def write_json(path: Path, obj) -> None:

@@ -22,6 +22,8 @@ import sys
 from datetime import datetime, timezone
 from pathlib import Path
 
+# Atomic writes come from the run-directory module (stdlib + yaml only: still no torch here).
+from hyperfit.runs import write_text
 from hyperfit.study import StudyError
 
 _ANNOTATOR_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
@@ -147,7 +149,7 @@ def cmd_export(args) -> int:
     if args.out is None:
         sys.stdout.write(text)
     else:
-        store.write_atomic(Path(args.out), text)
+        write_text(Path(args.out), text)
         print(f"wrote {args.out}")
     return 0
 

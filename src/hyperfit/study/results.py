@@ -14,6 +14,8 @@ import json
 import math
 from pathlib import Path
 
+# Atomic writes come from the run-directory module (stdlib + yaml only: still no torch here).
+from hyperfit.runs import write_text
 from hyperfit.study import analysis, store
 
 CSV_COLUMNS = ("raters", "system", "opponent", "items", "judgements", "preferred_or_equal", "ci_low",
@@ -114,14 +116,14 @@ def write_results(study_dir: Path, seed: int = 0, drop_failed: bool = False) -> 
         conn.close()
     summary = analysis.summarise(rows, seed=seed, drop_failed=drop_failed)
     written = [study_dir / "results.md", study_dir / "results.csv"]
-    store.write_atomic(written[0], markdown(summary, config, study_dir))
-    store.write_atomic(written[1], csv_text(summary))
+    write_text(written[0], markdown(summary, config, study_dir))
+    write_text(written[1], csv_text(summary))
     payload = json.dumps(_finite({"study_dir": str(study_dir.resolve()), "design": config,
                                   "results": summary}), indent=2) + "\n"
     for run_dir in map(Path, config["run_dirs"]):
         if not run_dir.is_dir():  # moved or deleted since `create`: never recreate a run directory
             continue
         path = run_dir / "metrics" / "human_study.json"
-        store.write_atomic(path, payload)
+        write_text(path, payload)
         written.append(path)
     return written

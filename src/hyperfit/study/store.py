@@ -20,6 +20,8 @@ import tempfile
 from datetime import datetime, timezone
 from pathlib import Path
 
+# Atomic writes come from the run-directory module (stdlib + yaml only: still no torch here).
+from hyperfit.runs import write_text
 from hyperfit.study import StudyError
 from hyperfit.study.assign import Plan, a_on_left
 
@@ -79,19 +81,6 @@ def connect(study_dir: Path) -> sqlite3.Connection:
     return conn
 
 
-def write_atomic(path: Path, text: str) -> None:
-    """Write via a temp file in the same folder + rename, so readers never see half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
-
-
 def check_target(study_dir: Path) -> None:
     """Refuse to create over an existing non-empty directory (it may hold judgements)."""
     if study_dir.exists() and (not study_dir.is_dir() or any(study_dir.iterdir())):
@@ -114,7 +103,7 @@ def create_study(study_dir: Path, plan: Plan, annotators: list[str], config: dic
             conn.execute("BEGIN")
             _fill(conn, plan, annotators, config)
         conn.close()
-        write_atomic(tmp / SUMMARY_NAME, json.dumps(config, indent=2) + "\n")
+        write_text(tmp / SUMMARY_NAME, json.dumps(config, indent=2) + "\n")
         if study_dir.exists():
             study_dir.rmdir()  # empty, checked above
         os.rename(tmp, study_dir)
