@@ -4,9 +4,12 @@
     python benchmarks/generate.py --size 1b --dtype bf16           # TinyLlama-1.1B shape on one GPU
 
 Modes: generate (transformers, default dynamic cache: the baseline), eager (static-cache loop), graph
-(decode step as a CUDA graph: generate.fast's default on CUDA), graph_hook (graph + a blocker-like
-logits hook), compile (torch.compile mode="reduce-overhead"). Each is timed on its second call (the first
-records/compiles; its time is printed as setup). `agree` is the share of tokens equal to generate()'s.
+(decode step as a CUDA graph: generate.fast's default on CUDA), graph_block (graph + the citation
+blocker, N = 6, indexed over a paper-sized training set of 2000 × 256 tokens that holds generate()'s own
+continuations, so the blocker really bans), generate_block (generate() + the same blocker), compile
+(torch.compile mode="reduce-overhead"). Each is timed on its second call (the first records/compiles;
+its time is printed as setup). `agree` is the share of tokens equal to generate()'s (for the blocked
+modes: to generate_block's, and `changed` says how many the blocker changed against unblocked).
 """
 
 from __future__ import annotations
@@ -23,43 +26,45 @@ from common import SIZES, build_model, device_name, dump, now, peak_gib, reset_p
 DTYPES = {"bf16": torch.bfloat16, "fp32": torch.float32}
 
 
-class NgramBan:
-    """Stands in for the citation blocker (branch metrics): bans every token that followed the last token
-    earlier in the sequence — a bigram blocker as one static-shape tensor op, no host sync."""
+def blocker_for(model, reference: torch.Tensor, samples: int = 2000, length: int = 256):
+    """The real citation blocker over random training samples plus `reference`'s rows (so it bans)."""
+    from hyperfit.blocker import NgramBlocker
 
-    def __call__(self, input_ids, logits):
-        last = input_ids[:, -1:]
-        follows = torch.zeros_like(logits, dtype=torch.bool)
-        hits = (input_ids[:, :-1] == last)  # positions holding the last token
-        nxt = torch.where(hits, input_ids[:, 1:], torch.zeros_like(input_ids[:, 1:]))
-        follows.scatter_(1, nxt, hits)
-        return logits.masked_fill(follows, float("-inf"))
+    vocab = model.config.vocab_size
+    g = torch.Generator().manual_seed(1)
+    train = torch.randint(3, vocab, (samples, length), generator=g).tolist()
+    train[: len(reference)] = reference.tolist()
+    return NgramBlocker.from_samples(train, n=6)
 
 
-def hf_generate(model, ids, n):
+def hf_generate(model, ids, n, processor=None):
     """generate() greedy, fixed length: min_new_tokens = n bans the model's EOS at every step (so the fast
     decoder is built with ban_ids=[eos] to match)."""
     from transformers import GenerationConfig
 
     eos = model.config.eos_token_id
+    from transformers import LogitsProcessorList
+
     cfg = GenerationConfig(max_new_tokens=n, min_new_tokens=n, do_sample=False, eos_token_id=eos, pad_token_id=0)
-    return model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), generation_config=cfg)[:, ids.shape[1]:]
+    procs = LogitsProcessorList([processor] if processor is not None else [])
+    return model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), generation_config=cfg,
+                          logits_processor=procs)[:, ids.shape[1]:]
 
 
-def run_mode(mode, model, ids, n, device):
+def run_mode(mode, model, ids, n, device, blocker=None):
     from hyperfit.fast_greedy import GreedyDecoder
 
     reset_peak(device)
     t0 = now(device)
-    if mode == "generate":
-        hf_generate(model, ids, 8)  # warm-up (kernels, allocator) on a short run
+    hook = blocker if mode.endswith("_block") else None
+    if mode.startswith("generate"):
+        hf_generate(model, ids, 8, hook)  # warm-up (kernels, allocator) on a short run
         setup = now(device) - t0
         t1 = now(device)
-        out = hf_generate(model, ids, n)
+        out = hf_generate(model, ids, n, hook)
     else:
-        base = "graph" if mode == "graph_hook" else mode
         dec = GreedyDecoder(model, ids.shape[0], ids.shape[1], n, ban_ids=[model.config.eos_token_id],
-                            processor=NgramBan() if mode == "graph_hook" else None, mode=base)
+                            processor=hook, mode=mode.removesuffix("_block"))
         dec(ids)  # records the graph / compiles
         setup = now(device) - t0
         t1 = now(device)
@@ -76,7 +81,8 @@ def main(argv=None) -> int:
     p.add_argument("--contexts", type=int, default=None, help="batch of contexts (default 32 on GPU, 4 on CPU)")
     p.add_argument("--context-len", type=int, default=32)
     p.add_argument("--new", type=int, default=None, help="new tokens (default 256 on GPU, 16 on CPU)")
-    p.add_argument("--modes", default=None, help="comma list (GPU default generate,eager,graph,graph_hook,compile)")
+    p.add_argument("--modes", default=None,
+                   help="comma list (GPU default generate,graph,graph_block,generate_block,eager,compile)")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--json")
     args = p.parse_args(argv)
@@ -86,24 +92,38 @@ def main(argv=None) -> int:
     args.contexts = args.contexts or (32 if gpu else 4)
     args.new = args.new or (256 if gpu else 16)
     modes = args.modes.split(",") if args.modes else (
-        ["generate", "eager", "graph", "graph_hook", "compile"] if gpu else ["generate", "eager"])
+        ["generate", "graph", "graph_block", "generate_block", "eager", "compile"] if gpu
+        else ["generate", "eager", "eager_block", "generate_block"])
     model = build_model(args.size, device, DTYPES[args.dtype]).eval()
     g = torch.Generator().manual_seed(0)
     ids = torch.randint(3, SIZES[args.size]["vocab_size"], (args.contexts, args.context_len), generator=g).to(device)
     print(f"generate: {args.size} model {args.dtype}, {args.contexts} contexts × {args.context_len} + {args.new} new "
           f"tokens, on {device_name(device)}")
-    rows, ref = [], None
+    rows, outs, blocker = [], {}, None
     for mode in modes:
+        if mode.endswith("_block") and blocker is None:
+            t = now(device)
+            # Its training set holds the unblocked greedy continuations, which it must then change.
+            blocker = blocker_for(model, outs["generate"] if "generate" in outs else hf_generate(model, ids, args.new))
+            print(f"  blocker index: {blocker.index.num_entries} 5-grams, built in {now(device) - t:.1f} s")
         try:
-            out, row = run_mode(mode, model, ids, args.new, device)
+            out, row = run_mode(mode, model, ids, args.new, device, blocker)
         except Exception as e:  # noqa: BLE001 - one failing mode must not hide the others' numbers
             print(f"  {mode}: FAILED {type(e).__name__}: {str(e)[:300]}")
             rows.append({"mode": mode, "error": f"{type(e).__name__}: {e}"[:2000]})
             continue
-        ref = out if mode == "generate" else ref
-        row["agree"] = (out == ref).float().mean().item() if ref is not None and mode != "graph_hook" else None
+        outs[mode] = out
+        ref = outs.get("generate_block" if mode.endswith("_block") else "generate")
+        row["agree"] = (out == ref).float().mean().item() if ref is not None else None
+        if mode.endswith("_block") and "generate" in outs:
+            row["changed"] = (out != outs["generate"]).float().mean().item()
         rows.append(row)
-        print(f"  {mode}: {row['seconds']:.3f} s (setup {row['setup_s']:.1f} s), agree {row['agree']}", flush=True)
+        print(f"  {mode}: {row['seconds']:.3f} s (setup {row['setup_s']:.1f} s), agree {row['agree']}, "
+              f"changed by the blocker {row.get('changed')}", flush=True)
+    for r in rows:  # modes timed before their reference ran
+        if r.get("agree") is None and r["mode"] in outs:
+            ref = outs.get("generate_block" if r["mode"].endswith("_block") else "generate")
+            r["agree"] = None if ref is None else (outs[r["mode"]] == ref).float().mean().item()
     ok = [r for r in rows if "error" not in r]
     base = next((r for r in ok if r["mode"] == "generate"), ok[0] if ok else None)
     print(f"{'mode':11s} {'seconds':>8s} {'tokens/s':>10s} {'x generate':>10s} {'setup s':>8s} {'peak GiB':>9s} {'agree':>6s}")

@@ -10,12 +10,15 @@ hyperfit.optim, the code train.py runs.
 
 Variants: fp32_eager (fp32 compute, torch's default AdamW), plain (bf16 autocast, fused AdamW),
 compile_model (+ torch.compile of the model), compile (+ compiled cross-entropy: train.compile=true),
-kahan (bf16 weights + Kahan AdamW, compiled: train.optimizer=adamw_kahan).
+master (compile + bf16 model weights with fp32 masters in the optimizer: hyperfit.optim.MasterAdamW),
+kahan (bf16 weights + Kahan AdamW, compiled: train.optimizer=adamw_kahan). A `_eager` suffix runs
+master or kahan uncompiled (the CPU defaults).
 """
 
 from __future__ import annotations
 
 import argparse
+import gc
 import sys
 from contextlib import nullcontext
 from pathlib import Path
@@ -25,8 +28,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import SIZES, build_model, device_name, dump, now, peak_flops, peak_gib, reset_peak  # noqa: E402
 
-GPU_VARIANTS = ("fp32_eager", "plain", "compile_model", "compile", "kahan")
-CPU_VARIANTS = ("fp32_eager", "kahan_eager")
+GPU_VARIANTS = ("fp32_eager", "plain", "compile", "master", "kahan", "compile_model")
+CPU_VARIANTS = ("fp32_eager", "master_eager", "kahan_eager")
 
 
 class _Opt:  # the fields build_optimizer reads from TrainConfig
@@ -37,24 +40,42 @@ class _Opt:  # the fields build_optimizer reads from TrainConfig
 def setup(variant: str, size: str, device, lr: float):
     """(model, optimizer, loss_fn, autocast dtype or None) for one variant."""
     from hyperfit.fast_train import ce_sum, compiled_ce_sum
-    from hyperfit.optim import build_optimizer
+    from hyperfit.optim import MasterAdamW, build_optimizer
 
     kahan = variant.startswith("kahan")
     model = build_model(size, device, torch.bfloat16 if kahan else torch.float32)
     model.train()
-    compiled = variant in ("compile_model", "compile", "kahan")
+    compiled = variant in ("compile_model", "compile", "kahan", "master")
     if variant == "fp32_eager":
         opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)  # torch's default (foreach)
+    elif variant.startswith("master"):
+        opt = MasterAdamW.convert(model, lr=lr, weight_decay=0.0, compile=compiled)  # model now bf16
     else:
         opt = build_optimizer(model, _Opt(lr, "adamw_kahan" if kahan else "adamw"), compile=compiled)
     forward = torch.compile(model) if compiled else model
-    ce = compiled_ce_sum() if variant in ("compile", "kahan") else ce_sum
+    ce = compiled_ce_sum() if variant in ("compile", "kahan", "master") else ce_sum
 
     def loss_fn(ids):
         return ce(forward(input_ids=ids).logits, ids)
 
     autocast = None if variant == "fp32_eager" or torch.device(device).type != "cuda" else torch.bfloat16
     return model, opt, loss_fn, autocast
+
+
+def breakdown(loss_fn, opt, autocast, batches, tokens, device, steps):
+    """(forward+backward, optimizer step) seconds, each timed alone with a sync between them (so their sum
+    is a little above the pipelined s/step). Runs after the timed loop: the trajectory is not touched."""
+    fb = op = 0.0
+    for i in range(steps):
+        t = now(device)
+        with torch.autocast(torch.device(device).type, dtype=autocast) if autocast else nullcontext():
+            loss = loss_fn(batches[i % len(batches)]) / tokens
+        loss.backward()
+        t1 = now(device)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        fb, op = fb + t1 - t, op + now(device) - t1
+    return fb / max(steps, 1), op / max(steps, 1)
 
 
 def run_variant(variant, args, device, batches):
@@ -77,10 +98,16 @@ def run_variant(variant, args, device, batches):
         if i == 0:
             t_first = now(device) - t0
     per_step = (now(device) - t_start) / (steps - args.warmup)
+    fwd_bwd, opt_s = breakdown(loss_fn, opt, autocast, batches, tokens, device, args.split_steps)
     n_params = sum(p.numel() for p in model.parameters())
-    del model, opt
-    return {"variant": variant, "s_per_step": per_step, "first_step_s": t_first, "steps": steps,
-            "peak_gib": peak_gib(device), "losses": torch.stack(losses).float().tolist(), "params": n_params}
+    peak = peak_gib(device)
+    del model, opt, loss_fn
+    gc.collect()  # the next variant builds a fresh 1.1B model: free this one's ~18 GB first
+    torch._dynamo.reset()  # compiled graphs hold on to the model they were traced from
+    reset_peak(device)
+    return {"variant": variant, "s_per_step": per_step, "fwd_bwd_s": fwd_bwd, "opt_s": opt_s,
+            "first_step_s": t_first, "steps": steps,
+            "peak_gib": peak, "losses": torch.stack(losses).float().tolist(), "params": n_params}
 
 
 def mfu(row, args, device) -> float | None:
@@ -101,6 +128,7 @@ def main(argv=None) -> int:
     p.add_argument("--baseline-steps", type=int, default=20, help="cap for the slow fp32_eager variant")
     p.add_argument("--warmup", type=int, default=2, help="updates excluded from the timing")
     p.add_argument("--lr", type=float, default=1e-6)
+    p.add_argument("--split-steps", type=int, default=5, help="extra updates timed as forward+backward / optimizer")
     p.add_argument("--variants", default=None, help=f"comma list (GPU default {','.join(GPU_VARIANTS)}; "
                                                     f"CPU default {','.join(CPU_VARIANTS)})")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -129,14 +157,15 @@ def main(argv=None) -> int:
     ok = [r for r in rows if "error" not in r]
     ref = next((r for r in ok if r["variant"] == "plain"), ok[0] if ok else None)
     base = next((r for r in ok if r["variant"] == "fp32_eager"), ref)
-    print(f"{'variant':14s} {'s/step':>9s} {'x fp32':>7s} {'x plain':>7s} {'MFU':>6s} {'peak GiB':>9s} "
-          f"{'1st step s':>10s} {'max|Δloss|':>11s}")
+    print(f"{'variant':14s} {'s/step':>9s} {'x fp32':>7s} {'x plain':>7s} {'MFU':>6s} {'fwd+bwd':>8s} {'optim':>7s} "
+          f"{'peak GiB':>9s} {'1st step s':>10s} {'max|Δloss|':>11s}")
     for r in ok:
         n = min(len(r["losses"]), len(ref["losses"]))
         r["max_dloss_vs_plain"] = max(abs(a - b) for a, b in zip(r["losses"][:n], ref["losses"][:n]))
         r["mfu"] = mfu(r, args, device)
         print(f"{r['variant']:14s} {r['s_per_step']:9.4f} {base['s_per_step'] / r['s_per_step']:7.2f} "
-              f"{ref['s_per_step'] / r['s_per_step']:7.2f} {(r['mfu'] or 0):6.1%} {r['peak_gib']:9.2f} "
+              f"{ref['s_per_step'] / r['s_per_step']:7.2f} {(r['mfu'] or 0):6.1%} {r['fwd_bwd_s']:8.4f} {r['opt_s']:7.4f} "
+              f"{r['peak_gib']:9.2f} "
               f"{r['first_step_s']:10.2f} {r['max_dloss_vs_plain']:11.2e}")
     if ref:
         print(f"plain loop loss: {ref['losses'][0]:.5f} → {ref['losses'][-1]:.5f} over {len(ref['losses'])} steps")

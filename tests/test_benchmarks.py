@@ -13,7 +13,7 @@ def test_train_step_benchmark_tiny(tmp_path, capsys):
     assert train_step.main(["--size", "tiny", "--seq", "16", "--steps", "3", "--warmup", "1",
                             "--json", str(tmp_path / "t.json")]) == 0
     out = capsys.readouterr().out
-    assert "fp32_eager" in out and "kahan_eager" in out and (tmp_path / "t.json").is_file()
+    assert "fp32_eager" in out and "kahan_eager" in out and "master_eager" in out and (tmp_path / "t.json").is_file()
 
 
 def test_generate_benchmark_tiny(tmp_path, capsys):
@@ -24,3 +24,7 @@ def test_generate_benchmark_tiny(tmp_path, capsys):
     assert "generate" in out and "100.0%" in out and "%" in out.splitlines()[-1]
     eager = [l for l in out.splitlines() if l.startswith("eager ")][0]
     assert eager.endswith("100.0%")  # the fast path gives generate()'s tokens (CPU, fp32)
+    blocked = [l for l in out.splitlines() if l.startswith("eager_block ")][0]
+    assert blocked.endswith("100.0%")  # ... and, with the citation blocker, generate()'s blocked tokens
+    changed = [l for l in out.splitlines() if l.startswith("  eager_block:")][0]
+    assert float(changed.rsplit(" ", 1)[1]) > 0.1  # the blocker really changed the continuations

@@ -79,6 +79,22 @@ def test_hash_collisions_never_ban_a_wrong_token(case, moduli):
     assert torch.equal(got, brute_banned(samples, n, rows, vocab))
 
 
+@settings(max_examples=150, deadline=None)
+@given(corpus_and_rows(), st.booleans())
+def test_fixed_shape_mask_equals_the_pairs_it_replaces(case, by_word):
+    # banned_mask (what the blocker runs: no host sync) against banned_pairs (variable-length, one sync),
+    # with the word-start filter on the (row, token) pairs.
+    vocab, samples, n, rows = case
+    index = build_index(samples, n)
+    ids = torch.tensor(rows, dtype=torch.long).reshape(len(rows), -1)
+    starts = torch.arange(vocab) % 3 != 1 if by_word else None
+    want = torch.zeros(len(rows), vocab, dtype=torch.bool)
+    r, t = blocker_module.banned_pairs(index, ids)
+    keep = starts[t] if by_word else torch.ones_like(t, dtype=torch.bool)
+    want[r[keep], t[keep]] = True
+    assert torch.equal(banned_mask(index, ids, vocab, starts), want)
+
+
 def test_tiny_modulus_really_collides():
     samples = [list(range(20))]
     index = build_index(samples, 3, moduli=(3, 2))
@@ -262,7 +278,12 @@ def test_cuda_matches_cpu():
     rows = torch.tensor([s[10:15] for s in samples[:8]] + torch.randint(0, 50, (8, 5), generator=gen).tolist())
     blocker = NgramBlocker(build_index(samples, 6))
     scores = torch.randn(16, 64, generator=gen)
-    on_gpu = blocker(rows.cuda(), scores.cuda())
+    blocker(rows.cuda(), scores.cuda())  # first call moves the index to the GPU (a copy: a sync)
+    torch.cuda.set_sync_debug_mode("error")  # from here any device→host wait raises
+    try:
+        on_gpu = blocker(rows.cuda(), scores.cuda())
+    finally:
+        torch.cuda.set_sync_debug_mode(0)
     assert on_gpu.device.type == "cuda"
     assert torch.equal(on_gpu.cpu(), blocker(rows, scores))
     assert on_gpu.isinf().sum() >= 8

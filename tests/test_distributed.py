@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 from hyperfit.generate import generate
 from hyperfit.runs import read_jsonl
@@ -17,15 +18,17 @@ from test_train import prepared, step_losses
 SRC = str(Path(__file__).resolve().parents[1] / "src")
 
 
-def launch(nproc: int, *args: str) -> None:
-    """`accelerate launch --cpu --num_processes N -m hyperfit ARGS` in a subprocess (gloo backend)."""
+def launch(nproc: int, *args: str, config: str | None = None) -> None:
+    """`accelerate launch --cpu --num_processes N -m hyperfit ARGS` in a subprocess (gloo backend); with
+    `config`, `accelerate launch --config_file CONFIG --num_processes N` on the GPUs instead."""
     with socket.socket() as s:  # a free port, so parallel test runs do not collide
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     env = {**os.environ, "PYTHONPATH": SRC + os.pathsep + os.environ.get("PYTHONPATH", ""), "OMP_NUM_THREADS": "1"}
-    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--cpu", "--num_processes", str(nproc),
-           "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(port),
-           "-m", "hyperfit", *args]
+    where = ["--config_file", config] if config else ["--cpu", "--num_machines", "1", "--mixed_precision", "no",
+                                                      "--dynamo_backend", "no"]
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", *where, "--num_processes", str(nproc),
+           "--main_process_port", str(port), "-m", "hyperfit", *args]
     out = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
 
@@ -66,3 +69,21 @@ def test_generation_over_two_processes_writes_the_one_process_file(tmp_path, tin
     path.unlink()
     launch(2, "generate", str(run.path))
     assert read_jsonl(path) == rows and len(rows) == 8
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_fsdp2_run_saves_sharded_and_consolidated_and_resumes(tmp_path, tiny_llama, corpus_file):
+    # One GPU is enough to run the FSDP2 code path end to end (wrapping, sharded save_state, the gathered
+    # HF folder, load_state on --resume); more GPUs only change the shard count.
+    from hyperfit.train import SHARDED_DIR
+
+    config = str(Path(__file__).resolve().parents[1] / "configs" / "accelerate" / "fsdp2.yaml")
+    cfg, run = prepared(tmp_path, tiny_llama, corpus_file, "train.epochs=2", "train.probe_every=0")
+    launch(1, "train", str(run.path), config=config)
+    first = step_losses(run)
+    assert (run.final / "model.safetensors").is_file()
+    assert all((c / SHARDED_DIR).is_dir() for c in run.epoch_checkpoints())
+    launch(1, "train", str(run.path), "--resume", "train.epochs=3", config=config)
+    losses = step_losses(run)
+    assert losses[: len(first)] == first and len(losses) > len(first)

@@ -55,6 +55,8 @@ class NgramIndex:
     """Most entries sharing one key: how many candidates a lookup must check (1 unless hashes collide)."""
     max_token: int
     """Largest token id in the samples (−1 if none), to check against the model's vocabulary."""
+    max_followers: int = 0
+    """Most distinct followers of one entry: the width of `banned_mask`'s fixed-shape gather."""
     moduli: tuple[int, int] = DEFAULT_MODULI
     base: int = DEFAULT_BASE
 
@@ -140,48 +142,61 @@ def build_index(
     w, keys, new_entry = w[new_row], keys[new_row], new_entry[new_row]
     starts = np.flatnonzero(new_entry)
     _, per_key = np.unique(keys[starts], return_counts=True)
+    offsets = np.append(starts, len(w)).astype(np.int64)
     return NgramIndex(
         n=n,
         keys=torch.from_numpy(keys[starts].copy()),
         grams=torch.from_numpy(w[starts, :k].astype(np.int32)),
-        offsets=torch.from_numpy(np.append(starts, len(w)).astype(np.int64)),
+        offsets=torch.from_numpy(offsets),
         followers=torch.from_numpy(w[:, k].copy()),
         max_collisions=int(per_key.max(initial=1)),
         max_token=int(w.max(initial=-1)),
+        max_followers=int(np.diff(offsets).max(initial=0)),
         moduli=moduli,
         base=base,
     )
+
+
+def _lookup(index: NgramIndex, input_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(start, count) per row: where the followers of the row's last n−1 tokens lie in `followers` (count 0
+    when the (n−1)-gram is not in the training samples). Fixed shapes, device ops only: no host sync."""
+    k = index.n - 1
+    last = input_ids[:, -k:].long()
+    query = _hash(last, index.moduli, index.base)
+    # Entries sharing a key are adjacent: check the max_collisions candidates from the first match.
+    first = torch.searchsorted(index.keys, query)
+    cand = (first[:, None] + torch.arange(index.max_collisions, device=input_ids.device)).clamp_(
+        max=index.num_entries - 1)
+    hit = (index.keys[cand] == query[:, None]) & (index.grams[cand] == last[:, None, :]).all(dim=-1)
+    found = hit.any(dim=1)
+    entry = cand.gather(1, hit.to(torch.uint8).argmax(dim=1, keepdim=True)).squeeze(1)
+    start = index.offsets[entry]
+    count = torch.where(found, index.offsets[entry + 1] - start, torch.zeros_like(start))
+    return start, count
+
+
+def _empty_lookup(index: NgramIndex, input_ids: torch.Tensor) -> bool:
+    return input_ids.shape[1] < index.n - 1 or index.num_entries == 0
 
 
 def banned_pairs(index: NgramIndex, input_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """(rows, tokens): every token that would complete a training n-gram after its row of `input_ids`.
 
     `index` must be on input_ids' device (`index.to(device)`). Costs one host sync (the number of banned
-    tokens sizes the result), like generate's own stopping checks.
+    tokens sizes the result); `banned_mask` gives the same answer as a fixed-shape mask without one.
 
     >>> idx = build_index([[1, 2, 3, 1, 2, 4]], n=3)
     >>> [t.tolist() for t in banned_pairs(idx, torch.tensor([[9, 1, 2], [0, 2, 3]]))]
     [[0, 0, 1], [3, 4, 1]]
     """
-    batch, length = input_ids.shape
-    k = index.n - 1
     device = input_ids.device
-    if length < k or index.num_entries == 0:
+    if _empty_lookup(index, input_ids):
         return torch.zeros(0, dtype=torch.long, device=device), torch.zeros(0, dtype=torch.long, device=device)
-    last = input_ids[:, -k:].long()
-    query = _hash(last, index.moduli, index.base)
-    # Entries sharing a key are adjacent: check the max_collisions candidates from the first match.
-    first = torch.searchsorted(index.keys, query)
-    cand = (first[:, None] + torch.arange(index.max_collisions, device=device)).clamp_(max=index.num_entries - 1)
-    hit = (index.keys[cand] == query[:, None]) & (index.grams[cand] == last[:, None, :]).all(dim=-1)
-    found = hit.any(dim=1)
-    entry = cand.gather(1, hit.to(torch.uint8).argmax(dim=1, keepdim=True)).squeeze(1)
-    start = index.offsets[entry]
-    count = torch.where(found, index.offsets[entry + 1] - start, torch.zeros_like(start))
+    start, count = _lookup(index, input_ids)
     # CSR → (row, follower) pairs: row b contributes followers[start[b] : start[b] + count[b]]. Passing
     # output_size makes the one sync explicit; without it repeat_interleave is 100x slower on a busy CPU.
     total = int(count.sum())
-    rows = torch.repeat_interleave(torch.arange(batch, device=device), count, output_size=total)
+    rows = torch.repeat_interleave(torch.arange(input_ids.shape[0], device=device), count, output_size=total)
     first_pair = torch.cumsum(count, 0) - count
     pos = torch.arange(total, device=device) - first_pair[rows] + start[rows]
     return rows, index.followers[pos]
@@ -195,17 +210,32 @@ def _check_vocab(index: NgramIndex, vocab_size: int) -> None:
         )
 
 
-def banned_mask(index: NgramIndex, input_ids: torch.Tensor, vocab_size: int) -> torch.Tensor:
+def banned_mask(index: NgramIndex, input_ids: torch.Tensor, vocab_size: int,
+                starts_word: torch.Tensor | None = None) -> torch.Tensor:
     """[B, vocab_size] bool: True where the token would complete a training n-gram after `input_ids`.
+
+    Fixed shapes and device ops only, so a decoding step on a GPU never waits for it: each row gathers
+    `max_followers` candidate slots and scatters the valid ones. With `starts_word` ([V] bool on the same
+    device), only tokens that start a word are banned (see NgramBlocker's delay_until_word_end).
 
     >>> idx = build_index([[1, 2, 3, 1, 2, 4]], n=3)
     >>> banned_mask(idx, torch.tensor([[9, 1, 2], [0, 2, 3]]), 6).int().tolist()
     [[0, 0, 0, 1, 1, 0], [0, 1, 0, 0, 0, 0]]
     """
     _check_vocab(index, vocab_size)
-    mask = torch.zeros(input_ids.shape[0], vocab_size, dtype=torch.bool, device=input_ids.device)
-    mask[banned_pairs(index, input_ids)] = True
-    return mask
+    batch, device = input_ids.shape[0], input_ids.device
+    # One spare column takes the scatter of every empty slot, so no slot needs a data-dependent branch.
+    mask = torch.zeros(batch, vocab_size + 1, dtype=torch.bool, device=device)
+    if _empty_lookup(index, input_ids) or index.max_followers == 0:
+        return mask[:, :vocab_size]
+    start, count = _lookup(index, input_ids)
+    slot = torch.arange(index.max_followers, device=device)
+    valid = slot < count[:, None]
+    tokens = index.followers[(start[:, None] + slot).clamp_(max=index.followers.numel() - 1)]
+    if starts_word is not None:
+        valid &= starts_word[tokens]
+    mask.scatter_(1, torch.where(valid, tokens, vocab_size), True)
+    return mask[:, :vocab_size]
 
 
 _WORD_PREFIXES = ("▁", "Ġ", "Ċ", "ĉ")  # SentencePiece space; GPT-2 byte-level space, newline, tab
@@ -293,18 +323,10 @@ class NgramBlocker(LogitsProcessor):
         return self._on_device[device]
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
-        _check_vocab(self.index, scores.shape[-1])
         index, starts_word = self._tables_on(scores.device)
-        rows, tokens = banned_pairs(index, input_ids.to(scores.device))
-        if starts_word is not None:
-            keep = starts_word[tokens]
-            rows, tokens = rows[keep], tokens[keep]
-        if rows.numel() == 0:  # most steps: nothing to ban, no copy of the scores
-            return scores
-        out = scores.clone()
-        out[rows, tokens] = float("-inf")
+        banned = banned_mask(index, input_ids.to(scores.device), scores.shape[-1], starts_word)
+        out = scores.masked_fill(banned, float("-inf"))
         # A row with no finite score left gets its scores back (−inf everywhere would sample NaNs).
-        stuck = out.amax(dim=-1) == float("-inf")
-        out[stuck] = scores[stuck]
-        self._unblockable = self._unblockable.to(scores.device) + stuck.sum()
-        return out
+        stuck = (out.amax(dim=-1) == float("-inf")) & (scores.amax(dim=-1) > float("-inf"))
+        self._unblockable = self._unblockable.to(scores.device) + stuck.sum()  # stays on the device: no sync
+        return torch.where(stuck[:, None], scores, out)

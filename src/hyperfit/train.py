@@ -272,6 +272,7 @@ def train(cfg: TrainConfig, model_cfg: ModelConfig, run: RunDir, resume: bool = 
     steps_per_epoch = n // cfg.batch_size
     tokens_per_update = cfg.batch_size * (seq_len - 1)
     device = accelerator.device
+    ids = ids.to(device)
     dtype = next(accelerator.unwrap_model(model).parameters()).dtype
     print0(
         f"Training: {n} samples × {seq_len} tokens | global batch {cfg.batch_size} = {accelerator.num_processes} "
@@ -298,13 +299,15 @@ def train(cfg: TrainConfig, model_cfg: ModelConfig, run: RunDir, resume: bool = 
     summary = {"epochs_run": start_epoch, "steps": step, "final_train_loss": None, "stopped": "epochs"}
     t0 = time.time()
     for epoch in range(start_epoch + 1, cfg.epochs + 1):
-        order = epoch_order(n, cfg.seed, epoch)
+        # The samples and the order live on the device: a step indexes them there, with no host→device copy
+        # (a pageable copy can stall the host behind the queued kernels).
+        order = epoch_order(n, cfg.seed, epoch).to(device)
         epoch_loss = torch.zeros((), device=device)
         window_loss = torch.zeros((), device=device)
         for b in range(steps_per_epoch):
             batch = order[b * cfg.batch_size : (b + 1) * cfg.batch_size]
             mine = batch[accelerator.process_index * micro * cfg.grad_accum :][: micro * cfg.grad_accum]
-            loss = _update(model, optimizer, accelerator, ids[mine].to(device), micro, tokens_per_update, cfg, loss_fn)
+            loss = _update(model, optimizer, accelerator, ids[mine], micro, tokens_per_update, cfg, loss_fn)
             epoch_loss += loss
             window_loss += loss
             step += 1
