@@ -149,7 +149,8 @@ def main(argv=None) -> int:
         try:
             rows.append(run_variant(v, args, device, batches))
             r = rows[-1]  # printed as it comes, so a run cut off by a timeout still reports
-            print(f"  {v}: {r['s_per_step']:.4f} s/step, first step {r['first_step_s']:.1f} s, "
+            print(f"  {v}: {r['s_per_step']:.4f} s/step (alone: fwd+bwd {r['fwd_bwd_s']:.4f} s, optimizer "
+                  f"{r['opt_s']:.4f} s), first step {r['first_step_s']:.1f} s, "
                   f"peak {r['peak_gib']:.1f} GiB, loss {r['losses'][0]:.5f} → {r['losses'][-1]:.5f}", flush=True)
         except Exception as e:  # noqa: BLE001 - one failing lever must not hide the others' numbers
             print(f"  {v}: FAILED {type(e).__name__}: {str(e)[:300]}")

@@ -278,10 +278,11 @@ def test_cuda_matches_cpu():
     rows = torch.tensor([s[10:15] for s in samples[:8]] + torch.randint(0, 50, (8, 5), generator=gen).tolist())
     blocker = NgramBlocker(build_index(samples, 6))
     scores = torch.randn(16, 64, generator=gen)
-    blocker(rows.cuda(), scores.cuda())  # first call moves the index to the GPU (a copy: a sync)
+    rows_gpu, scores_gpu = rows.cuda(), scores.cuda()  # host→device copies of pageable memory sync
+    blocker(rows_gpu, scores_gpu)  # the first call moves the index to the GPU (a copy: a sync)
     torch.cuda.set_sync_debug_mode("error")  # from here any device→host wait raises
     try:
-        on_gpu = blocker(rows.cuda(), scores.cuda())
+        on_gpu = blocker(rows_gpu, scores_gpu)
     finally:
         torch.cuda.set_sync_debug_mode(0)
     assert on_gpu.device.type == "cuda"

@@ -21,68 +21,6 @@ import torch
 OPTIMIZERS = ("adamw", "adamw_kahan")
 
 
-def master_adamw_(w, g, master, m, v, step, lr: float, beta1: float, beta2: float, eps: float, wd: float) -> None:
-    """One AdamW update on the fp32 `master` of bf16 weight `w`, which then gets the rounded master.
-
-    Reads the bf16 gradient once and writes w in bf16: with torch.compile one pass over 14 bytes read and
-    14 written per parameter, the same traffic as fused AdamW on fp32 weights, but the model's forward and
-    backward then need no fp32→bf16 weight casts and no fp32 gradient buffers.
-    """
-    gf = g.float()
-    m.lerp_(gf, 1 - beta1)
-    v.mul_(beta2).addcmul_(gf, gf, value=1 - beta2)
-    bc1 = 1 - beta1 ** step
-    bc2 = 1 - beta2 ** step
-    master.mul_(1 - lr * wd).sub_(lr * (m / bc1) / ((v / bc2).sqrt() + eps))
-    w.copy_(master)
-
-
-class MasterAdamW(torch.optim.Optimizer):
-    """AdamW whose state holds fp32 master weights for low-precision model weights.
-
-    `MasterAdamW.convert(model)` keeps an fp32 copy of every trainable weight, then casts the model's own
-    weights to bf16 in place (the parameter objects stay, so optimizers, hooks and FSDP see the same ones).
-    Updates are computed and accumulated in the fp32 masters, so lr-1e-6 steps are kept exactly as with
-    fp32 weights; the bf16 weights the model computes with are the masters rounded.
-    """
-
-    def __init__(self, params, masters, lr: float = 1e-6, betas=(0.9, 0.999), eps: float = 1e-8,
-                 weight_decay: float = 0.0, compile: bool = False):
-        super().__init__(params, dict(lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay))
-        for p, w in zip((p for g in self.param_groups for p in g["params"]), masters, strict=True):
-            if w.dtype != torch.float32 or w.shape != p.shape:
-                raise ValueError(f"master weights must be fp32 copies of the parameters; got {w.dtype} {tuple(w.shape)} "
-                                 f"for a parameter of shape {tuple(p.shape)}")
-            self.state[p]["master"] = w
-        self._kernel = torch.compile(master_adamw_, dynamic=False) if compile else master_adamw_
-
-    @classmethod
-    def convert(cls, model, dtype=torch.bfloat16, **kw) -> "MasterAdamW":
-        params = [p for p in model.parameters() if p.requires_grad]
-        masters = [p.detach().float().clone() for p in params]
-        for p in params:
-            p.data = p.data.to(dtype)
-        return cls(params, masters, **kw)
-
-    @torch.no_grad()
-    def step(self, closure=None):
-        if closure is not None:
-            raise ValueError("MasterAdamW.step does not take a closure")
-        for group in self.param_groups:
-            beta1, beta2 = group["betas"]
-            for p in group["params"]:
-                if p.grad is None:
-                    continue
-                state = self.state[p]
-                if "step" not in state:
-                    state["step"] = torch.zeros((), dtype=torch.float32, device=p.device)
-                    state["exp_avg"] = torch.zeros_like(state["master"])
-                    state["exp_avg_sq"] = torch.zeros_like(state["master"])
-                state["step"].add_(1)
-                self._kernel(p, p.grad, state["master"], state["exp_avg"], state["exp_avg_sq"], state["step"],
-                             group["lr"], beta1, beta2, group["eps"], group["weight_decay"])
-
-
 def kahan_adamw_(w, g, comp, m, v, step, lr: float, beta1: float, beta2: float, eps: float, wd: float) -> None:
     """One AdamW update of one tensor, in place, computed in fp32 and stored in the tensors' dtypes.
 
@@ -102,35 +40,117 @@ def kahan_adamw_(w, g, comp, m, v, step, lr: float, beta1: float, beta2: float, 
     v.copy_(vf)
 
 
-class KahanAdamW(torch.optim.Optimizer):
-    """AdamW for low-precision weights with Kahan-compensated updates (see the module docstring).
+def master_adamw_(w, g, master, m, v, step, lr: float, beta1: float, beta2: float, eps: float, wd: float) -> None:
+    """One AdamW update on the fp32 `master` of bf16 weight `w`, which then gets the rounded master.
 
-    `compile=True` fuses each tensor's update into one kernel with torch.compile (one compile per distinct
-    parameter shape); eager, it is ~10 elementwise passes per tensor.
+    Reads the bf16 gradient once and writes w in bf16: with torch.compile one pass over 14 bytes read and
+    14 written per parameter, the same traffic as fused AdamW on fp32 weights, but the model's forward and
+    backward then need no fp32→bf16 weight casts and no fp32 gradient buffers.
     """
+    gf = g.float()
+    m.lerp_(gf, 1 - beta1)
+    v.mul_(beta2).addcmul_(gf, gf, value=1 - beta2)
+    bc1 = 1 - beta1 ** step
+    bc2 = 1 - beta2 ** step
+    master.mul_(1 - lr * wd).sub_(lr * (m / bc1) / ((v / bc2).sqrt() + eps))
+    w.copy_(master)
 
-    def __init__(self, params, lr: float = 1e-6, betas=(0.9, 0.999), eps: float = 1e-8, weight_decay: float = 0.0,
-                 compile: bool = False):
+
+def _over_tensors(update):
+    """update(w, g, buf, m, v, step, *hyper) for one tensor → the same for lists of tensors, steps counted.
+
+    Compiled, this is one graph for the whole model: one guard check and one generated launcher per
+    optimizer step. Compiling `update` per tensor instead costs a guard check and a Python wrapper call
+    for each of a 1.1B model's 201 tensors, which on an H200 made the step host-bound (benchmarks/)."""
+
+    def step_all(ws, gs, bufs, ms, vs, steps, lr, beta1, beta2, eps, wd):
+        for w, g, buf, m, v, step in zip(ws, gs, bufs, ms, vs, steps):
+            step.add_(1)
+            update(w, g, buf, m, v, step, lr, beta1, beta2, eps, wd)
+
+    return step_all
+
+
+class _ListAdamW(torch.optim.Optimizer):
+    """The loop KahanAdamW and MasterAdamW share: a group's tensors through one (compiled) step_all."""
+
+    buffer = ""  # the per-tensor state beside the moments (Kahan compensation, or the fp32 master)
+
+    def __init__(self, params, update, lr, betas, eps, weight_decay, compile: bool):
         super().__init__(params, dict(lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay))
-        self._kernel = torch.compile(kahan_adamw_, dynamic=False) if compile else kahan_adamw_
+        step_all = _over_tensors(update)
+        self._kernel = torch.compile(step_all, dynamic=False) if compile else step_all
+
+    def _init_state(self, p, state) -> None:
+        raise NotImplementedError
 
     @torch.no_grad()
     def step(self, closure=None):
         if closure is not None:
-            raise ValueError("KahanAdamW.step does not take a closure")
+            raise ValueError(f"{type(self).__name__}.step does not take a closure")
         for group in self.param_groups:
+            params = [p for p in group["params"] if p.grad is not None]
+            states = [self.state[p] for p in params]
+            for p, state in zip(params, states):
+                if "step" not in state:
+                    self._init_state(p, state)
             beta1, beta2 = group["betas"]
-            for p in group["params"]:
-                if p.grad is None:
-                    continue
-                state = self.state[p]
-                if not state:
-                    state["step"] = torch.zeros((), dtype=torch.float32, device=p.device)
-                    for name in ("exp_avg", "exp_avg_sq", "kahan_comp"):
-                        state[name] = torch.zeros_like(p, memory_format=torch.preserve_format)
-                state["step"].add_(1)
-                self._kernel(p, p.grad, state["kahan_comp"], state["exp_avg"], state["exp_avg_sq"], state["step"],
-                             group["lr"], beta1, beta2, group["eps"], group["weight_decay"])
+            self._kernel(params, [p.grad for p in params], [st[self.buffer] for st in states],
+                         [st["exp_avg"] for st in states], [st["exp_avg_sq"] for st in states],
+                         [st["step"] for st in states], group["lr"], beta1, beta2, group["eps"], group["weight_decay"])
+
+
+class KahanAdamW(_ListAdamW):
+    """AdamW for low-precision weights with Kahan-compensated updates (see the module docstring).
+
+    `compile=True` fuses each tensor's update into one kernel, all launched from one compiled graph; eager,
+    it is ~10 elementwise passes per tensor.
+    """
+
+    buffer = "kahan_comp"
+
+    def __init__(self, params, lr: float = 1e-6, betas=(0.9, 0.999), eps: float = 1e-8, weight_decay: float = 0.0,
+                 compile: bool = False):
+        super().__init__(params, kahan_adamw_, lr, betas, eps, weight_decay, compile)
+
+    def _init_state(self, p, state) -> None:
+        state["step"] = torch.zeros((), dtype=torch.float32, device=p.device)
+        for name in ("exp_avg", "exp_avg_sq", "kahan_comp"):
+            state[name] = torch.zeros_like(p, memory_format=torch.preserve_format)
+
+
+class MasterAdamW(_ListAdamW):
+    """AdamW whose state holds fp32 master weights for low-precision model weights.
+
+    `MasterAdamW.convert(model)` keeps an fp32 copy of every trainable weight, then casts the model's own
+    weights to bf16 in place (the parameter objects stay, so optimizers, hooks and FSDP see the same ones).
+    Updates are computed and accumulated in the fp32 masters, so lr-1e-6 steps are kept exactly as with
+    fp32 weights; the bf16 weights the model computes with are the masters rounded.
+    """
+
+    buffer = "master"
+
+    def __init__(self, params, masters, lr: float = 1e-6, betas=(0.9, 0.999), eps: float = 1e-8,
+                 weight_decay: float = 0.0, compile: bool = False):
+        super().__init__(params, master_adamw_, lr, betas, eps, weight_decay, compile)
+        for p, w in zip((p for g in self.param_groups for p in g["params"]), masters, strict=True):
+            if w.dtype != torch.float32 or w.shape != p.shape:
+                raise ValueError(f"master weights must be fp32 copies of the parameters; got {w.dtype} {tuple(w.shape)} "
+                                 f"for a parameter of shape {tuple(p.shape)}")
+            self.state[p]["master"] = w
+
+    @classmethod
+    def convert(cls, model, dtype=torch.bfloat16, **kw) -> "MasterAdamW":
+        params = [p for p in model.parameters() if p.requires_grad]
+        masters = [p.detach().float().clone() for p in params]
+        for p in params:
+            p.data = p.data.to(dtype)
+        return cls(params, masters, **kw)
+
+    def _init_state(self, p, state) -> None:
+        state["step"] = torch.zeros((), dtype=torch.float32, device=p.device)
+        state["exp_avg"] = torch.zeros_like(state["master"])
+        state["exp_avg_sq"] = torch.zeros_like(state["master"])
 
 
 def build_optimizer(model, cfg, compile: bool = False) -> torch.optim.Optimizer:
