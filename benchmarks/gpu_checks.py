@@ -19,8 +19,6 @@ from generate import blocker_for, hf_generate  # noqa: E402
 
 
 def main() -> int:
-    from transformers import LogitsProcessorList
-
     from hyperfit.fast_greedy import GreedyDecoder
 
     model = build_model("tiny", "cuda", torch.float32).eval()

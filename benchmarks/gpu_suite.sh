@@ -26,7 +26,8 @@ train() {
 integration() {
   timeout ${T_INTEGRATION:-120} python -m pytest tests/test_blocker.py tests/test_distributed.py tests/test_fast_greedy.py \
     tests/test_train.py -q -p no:cacheprovider -k "${INT_K:-drives_loss or equals_generate or accumulation or fsdp2 or cuda_matches}" \
-    2>&1 | tail -60 | tee "$OUT/integration.log"
+    > "$OUT/integration.log" 2>&1
+  tail -60 "$OUT/integration.log"  # the whole log (failures' subprocess output included) comes back in $OUT
 }
 
 nvidia-smi --query-gpu=name,memory.total,clocks.sm,clocks.max.sm --format=csv 2>&1 | tee "$OUT/gpu.txt"

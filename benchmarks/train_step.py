@@ -10,7 +10,7 @@ hyperfit.optim, the code train.py runs.
 
 Variants: fp32_eager (fp32 compute, torch's default AdamW), plain (bf16 autocast, fused AdamW),
 compile_model (+ torch.compile of the model), compile (+ compiled cross-entropy: train.compile=true),
-master (compile + bf16 model weights with fp32 masters in the optimizer: hyperfit.optim.MasterAdamW),
+master (compile + bf16 model weights with fp32 masters in the optimizer: benchmarks/master_adamw.py),
 kahan (bf16 weights + Kahan AdamW, compiled: train.optimizer=adamw_kahan). A `_eager` suffix runs
 master or kahan uncompiled (the CPU defaults).
 """
@@ -40,7 +40,8 @@ class _Opt:  # the fields build_optimizer reads from TrainConfig
 def setup(variant: str, size: str, device, lr: float):
     """(model, optimizer, loss_fn, autocast dtype or None) for one variant."""
     from hyperfit.fast_train import ce_sum, compiled_ce_sum
-    from hyperfit.optim import MasterAdamW, build_optimizer
+    from hyperfit.optim import build_optimizer
+    from master_adamw import MasterAdamW
 
     kahan = variant.startswith("kahan")
     model = build_model(size, device, torch.bfloat16 if kahan else torch.float32)

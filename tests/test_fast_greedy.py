@@ -50,6 +50,18 @@ def test_fast_greedy_handles_eos_like_generate(tiny_llama):
         assert continue_contexts(model, ctx, gen, fast=True) == continue_contexts(model, ctx, gen, fast=False)
 
 
+def test_fast_greedy_inside_autocast_decodes_in_the_models_dtype(tiny_llama):
+    # Training probes decode inside bf16 autocast. The static cache must not see fp32 keys beside bf16
+    # values (this broke the probe on an H200); the decoder turns autocast off and matches fp32 generate().
+    cfg = ModelConfig(name=str(tiny_llama))
+    model, tok = load_model(cfg), load_tokenizer(cfg)
+    ctx = contexts(tok, n=3)
+    gen = generation_config("greedy", tok, 12)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        fast = continue_contexts(model, ctx, gen, fast=True)
+    assert fast == continue_contexts(model, ctx, gen, fast=False)
+
+
 def test_fast_path_only_where_it_is_exact(tiny_llama):
     tok = load_tokenizer(ModelConfig(name=str(tiny_llama)))
     greedy, top_p = generation_config("greedy", tok, 8), generation_config("top_p", tok, 8)

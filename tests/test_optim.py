@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from hyperfit.config import ConfigError, load_config
-from hyperfit.optim import KahanAdamW, MasterAdamW
+from hyperfit.optim import KahanAdamW
 from hyperfit.train import TrainError, local_batch_size
 
 
@@ -31,29 +31,6 @@ def test_kahan_keeps_lr_1e6_updates_that_bf16_rounds_away():
     err = (kahan.detach().float() + comp - ref.detach()).abs().max()
     assert err < 0.06 * moved
     assert (kahan.detach() != w0.bfloat16()).float().mean() > 0.9  # and the bf16 weights themselves moved
-
-
-def test_master_weights_follow_fp32_adamw_while_the_model_holds_bf16():
-    torch.manual_seed(0)
-    w0 = torch.rand(4096) * 0.02 + 0.01  # fp32 values, not bf16-representable
-    model = torch.nn.Linear(4096, 1, bias=False)
-    model.weight.data = w0.clone().view(1, -1)
-    param = model.weight
-    opt = MasterAdamW.convert(model, lr=1e-6, weight_decay=0.1)
-    assert param.dtype == torch.bfloat16 and model.weight is param  # same parameter object, cast in place
-    ref = torch.nn.Parameter(w0.clone().view(1, -1))
-    ref_opt = torch.optim.AdamW([ref], lr=1e-6, weight_decay=0.1)
-    for i in range(300):
-        grad = torch.randn(1, 4096) * (1 + i % 3)
-        param.grad, ref.grad = grad.bfloat16(), grad.bfloat16().float()  # what autocast's backward yields
-        opt.step()
-        ref_opt.step()
-    master = opt.state[param]["master"]
-    assert (ref.detach() - w0).abs().mean() > 5e-6  # it moved, by less than the bf16 spacing (~6e-5)
-    torch.testing.assert_close(master, ref.detach(), rtol=1e-6, atol=1e-8)  # fp32 AdamW, to fp32 rounding
-    assert torch.equal(param.detach(), master.bfloat16())  # the model computes with the rounded masters
-    with pytest.raises(ValueError, match="master weights must be fp32 copies"):
-        MasterAdamW([param], [master.bfloat16()])
 
 
 def test_kahan_needs_bf16_weights_and_is_named_in_the_error():

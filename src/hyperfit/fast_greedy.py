@@ -3,10 +3,11 @@
     dec = GreedyDecoder(model, batch_size=32, context_len=32, max_new_tokens=256, ban_ids=[eos])
     new_tokens = dec(ids)                      # LongTensor[B, 256]; same tokens as generate(do_sample=False)
 
-Why not `model.generate()`: for a 1.1B model on one H100, generate() spends most of its time in Python and
-kernel launches (6.5 s for 32 contexts × 256 tokens, ~0.2 s of it is real GPU work). Every context of a
-hyperfit run has exactly data.context_len tokens, so the batch has one static shape; the decode step can
-then be recorded once as a CUDA graph and replayed with no host work and no device-to-host sync per token.
+Why not `model.generate()`: for a 1.1B model it spends most of its time in Python and kernel launches
+(H200, bf16, 32 contexts × 256 tokens: 16.6 s on a first call, 6.3 s on a later one with the citation
+blocker, against 1.5 s for this loop as a CUDA graph and 0.75 s compiled; benchmarks/generate.py). Every context of a hyperfit run has exactly data.context_len tokens,
+so the batch has one static shape; the decode step can then be recorded once as a CUDA graph and replayed
+with no host work and no device-to-host sync per token.
 
 Modes (`mode=`):
   eager    static-cache loop, plain PyTorch: the CPU path, and the reference for the others.
@@ -125,9 +126,17 @@ class GreedyDecoder:
     # -- public ---------------------------------------------------------------------------------------------
     @torch.no_grad()
     def __call__(self, ids: torch.Tensor) -> torch.Tensor:
-        """New tokens (LongTensor[B, max_new_tokens]) for contexts `ids` (LongTensor[B, context_len])."""
+        """New tokens (LongTensor[B, max_new_tokens]) for contexts `ids` (LongTensor[B, context_len]).
+
+        Decodes in the model's own dtype, with any surrounding autocast switched off: a static cache holds
+        keys and values in one dtype, but under bf16 autocast an fp32 model's rotary embedding returns fp32
+        keys beside bf16 values (training probes run inside autocast; seen on an H200)."""
         if tuple(ids.shape) != (self.B, self.T):
             raise ValueError(f"contexts of shape {tuple(ids.shape)}; this decoder was built for ({self.B}, {self.T})")
+        with torch.autocast(self.device.type, enabled=False):
+            return self._decode(ids)
+
+    def _decode(self, ids: torch.Tensor) -> torch.Tensor:
         if self.mode != "eager" and self._graph is None and self._compiled is None:
             self._prefill(ids)  # gives the recording real cache contents to warm up on
             self._record()
