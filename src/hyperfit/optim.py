@@ -64,7 +64,10 @@ class _ListAdamW(torch.optim.Optimizer):
     def __init__(self, params, update, lr, betas, eps, weight_decay, compile: bool):
         super().__init__(params, dict(lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay))
         step_all = _over_tensors(update)
-        self._kernel = torch.compile(step_all, dynamic=False) if compile else step_all
+        # emulate_precision_casts: inductor otherwise keeps a value cast to bf16 and back in fp32 inside the
+        # fused kernel, and the Kahan compensation (the rounding error of that cast) comes out as zero.
+        self._kernel = (torch.compile(step_all, dynamic=False, options={"emulate_precision_casts": True})
+                        if compile else step_all)
 
     def _init_state(self, p, state) -> None:
         raise NotImplementedError
