@@ -111,6 +111,16 @@ def run_variant(variant, args, device, batches):
             "peak_gib": peak, "losses": torch.stack(losses).float().tolist(), "params": n_params}
 
 
+def _row(rows, variant):
+    return next((r for r in rows if r.get("variant") == variant and "error" not in r), None)
+
+
+def dloss(row, ref) -> float:
+    """Largest difference of the two loss trajectories over their common steps."""
+    n = min(len(row["losses"]), len(ref["losses"]))
+    return max(abs(a - b) for a, b in zip(row["losses"][:n], ref["losses"][:n]))
+
+
 def mfu(row, args, device) -> float | None:
     peak = peak_flops(device)
     if peak is None:
@@ -152,7 +162,8 @@ def main(argv=None) -> int:
             r = rows[-1]  # printed as it comes, so a run cut off by a timeout still reports
             print(f"  {v}: {r['s_per_step']:.4f} s/step (alone: fwd+bwd {r['fwd_bwd_s']:.4f} s, optimizer "
                   f"{r['opt_s']:.4f} s), first step {r['first_step_s']:.1f} s, "
-                  f"peak {r['peak_gib']:.1f} GiB, loss {r['losses'][0]:.5f} → {r['losses'][-1]:.5f}", flush=True)
+                  f"peak {r['peak_gib']:.1f} GiB, loss {r['losses'][0]:.5f} → {r['losses'][-1]:.5f}"
+                  + (f", max|Δloss| vs plain {dloss(r, plain):.2e}" if (plain := _row(rows, "plain")) else ""), flush=True)
         except Exception as e:  # noqa: BLE001 - one failing lever must not hide the others' numbers
             print(f"  {v}: FAILED {type(e).__name__}: {str(e)[:300]}")
             rows.append({"variant": v, "error": f"{type(e).__name__}: {e}"[:2000]})
@@ -162,8 +173,7 @@ def main(argv=None) -> int:
     print(f"{'variant':14s} {'s/step':>9s} {'x fp32':>7s} {'x plain':>7s} {'MFU':>6s} {'fwd+bwd':>8s} {'optim':>7s} "
           f"{'peak GiB':>9s} {'1st step s':>10s} {'max|Δloss|':>11s}")
     for r in ok:
-        n = min(len(r["losses"]), len(ref["losses"]))
-        r["max_dloss_vs_plain"] = max(abs(a - b) for a, b in zip(r["losses"][:n], ref["losses"][:n]))
+        r["max_dloss_vs_plain"] = dloss(r, ref)
         r["mfu"] = mfu(r, args, device)
         print(f"{r['variant']:14s} {r['s_per_step']:9.4f} {base['s_per_step'] / r['s_per_step']:7.2f} "
               f"{ref['s_per_step'] / r['s_per_step']:7.2f} {(r['mfu'] or 0):6.1%} {r['fwd_bwd_s']:8.4f} {r['opt_s']:7.4f} "
