@@ -58,7 +58,7 @@ class NgramIndex:
     """Most entries sharing one key: how many candidates a lookup must check (1 unless hashes collide)."""
     max_token: int
     """Largest token id in the samples (−1 if none), to check against the model's vocabulary."""
-    max_followers: int = 0
+    max_followers: int
     """Most distinct followers of one entry: the width of `banned_mask`'s fixed-shape gather."""
     moduli: tuple[int, int] = DEFAULT_MODULI
     base: int = DEFAULT_BASE
@@ -180,29 +180,6 @@ def _lookup(index: NgramIndex, input_ids: torch.Tensor) -> tuple[torch.Tensor, t
 
 def _empty_lookup(index: NgramIndex, input_ids: torch.Tensor) -> bool:
     return input_ids.shape[1] < index.n - 1 or index.num_entries == 0
-
-
-def banned_pairs(index: NgramIndex, input_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(rows, tokens): every token that would complete a training n-gram after its row of `input_ids`.
-
-    `index` must be on input_ids' device (`index.to(device)`). Costs one host sync (the number of banned
-    tokens sizes the result); `banned_mask` gives the same answer as a fixed-shape mask without one.
-
-    >>> idx = build_index([[1, 2, 3, 1, 2, 4]], n=3)
-    >>> [t.tolist() for t in banned_pairs(idx, torch.tensor([[9, 1, 2], [0, 2, 3]]))]
-    [[0, 0, 1], [3, 4, 1]]
-    """
-    device = input_ids.device
-    if _empty_lookup(index, input_ids):
-        return torch.zeros(0, dtype=torch.long, device=device), torch.zeros(0, dtype=torch.long, device=device)
-    start, count = _lookup(index, input_ids)
-    # CSR → (row, follower) pairs: row b contributes followers[start[b] : start[b] + count[b]]. Passing
-    # output_size makes the one sync explicit; without it repeat_interleave is 100x slower on a busy CPU.
-    total = int(count.sum())
-    rows = torch.repeat_interleave(torch.arange(input_ids.shape[0], device=device), count, output_size=total)
-    first_pair = torch.cumsum(count, 0) - count
-    pos = torch.arange(total, device=device) - first_pair[rows] + start[rows]
-    return rows, index.followers[pos]
 
 
 def _check_vocab(index: NgramIndex, vocab_size: int) -> None:
