@@ -66,3 +66,18 @@ def dump(path, obj) -> None:
     if path:
         with open(path, "w") as f:
             json.dump(obj, f, indent=1)
+
+
+def kernel_table(fn, device, row_limit: int = 15) -> str:
+    """Run fn() once under torch.profiler; the ops/kernels that took the most device time (CPU time on a
+    CPU), as profiler's table. Says where a step's time goes, before choosing the next lever."""
+    from torch.profiler import ProfilerActivity, profile
+
+    cuda = torch.device(device).type == "cuda"
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
+    sync(device)
+    with profile(activities=activities) as prof:
+        fn()
+        sync(device)
+    key = "cuda_time_total" if cuda else "cpu_time_total"
+    return prof.key_averages().table(sort_by=key, row_limit=row_limit, max_name_column_width=60)

@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import SIZES, build_model, device_name, dump, now, peak_gib, reset_peak  # noqa: E402
+from common import SIZES, build_model, device_name, dump, kernel_table, now, peak_gib, reset_peak  # noqa: E402
 
 DTYPES = {"bf16": torch.bfloat16, "fp32": torch.float32}
 
@@ -92,6 +92,8 @@ def main(argv=None) -> int:
                    help="comma list (GPU default generate,graph,graph_block,generate_block,eager,compile)")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--json")
+    p.add_argument("--profile", action="store_true",
+                   help="print the kernels of 8 eager decode steps by device time (a CUDA graph replays the same)")
     args = p.parse_args(argv)
     device = torch.device(args.device)
     gpu = device.type == "cuda"
@@ -145,6 +147,13 @@ def main(argv=None) -> int:
         print(f"{r['mode']:11s} {r['seconds']:8.3f} {r['tokens_per_s']:10.0f} {base['seconds'] / r['seconds']:10.2f} "
               f"{r['setup_s']:8.2f} {r['peak_gib']:9.2f} {agree:>6s}")
     dump(args.json, {"device": device_name(device), "args": vars(args), "rows": rows})
+    if args.profile:
+        from hyperfit.fast_greedy import GreedyDecoder
+
+        dec = GreedyDecoder(model, ids.shape[0], ids.shape[1], 9, ban_ids=[model.config.eos_token_id], mode="eager")
+        dec(ids)  # warm-up
+        print("kernels of one eager call (prefill + 8 decode steps):")
+        print(kernel_table(lambda: dec(ids), device))
     return 0 if len(ok) == len(rows) else 1
 
 

@@ -15,11 +15,11 @@ stamp() { echo "== $1 at +$(( $(date +%s) - t0 )) s"; }
 
 checks() { timeout ${T_CHECKS:-60} python benchmarks/gpu_checks.py 2>&1 | tee "$OUT/checks.log"; }
 generate() {
-  timeout ${T_GENERATE:-100} python benchmarks/generate.py --size "$SIZE" --modes "${MODES:-$GEN_DEFAULT}" \
+  timeout ${T_GENERATE:-100} python benchmarks/generate.py --size "$SIZE" --modes "${MODES:-$GEN_DEFAULT}" --profile \
     --json "$OUT/generate.json" 2>&1 | tee "$OUT/generate.log"
 }
 train() {
-  timeout ${T_TRAIN:-220} python benchmarks/train_step.py --size "$SIZE" --steps "$STEPS" --variants "${VARIANTS:-$TRAIN_DEFAULT}" \
+  timeout ${T_TRAIN:-220} python benchmarks/train_step.py --size "$SIZE" --steps "$STEPS" --variants "${VARIANTS:-$TRAIN_DEFAULT}" --profile "${PROFILE:-compile}" \
     --baseline-steps ${BASE_STEPS:-20} --json "$OUT/train.json" 2>&1 | tee "$OUT/train.log"
 }
 # The real loop on CUDA (compile on by default, bf16 autocast, fast-greedy probes), FSDP2 through

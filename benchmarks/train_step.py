@@ -21,12 +21,13 @@ import argparse
 import gc
 import sys
 from contextlib import nullcontext
+from functools import partial
 from pathlib import Path
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import SIZES, build_model, device_name, dump, now, peak_flops, peak_gib, reset_peak  # noqa: E402
+from common import SIZES, build_model, device_name, dump, kernel_table, now, peak_flops, peak_gib, reset_peak  # noqa: E402
 
 GPU_VARIANTS = ("fp32_eager", "plain", "compile", "master", "kahan", "compile_model")
 CPU_VARIANTS = ("fp32_eager", "master_eager", "kahan_eager")
@@ -100,6 +101,9 @@ def run_variant(variant, args, device, batches):
             t_first = now(device) - t0
     per_step = (now(device) - t_start) / (steps - args.warmup)
     fwd_bwd, opt_s = breakdown(loss_fn, opt, autocast, batches, tokens, device, args.split_steps)
+    if variant in (args.profile or "").split(","):
+        print(f"kernels of one {variant} update (after the timed ones):")
+        print(kernel_table(partial(breakdown, loss_fn, opt, autocast, batches, tokens, device, 1), device))
     n_params = sum(p.numel() for p in model.parameters())
     peak = peak_gib(device)
     del model, opt, loss_fn
@@ -144,6 +148,7 @@ def main(argv=None) -> int:
                                                     f"CPU default {','.join(CPU_VARIANTS)})")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--json", help="write all numbers (with loss trajectories) here")
+    p.add_argument("--profile", default=None, help="comma list of variants whose kernels to print by device time")
     args = p.parse_args(argv)
     args.seq = args.seq or (256 if args.size == "1b" else 64)
     if args.steps <= args.warmup:

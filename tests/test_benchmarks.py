@@ -13,17 +13,20 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 def test_train_step_benchmark_tiny(tmp_path, capsys):
     import train_step
 
-    assert train_step.main(["--size", "tiny", "--seq", "16", "--steps", "3", "--warmup", "1",
+    assert train_step.main(["--size", "tiny", "--seq", "16", "--steps", "3", "--warmup", "1", "--profile", "kahan_eager",
                             "--json", str(tmp_path / "t.json")]) == 0
     out = capsys.readouterr().out
+    assert "kernels of one kahan_eager update" in out and "aten::mm" in out  # where the time goes
     assert "fp32_eager" in out and "kahan_eager" in out and "master_eager" in out and (tmp_path / "t.json").is_file()
 
 
 def test_generate_benchmark_tiny(tmp_path, capsys):
     import generate as bench
 
-    assert bench.main(["--size", "tiny", "--contexts", "8", "--new", "64", "--json", str(tmp_path / "g.json")]) == 0
+    assert bench.main(["--size", "tiny", "--contexts", "8", "--new", "64", "--profile", "--json", str(tmp_path / "g.json")]) == 0
     out = capsys.readouterr().out
+    assert "kernels of one eager call" in out and "aten::" in out
+    out = out[: out.index("kernels of one eager call")]  # the timing table comes before the profile
     assert "generate" in out and "100.0%" in out and "%" in out.splitlines()[-1]
     eager = [l for l in out.splitlines() if l.startswith("eager ")][0]
     assert eager.endswith("100.0%")  # the fast path gives generate()'s tokens (CPU, fp32)
