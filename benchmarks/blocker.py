@@ -16,37 +16,34 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import time
+import sys
+from pathlib import Path
 
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM, LogitsProcessorList, NoBadWordsLogitsProcessor
 
 from hyperfit.blocker import NgramBlocker, build_index
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import SIZES, now  # noqa: E402
+
 MODELS = {
     # ~10M parameters: a CPU-sized stand-in.
-    "small": dict(hidden_size=256, intermediate_size=688, num_hidden_layers=4, num_attention_heads=4, num_key_value_heads=4),
-    # TinyLlama-1.1B's shape (the paper's smallest model).
-    "1b": dict(hidden_size=2048, intermediate_size=5632, num_hidden_layers=22, num_attention_heads=32, num_key_value_heads=4),
+    "small": dict(hidden_size=256, intermediate_size=688, num_hidden_layers=4, num_attention_heads=4, num_key_value_heads=4,
+                  max_position_embeddings=2048),
+    "1b": SIZES["1b"],  # TinyLlama-1.1B's shape (the paper's smallest model)
 }
 
 
-def sync(device):
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-
-
 def timed(fn, device):
-    sync(device)
-    start = time.perf_counter()
+    start = now(device)
     out = fn()
-    sync(device)
-    return time.perf_counter() - start, out
+    return now(device) - start, out
 
 
 def build_model(name, vocab, device):
-    config = LlamaConfig(vocab_size=vocab, max_position_embeddings=2048, bos_token_id=None, eos_token_id=None,
-                         pad_token_id=0, **MODELS[name])  # fmt: skip
+    shape = {**MODELS[name], "vocab_size": vocab}
+    config = LlamaConfig(bos_token_id=None, eos_token_id=None, pad_token_id=0, **shape)
     torch.manual_seed(0)
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
     with torch.device(device):
