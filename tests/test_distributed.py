@@ -2,6 +2,7 @@
 (gloo on CPU, launched with `accelerate launch` like a user would), and generation split over 2
 processes writes the same file as one process."""
 
+import importlib.util
 import os
 import socket
 import subprocess
@@ -10,17 +11,24 @@ from pathlib import Path
 
 import pytest
 import torch
+from safetensors.torch import load_file
 
 from hyperfit.generate import generate
 from hyperfit.runs import read_jsonl
 from test_train import prepared, step_losses
 
-SRC = str(Path(__file__).resolve().parents[1] / "src")
+REPO = Path(__file__).resolve().parents[1]
+SRC = str(REPO / "src")
 
 
-def launch(nproc: int, *args: str, config: str | None = None) -> None:
+def shipped(name: str) -> str:
+    return str(REPO / "configs" / "accelerate" / f"{name}.yaml")
+
+
+def launch(nproc: int, *args: str, config: str | None = None, engine_on_cpu: bool = False) -> None:
     """`accelerate launch --cpu --num_processes N -m hyperfit ARGS` in a subprocess (gloo backend); with
-    `config`, `accelerate launch --config_file CONFIG --num_processes N` on the GPUs instead."""
+    `config`, `accelerate launch --config_file CONFIG --num_processes N` on the GPUs instead, or with
+    engine_on_cpu on CPU processes through tests/engine_on_cpu.py (FSDP / DeepSpeed over gloo)."""
     with socket.socket() as s:  # a free port, so parallel test runs do not collide
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
@@ -28,8 +36,9 @@ def launch(nproc: int, *args: str, config: str | None = None) -> None:
     where = ["--config_file", config] if config else ["--cpu", "--num_machines", "1", "--mixed_precision", "no",
                                                       "--dynamo_backend", "no"]
     cmd = [sys.executable, "-m", "accelerate.commands.launch", *where, "--num_processes", str(nproc),
-           "--main_process_port", str(port), "-m", "hyperfit", *args]
-    out = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240)
+           "--main_process_port", str(port),
+           *([str(REPO / "tests" / "engine_on_cpu.py")] if engine_on_cpu else ["-m", "hyperfit"]), *args]
+    out = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300, cwd=REPO)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
 
 
@@ -71,25 +80,89 @@ def test_generation_over_two_processes_writes_the_one_process_file(tmp_path, tin
     assert read_jsonl(path) == rows and len(rows) == 8
 
 
-@pytest.mark.gpu
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device (accelerate runs FSDP on GPUs only)")
-def test_fsdp2_run_saves_sharded_and_consolidated_and_resumes(tmp_path, tiny_llama, corpus_file):
-    # FSDP2 end to end with the shipped config on however many GPUs there are: wrapping, sharded save_state
-    # per epoch, the gathered HF folder, load_state on --resume.
-    from safetensors.torch import load_file
+needs_deepspeed = pytest.mark.skipif(importlib.util.find_spec("deepspeed") is None,
+                                     reason="DeepSpeed is not installed (.ci/run installs it)")
 
+
+def sharded_runs(tmp_path, model, corpus, nproc: int, config: str, *extra: str, engine_on_cpu: bool = False):
+    """A 3-epoch run, and the same run stopped after epoch 2 then resumed, both under `config`."""
+    common = ("train.epochs=3", "train.probe_every=3", "train.probe_contexts=4", *extra)
+    _, full = prepared(tmp_path, model, corpus, *common, name="full")
+    launch(nproc, "train", str(full.path), config=config, engine_on_cpu=engine_on_cpu)
+    _, cut = prepared(tmp_path, model, corpus, *common, name="cut")
+    launch(nproc, "train", str(cut.path), "train.epochs=2", config=config, engine_on_cpu=engine_on_cpu)
+    launch(nproc, "train", str(cut.path), "--resume", config=config, engine_on_cpu=engine_on_cpu)
+    return full, cut
+
+
+def check_sharded_checkpoints(full, cut) -> None:
     from hyperfit.train import SHARDED_DIR
 
-    config = str(Path(__file__).resolve().parents[1] / "configs" / "accelerate" / "fsdp2.yaml")
-    nproc = torch.cuda.device_count()
-    common = ("train.epochs=3", "train.probe_every=0")
-    cfg, full = prepared(tmp_path, tiny_llama, corpus_file, *common, name="full")
-    launch(nproc, "train", str(full.path), config=config)
     assert (full.final / "model.safetensors").is_file() and (full.final / "config.json").is_file()
     assert all((c / SHARDED_DIR).is_dir() for c in full.epoch_checkpoints())
+    # Resumed from the sharded model and optimizer state after epoch 2, it trains as if never stopped.
+    assert step_losses(cut) == pytest.approx(step_losses(full), rel=1e-5)
+
+
+@pytest.mark.parametrize("engine", ["fsdp2", pytest.param("zero3_offload", marks=needs_deepspeed)])
+def test_sharded_engine_trains_like_one_process_exports_and_resumes(tmp_path, tiny_llama, corpus_file, engine):
+    # The shipped FSDP2 / ZeRO-3-offload config on 2 CPU processes (tests/engine_on_cpu.py), bf16 compute.
+    from hyperfit.train import SHARDED_DIR, train
+
+    cfg, single = prepared(tmp_path, tiny_llama, corpus_file, "train.epochs=3", "train.probe_every=3",
+                           "train.probe_contexts=4", name="one")
+    train(cfg.train, cfg.model, single)  # one process, fp32: the reference
+    full, cut = sharded_runs(tmp_path, tiny_llama, corpus_file, 2, shipped(engine), "train.precision=bf16",
+                             engine_on_cpu=True)
+    check_sharded_checkpoints(full, cut)
+    assert step_losses(full) == pytest.approx(step_losses(single), rel=2e-3)  # bf16 tolerance
+    # The probes (sharded forwards on every rank, greedy generation split over the ranks) run too.
+    probes, reference_probes = probe_rows(full), probe_rows(single)
+    assert [r["epoch"] for r in probes] == [0, 3] and all(len(r["examples"]) == 3 for r in probes)
+    assert [r["val_loss"] for r in probes] == pytest.approx([r["val_loss"] for r in reference_probes], rel=2e-3)
+    # Each rank measures weight change on its own shard of the fp32 masters (ZeRO-3: not the placeholders).
+    changed = [r["weights_changed"] for r in read_jsonl(full.train_log) if r.get("weights_changed") is not None]
+    assert len(changed) == 3 and all(0.5 < c <= 1 for c in changed)
+    # The consolidated folder holds the trained weights: close to the one-process result, far from the start.
+    exported = load_file(full.final / "model.safetensors")
+    reference, initial = load_file(single.final / "model.safetensors"), load_file(tiny_llama / "model.safetensors")
+    assert exported.keys() == reference.keys()
+    off = sum((exported[k].float() - reference[k]).norm() for k in reference)
+    moved = sum((reference[k] - initial[k]).norm() for k in reference)
+    assert off < 0.1 * moved
+    if engine == "fsdp2":
+        assert {t.dtype for t in exported.values()} == {torch.float32}  # the fp32 masters, gathered
+    else:  # DeepSpeed gathers its bf16 copies; the fp32 masters stay in sharded_state (zero_to_fp32.py)
+        assert {t.dtype for t in exported.values()} == {torch.bfloat16}
+        assert (full.epoch_checkpoints()[-1] / SHARDED_DIR / "zero_to_fp32.py").is_file()
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_fsdp2_on_gpus_saves_sharded_and_consolidated_and_resumes(tmp_path, tiny_llama, corpus_file):
+    # FSDP2 end to end with the shipped config on however many GPUs there are (CUDA defaults: compile,
+    # bf16 mixed precision, NCCL).
+    full, cut = sharded_runs(tmp_path, tiny_llama, corpus_file, torch.cuda.device_count(), shipped("fsdp2"))
+    check_sharded_checkpoints(full, cut)
     assert load_file(full.final / "model.safetensors")["lm_head.weight"].dtype == torch.float32  # fp32 masters
-    # The same run stopped after epoch 2, then resumed from its sharded state, trains the same.
-    cfg2, cut = prepared(tmp_path, tiny_llama, corpus_file, *common, name="cut")
-    launch(nproc, "train", str(cut.path), "train.epochs=2", config=config)
-    launch(nproc, "train", str(cut.path), "--resume", config=config)
-    assert step_losses(cut) == pytest.approx(step_losses(full), rel=1e-4)
+
+
+def test_deepspeed_config_gets_the_recipe_instead_of_accelerates_defaults():
+    # accelerate would turn "auto" clipping into 1.0 (the paper does not clip) and fails on "auto" betas/eps.
+    import json
+
+    from hyperfit.config import TrainConfig
+    from hyperfit.train import fill_deepspeed_config
+
+    shipped_json = json.loads((REPO / "configs" / "accelerate" / "zero3_offload.json").read_text())
+    ds = json.loads(json.dumps(shipped_json))
+    fill_deepspeed_config(ds, TrainConfig(betas=(0.8, 0.95), eps=1e-6), micro=1)
+    assert ds["gradient_clipping"] == 0.0 and ds["train_micro_batch_size_per_gpu"] == 1
+    assert ds["optimizer"]["params"]["betas"] == [0.8, 0.95] and ds["optimizer"]["params"]["eps"] == 1e-6
+    assert ds["optimizer"]["params"]["lr"] == "auto"  # accelerate fills lr and weight decay from DummyOptim
+    ds = json.loads(json.dumps(shipped_json))
+    fill_deepspeed_config(ds, TrainConfig(max_grad_norm=0.5), micro=4)
+    assert ds["gradient_clipping"] == 0.5 and ds["train_micro_batch_size_per_gpu"] == 4
+    ds = {**json.loads(json.dumps(shipped_json)), "gradient_clipping": 2.0}  # a user's explicit value stays
+    fill_deepspeed_config(ds, TrainConfig(), micro=1)
+    assert ds["gradient_clipping"] == 2.0

@@ -84,6 +84,25 @@ def check_engine(cfg: TrainConfig, accelerator) -> None:
                          "bring their own mixed-precision optimizers. Use train.optimizer=adamw there")
 
 
+def local_weights(model) -> list[torch.Tensor]:
+    """This rank's share of the trainable weights at master precision, gathering nothing.
+
+    FSDP2: the local shard of each DTensor. DeepSpeed ZeRO-3: the rank's partition of the fp32 master
+    (the module's own parameters are empty placeholders, and its bf16 copies would hide 1e-6 updates).
+    """
+    out = []
+    for p in model.parameters():
+        if not p.requires_grad:
+            continue
+        if hasattr(p, "ds_id"):
+            from deepspeed.utils import safe_get_local_fp32_param
+
+            out.append(safe_get_local_fp32_param(p))
+        else:
+            out.append(p.to_local() if hasattr(p, "to_local") else p)
+    return out
+
+
 class ChangeTracker:
     """Share of weights that changed since the last snapshot, on up to `limit` sampled weights.
 
@@ -92,15 +111,13 @@ class ChangeTracker:
     """
 
     def __init__(self, model, limit: int = 1_000_000):
-        # Under FSDP2 weights are DTensors: sample this rank's shard (to_local), no gather.
-        params = [p.to_local() if hasattr(p, "to_local") else p for p in model.parameters() if p.requires_grad]
-        total = sum(p.numel() for p in params)
+        self.model = model
+        total = sum(p.numel() for p in local_weights(model))
         self.stride = max(1, math.ceil(total / limit))
-        self.params = params
         self.snapshot()
 
     def _sample(self) -> torch.Tensor:
-        return torch.cat([p.detach().reshape(-1)[:: self.stride].float() for p in self.params])
+        return torch.cat([p.detach().reshape(-1)[:: self.stride].float() for p in local_weights(self.model)])
 
     def snapshot(self) -> None:
         self.before = self._sample().clone()
@@ -147,7 +164,7 @@ def save_checkpoint(path: Path, accelerator, model, tokenizer, optimizer, state:
     Sharded engines: the consolidated HF folder (for users; get_state_dict gathers the full weights, a
     collective every rank must enter) plus every rank's shard of model and optimizer written by
     accelerator.save_state into SHARDED_DIR (what --resume loads; the optimizer cannot be gathered cheaply).
-    Only reachable with several GPUs, so it is exercised by the multi-GPU runs, not by the CPU tests.
+    Tested on CPU processes through tests/engine_on_cpu.py, which turns these engines on over gloo.
     """
     unwrapped = accelerator.unwrap_model(model)
     weights = accelerator.get_state_dict(model)
@@ -347,16 +364,31 @@ def train(cfg: TrainConfig, model_cfg: ModelConfig, run: RunDir, resume: bool = 
     return summary
 
 
+def fill_deepspeed_config(ds: dict, cfg: TrainConfig, micro: int) -> None:
+    """Replace the "auto" values of a DeepSpeed config with the hyperfit config's (in place).
+
+    accelerate fills only lr and weight decay from the optimizer it is given, fails on "auto" betas/eps,
+    and turns an "auto" gradient_clipping into 1.0: the paper does not clip, so that is set here too.
+    No dataloader tells DeepSpeed the micro-batch, so it is set as well.
+    """
+    ds["train_micro_batch_size_per_gpu"] = micro
+    if ds.get("gradient_clipping", "auto") == "auto":
+        ds["gradient_clipping"] = cfg.max_grad_norm or 0.0  # DeepSpeed: 0 = no clipping
+    params = ds.get("optimizer", {}).get("params", {})
+    for key, value in (("betas", list(cfg.betas)), ("eps", cfg.eps)):
+        if params.get(key) == "auto":
+            params[key] = value
+
+
 def _prepare(accelerator, model, cfg: TrainConfig, micro: int, compiled: bool):
     """Optimizer + accelerator.prepare; DeepSpeed gets its optimizer from its own config."""
     if "DEEPSPEED" in str(accelerator.distributed_type):
         from accelerate.utils import DummyOptim
 
-        # No dataloader tells DeepSpeed the batch; it needs it to accept "auto" in its config.
-        accelerator.state.deepspeed_plugin.deepspeed_config["train_micro_batch_size_per_gpu"] = micro
-        # DeepSpeed builds AdamW (its CPU Adam when offloading) from these values ("auto" in the JSON).
-        optimizer = DummyOptim(model.parameters(), lr=cfg.lr, betas=tuple(cfg.betas), eps=cfg.eps,
-                               weight_decay=cfg.weight_decay)
+        fill_deepspeed_config(accelerator.state.deepspeed_plugin.deepspeed_config, cfg, micro)
+        # DeepSpeed builds AdamW (its CPU Adam when offloading) from its config; accelerate takes lr and
+        # weight decay from this placeholder.
+        optimizer = DummyOptim(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     else:
         from hyperfit.optim import build_optimizer
 
