@@ -3,6 +3,7 @@
 processes writes the same file as one process."""
 
 import importlib.util
+import json
 import os
 import socket
 import subprocess
@@ -25,21 +26,29 @@ def shipped(name: str) -> str:
     return str(REPO / "configs" / "accelerate" / f"{name}.yaml")
 
 
-def launch(nproc: int, *args: str, config: str | None = None, engine_on_cpu: bool = False) -> None:
-    """`accelerate launch --cpu --num_processes N -m hyperfit ARGS` in a subprocess (gloo backend); with
-    `config`, `accelerate launch --config_file CONFIG --num_processes N` on the GPUs instead, or with
-    engine_on_cpu on CPU processes through tests/engine_on_cpu.py (FSDP / DeepSpeed over gloo)."""
+def launch(nproc: int, *args: str, config: str | None = None, engine_on_cpu: bool = False,
+           launch_args: tuple[str, ...] = (), processes_said: bool = True) -> None:
+    """`accelerate launch --num_processes N ... -m hyperfit ARGS` in a subprocess, like a user would.
+
+    No config: N CPU processes over gloo (`--multi_gpu` starts them through torchrun; ACCELERATE_USE_CPU
+    makes them CPU processes, where `--cpu` would start only one). A config: the shipped engine on the GPUs,
+    or with engine_on_cpu on CPU processes through tests/engine_on_cpu.py. Checks that N processes ran.
+    """
     with socket.socket() as s:  # a free port, so parallel test runs do not collide
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     env = {**os.environ, "PYTHONPATH": SRC + os.pathsep + os.environ.get("PYTHONPATH", ""), "OMP_NUM_THREADS": "1"}
-    where = ["--config_file", config] if config else ["--cpu", "--num_machines", "1", "--mixed_precision", "no",
-                                                      "--dynamo_backend", "no"]
-    cmd = [sys.executable, "-m", "accelerate.commands.launch", *where, "--num_processes", str(nproc),
+    if config is None or engine_on_cpu:
+        env["ACCELERATE_USE_CPU"] = "true"
+    where = ["--config_file", config] if config else ["--multi_gpu", "--num_machines", "1", "--mixed_precision",
+                                                      "no", "--dynamo_backend", "no"]
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", *where, *launch_args, "--num_processes", str(nproc),
            "--main_process_port", str(port),
            *([str(REPO / "tests" / "engine_on_cpu.py")] if engine_on_cpu else ["-m", "hyperfit"]), *args]
     out = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300, cwd=REPO)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    if processes_said:  # train and generate say how many processes ran
+        assert f" {nproc} process(es)" in out.stdout, out.stdout[-3000:]
 
 
 def probe_rows(run):
@@ -78,6 +87,34 @@ def test_generation_over_two_processes_writes_the_one_process_file(tmp_path, tin
     path.unlink()
     launch(2, "generate", str(run.path))
     assert read_jsonl(path) == rows and len(rows) == 8
+
+
+@pytest.mark.parametrize("decoder", ["greedy", "top_p"])
+def test_generation_with_the_model_sharded_over_two_processes_writes_the_one_process_file(
+        tmp_path, tiny_llama, corpus_file, decoder):
+    # Under the FSDP2 launch each rank holds half of every weight and runs its own batches; every forward
+    # gathers the layers from both. fp32 here (--mixed_precision no), so the rows must be identical.
+    # EOS may end rows early, so the ranks' batches take different numbers of steps.
+    cfg, run = prepared(tmp_path, tiny_llama, corpus_file, "generate.checkpoint=base", f"generate.decoder={decoder}",
+                        "generate.batch_size=1", "generate.stop_at_eos=true", name=decoder)
+    path = generate(cfg.generate, cfg.model, run)
+    rows = read_jsonl(path)
+    path.unlink()
+    launch(2, "generate", str(run.path), config=shipped("fsdp2"), engine_on_cpu=True,
+           launch_args=("--mixed_precision", "no"))
+    assert read_jsonl(path) == rows and len(rows) == 8
+    if decoder == "greedy":  # evaluation's loss metrics: sharded forwards over the validation text
+        from hyperfit.evaluate import evaluate
+
+        evaluate(cfg.evaluate, cfg.model, run, [path.stem])
+        metrics_file = run.metrics_file(path.stem)
+        reference = json.loads(metrics_file.read_text())
+        metrics_file.unlink()
+        launch(2, "evaluate", str(run.path), "--tag", path.stem, config=shipped("fsdp2"), engine_on_cpu=True,
+               launch_args=("--mixed_precision", "no"), processes_said=False)
+        sharded = json.loads(metrics_file.read_text())
+        assert sharded["predictive"] == pytest.approx(reference["predictive"], rel=1e-5)
+        assert sharded["metrics"] == reference["metrics"]
 
 
 needs_deepspeed = pytest.mark.skipif(importlib.util.find_spec("deepspeed") is None,

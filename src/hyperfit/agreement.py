@@ -19,9 +19,8 @@ from hyperfit.runs import RunDir, write_json, write_text
 def agreement(run_dirs: Sequence[str | Path], include_base: bool = False, out: str | Path | None = None,
               max_sequences: int = 64) -> dict:
     """Agreement matrix of the runs' final models (and the base model); writes agreement.{md,json}."""
-    from hyperfit.generate import default_device
     from hyperfit.metrics.predictive import top1_agreement, top1_predictions
-    from hyperfit.models import load_model
+    from hyperfit.models import load_for_inference
     from hyperfit.report import markdown_table
     from hyperfit.runs import load_run_config
 
@@ -34,7 +33,7 @@ def agreement(run_dirs: Sequence[str | Path], include_base: bool = False, out: s
     models += [(run.path.name, run.final) for run in runs]
     predictions = []
     for _, path in models:
-        model = load_model(cfg.model, path).to(default_device()).eval()
+        model = load_for_inference(cfg.model, path).eval()
         predictions.append(top1_predictions(model, val))
         del model
     matrix = top1_agreement(predictions)

@@ -69,8 +69,8 @@ def match_temperature(model, target_model, sequences: Sequence[Sequence[int]], t
 
 def prepare(decoder: Decoder, model, run, model_cfg, batch_size: int = 16) -> Decoder:
     """The decoder with its temperature found against run's `target` checkpoint on data/val.jsonl."""
-    from hyperfit.generate import checkpoint_path, default_device
-    from hyperfit.models import load_model
+    from hyperfit.generate import checkpoint_path
+    from hyperfit.models import load_for_inference
 
     val = [r["input_ids"] for r in run.read_samples("val")][: decoder.params["max_sequences"]]
     if not val:
@@ -78,7 +78,7 @@ def prepare(decoder: Decoder, model, run, model_cfg, batch_size: int = 16) -> De
                                 "validation text, so prepare the run with data.num_val > 0")
     ckpt = decoder.params["target"]
     source = checkpoint_path(run, model_cfg, ckpt)
-    target_model = load_model(model_cfg, None if ckpt == "base" else source).to(default_device())
+    target_model = load_for_inference(model_cfg, None if ckpt == "base" else source)
     found = match_temperature(model, target_model, val, decoder.params["tolerance"], batch_size)
     del target_model
     return replace(decoder, found={**found, "matched_on": f"{len(val)} val sequences"})

@@ -37,10 +37,10 @@ def generation_set(cfg: EvaluateConfig, token_ids, texts, side: dict) -> Generat
 def evaluate(cfg: EvaluateConfig, model_cfg: ModelConfig, run: RunDir, tags: list[str] | None = None,
              reference: bool = True) -> list[Path]:
     """Metrics for each generations/<tag>.jsonl (all of them by default) and for the human reference."""
-    from hyperfit.generate import checkpoint_path, default_device
+    from hyperfit.generate import checkpoint_path
     from hyperfit.metrics.predictive import predictive_metrics
     from hyperfit.metrics.registry import get_metric
-    from hyperfit.models import load_model, load_tokenizer
+    from hyperfit.models import load_for_inference, load_tokenizer
 
     for name in cfg.metrics:
         get_metric(name)  # fail on a typo before any work
@@ -67,7 +67,7 @@ def evaluate(cfg: EvaluateConfig, model_cfg: ModelConfig, run: RunDir, tags: lis
         if cfg.predictive and val_ids and ckpt is not None:
             if ckpt not in predictive_cache:
                 source = checkpoint_path(run, model_cfg, ckpt)
-                model = load_model(model_cfg, None if ckpt == "base" else source).to(default_device())
+                model = load_for_inference(model_cfg, None if ckpt == "base" else source)
                 predictive_cache[ckpt] = predictive_metrics(model, val_ids, cfg.batch_size)
                 del model
             result["predictive"] = predictive_cache[ckpt]

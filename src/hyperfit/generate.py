@@ -24,12 +24,6 @@ from hyperfit.decoding import Decoder, effective_settings, generation_config, re
 from hyperfit.runs import RunDir, RunError, write_jsonl
 
 
-def default_device() -> torch.device:
-    from hyperfit.ranks import device
-
-    return device()  # cuda:LOCAL_RANK under a multi-GPU `accelerate launch`
-
-
 def checkpoint_path(run: RunDir, model_cfg: ModelConfig, checkpoint: str) -> str | Path:
     """Where the weights named by generate.checkpoint live (base = the untrained model.name)."""
     if checkpoint == "base":
@@ -51,10 +45,12 @@ def continue_contexts(model, contexts: Sequence[Sequence[int]], gen_config, batc
     `fast` (None: on CUDA); it gives the same tokens as generate().
     """
     from hyperfit.fast_greedy import fast_greedy_applies
+    from hyperfit.models import is_sharded
     from hyperfit.ranks import gather_batches, my_batches
 
     device = next(model.parameters()).device
-    fast = (device.type == "cuda" if fast is None else fast) and fast_greedy_applies(gen_config, contexts)
+    sharded = is_sharded(model)  # the fast loop's static cache and CUDA graph hold no collectives
+    fast = (device.type == "cuda" if fast is None else fast) and fast_greedy_applies(gen_config, contexts) and not sharded
     batches = [[list(c) for c in contexts[s : s + batch_size]] for s in range(0, len(contexts), batch_size)]
     saved = model.generation_config
     # generate() fills "unset" fields from model.generation_config; installing ours means nothing the
@@ -69,7 +65,7 @@ def continue_contexts(model, contexts: Sequence[Sequence[int]], gen_config, batc
             if fast:
                 rows, decoder = _fast_batch(model, batch, gen_config, logits_processor, decoder, batch_size)
             else:
-                rows = _generate_batch(model, batch, gen_config, logits_processor, seed + max(b, 0), device)
+                rows = _generate_batch(model, batch, gen_config, logits_processor, seed + max(b, 0), device, sharded)
             results[b] = [cut_at_eos(row, gen_config) for row in rows]
     finally:
         model.generation_config = saved
@@ -77,15 +73,18 @@ def continue_contexts(model, contexts: Sequence[Sequence[int]], gen_config, batc
     return gather_batches(results, len(batches))
 
 
-def _generate_batch(model, batch, gen_config, logits_processor, seed: int, device) -> list[list[int]]:
+def _generate_batch(model, batch, gen_config, logits_processor, seed: int, device, sharded: bool = False
+                    ) -> list[list[int]]:
     pad = gen_config.pad_token_id
     width = max(len(c) for c in batch)
     ids = torch.tensor([[pad] * (width - len(c)) + c for c in batch], device=device)
     mask = torch.tensor([[0] * (width - len(c)) + [1] * len(c) for c in batch], device=device)
     if gen_config.do_sample:
         torch.manual_seed(seed)  # per batch, so a rerun with the same batch size reproduces
+    # Sharded: a rank whose rows all ended keeps stepping until every rank's have (transformers detects
+    # this for its own FSDP wrapping and ZeRO-3, not for accelerate's FSDP2).
     out = model.generate(input_ids=ids, attention_mask=mask, generation_config=gen_config,
-                         logits_processor=logits_processor)
+                         logits_processor=logits_processor, synced_gpus=True if sharded else None)
     return out[:, width:].tolist()
 
 
@@ -194,11 +193,11 @@ def generation_rows(cfg: GenerateConfig, model_cfg: ModelConfig, run: RunDir, mo
 
 def load_checkpoint(cfg: GenerateConfig, model_cfg: ModelConfig, run: RunDir):
     """(model on the default device, tokenizer) for generate.checkpoint."""
-    from hyperfit.models import load_model, load_tokenizer
+    from hyperfit.models import load_for_inference, load_tokenizer
 
     source = checkpoint_path(run, model_cfg, cfg.checkpoint)
     path = None if cfg.checkpoint == "base" else source
-    return load_model(model_cfg, path).to(default_device()), load_tokenizer(model_cfg, path)
+    return load_for_inference(model_cfg, path), load_tokenizer(model_cfg, path)
 
 
 def generate(cfg: GenerateConfig, model_cfg: ModelConfig, run: RunDir, model=None, tokenizer=None) -> Path:
@@ -208,7 +207,13 @@ def generate(cfg: GenerateConfig, model_cfg: ModelConfig, run: RunDir, model=Non
         loaded_model, loaded_tokenizer = load_checkpoint(cfg, model_cfg, run)
         model = loaded_model if model is None else model
         tokenizer = loaded_tokenizer if tokenizer is None else tokenizer
+    from hyperfit.ranks import barrier, world
+
     rows = generation_rows(cfg, model_cfg, run, model, tokenizer)
     out = run.generation_file(default_tag(cfg))
-    write_jsonl(out, rows)
+    rank, size = world()
+    if rank == 0:  # every rank holds all rows (gathered); one writes them
+        write_jsonl(out, rows)
+        print(f"{len(rows)} continuations from {size} process(es)")
+    barrier()
     return out

@@ -74,6 +74,40 @@ def load_model(cfg: ModelConfig, path: str | Path | None = None):
     return model
 
 
+def load_for_inference(cfg: ModelConfig, path: str | Path | None = None):
+    """The model ready for forwards in this process (generation, loss probes, agreement).
+
+    Under `accelerate launch --config_file configs/accelerate/fsdp2.yaml` with several processes it is
+    sharded over them (FSDP2): each GPU holds 1/N of the weights and gathers one layer at a time, so a model
+    larger than one GPU still runs (70B in bf16: 140 GB, 17.5 GB per GPU on 8), each rank on its own
+    contexts. Otherwise the whole model goes to this process's device.
+    """
+    import os
+
+    from hyperfit.ranks import device, world
+
+    launched = world()[1] > 1
+    if launched and os.environ.get("ACCELERATE_USE_DEEPSPEED", "").lower() == "true":
+        raise ModelError("generation and evaluation do not run under DeepSpeed (a ZeRO-3 model must be wrapped by "
+                         "a DeepSpeed engine to run forwards). Launch them with configs/accelerate/fsdp2.yaml "
+                         "to shard the model over the GPUs, or ddp.yaml when it fits one GPU")
+    model = load_model(cfg, path)
+    if launched and os.environ.get("ACCELERATE_USE_FSDP", "").lower() == "true":
+        from accelerate import Accelerator
+        from accelerate.utils import fsdp2_prepare_model
+
+        # Accelerator.prepare insists on an optimizer under FSDP2 (it re-points the optimizer's params);
+        # with none, its sharding step alone is what inference needs.
+        return fsdp2_prepare_model(Accelerator(), model).eval()
+    return model.to(device())
+
+
+def is_sharded(model) -> bool:
+    """Weights split over processes (FSDP2 DTensors, DeepSpeed ZeRO-3): every forward is a collective."""
+    weight = next(model.parameters())
+    return hasattr(weight, "device_mesh") or hasattr(weight, "ds_id")
+
+
 def load_tokenizer(cfg: ModelConfig, path: str | Path | None = None):
     from transformers import AutoTokenizer
 

@@ -22,9 +22,20 @@ def world() -> tuple[int, int]:
     if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
         return 0, 1
     from accelerate import PartialState
+    from accelerate.utils import parse_flag_from_env
 
-    state = PartialState()  # idempotent: reuses the training Accelerator's process group if there is one
+    # Idempotent: reuses the training Accelerator's process group if there is one. CPU processes need
+    # cpu=True to form a (gloo) group: PartialState, unlike the Accelerator, ignores ACCELERATE_USE_CPU.
+    state = PartialState(cpu=parse_flag_from_env("ACCELERATE_USE_CPU"))
     return state.process_index, state.num_processes
+
+
+def barrier() -> None:
+    """Wait for every process (no-op in one process): e.g. until rank 0 has written a shared file."""
+    if world()[1] > 1:
+        from accelerate import PartialState
+
+        PartialState().wait_for_everyone()
 
 
 def my_batches(n: int) -> list[int]:
