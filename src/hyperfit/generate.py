@@ -45,12 +45,13 @@ def continue_contexts(model, contexts: Sequence[Sequence[int]], gen_config, batc
     `fast` (None: on CUDA); it gives the same tokens as generate().
     """
     from hyperfit.fast_greedy import fast_greedy_applies
-    from hyperfit.models import is_sharded
+    from hyperfit.models import has_sharded_weights
     from hyperfit.ranks import gather_batches, my_batches
 
     device = next(model.parameters()).device
-    sharded = is_sharded(model)  # the fast loop's static cache and CUDA graph hold no collectives
-    fast = (device.type == "cuda" if fast is None else fast) and fast_greedy_applies(gen_config, contexts) and not sharded
+    sharded = has_sharded_weights(model)
+    fast = (device.type == "cuda" if fast is None else fast) and fast_greedy_applies(gen_config, contexts)
+    fast = fast and not sharded  # the fast loop's static cache and CUDA graph hold no collectives
     batches = [[list(c) for c in contexts[s : s + batch_size]] for s in range(0, len(contexts), batch_size)]
     saved = model.generation_config
     # generate() fills "unset" fields from model.generation_config; installing ours means nothing the
@@ -192,7 +193,7 @@ def generation_rows(cfg: GenerateConfig, model_cfg: ModelConfig, run: RunDir, mo
 
 
 def load_checkpoint(cfg: GenerateConfig, model_cfg: ModelConfig, run: RunDir):
-    """(model on the default device, tokenizer) for generate.checkpoint."""
+    """(model ready for inference, tokenizer) for generate.checkpoint (models.load_for_inference)."""
     from hyperfit.models import load_for_inference, load_tokenizer
 
     source = checkpoint_path(run, model_cfg, cfg.checkpoint)
@@ -202,13 +203,13 @@ def load_checkpoint(cfg: GenerateConfig, model_cfg: ModelConfig, run: RunDir):
 
 def generate(cfg: GenerateConfig, model_cfg: ModelConfig, run: RunDir, model=None, tokenizer=None) -> Path:
     """Continue data/contexts.jsonl with the configured checkpoint and decoder; returns the output file."""
+    from hyperfit.ranks import barrier, world
+
     resolve(cfg.decoder, cfg.params)  # fail on a typo before loading anything
     if model is None or tokenizer is None:
         loaded_model, loaded_tokenizer = load_checkpoint(cfg, model_cfg, run)
         model = loaded_model if model is None else model
         tokenizer = loaded_tokenizer if tokenizer is None else tokenizer
-    from hyperfit.ranks import barrier, world
-
     rows = generation_rows(cfg, model_cfg, run, model, tokenizer)
     out = run.generation_file(default_tag(cfg))
     rank, size = world()

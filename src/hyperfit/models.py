@@ -102,7 +102,7 @@ def load_for_inference(cfg: ModelConfig, path: str | Path | None = None):
     return model.to(device())
 
 
-def is_sharded(model) -> bool:
+def has_sharded_weights(model) -> bool:
     """Weights split over processes (FSDP2 DTensors, DeepSpeed ZeRO-3): every forward is a collective."""
     weight = next(model.parameters())
     return hasattr(weight, "device_mesh") or hasattr(weight, "ds_id")
