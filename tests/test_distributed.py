@@ -15,7 +15,7 @@ import torch
 from safetensors.torch import load_file
 
 from hyperfit.generate import generate
-from hyperfit.runs import read_jsonl
+from hyperfit.runs import RunDir, read_jsonl
 from test_train import prepared, step_losses
 
 REPO = Path(__file__).resolve().parents[1]
@@ -87,6 +87,27 @@ def test_generation_over_two_processes_writes_the_one_process_file(tmp_path, tin
     path.unlink()
     launch(2, "generate", str(run.path))
     assert read_jsonl(path) == rows and len(rows) == 8
+
+
+def test_whole_pipeline_over_two_processes_writes_the_one_process_run(tmp_path, tiny_llama, corpus_file):
+    # `accelerate launch -m hyperfit run`: every stage under 2 processes, each rank writing only what is
+    # its to write; the run directory must hold what one process writes.
+    from hyperfit.config import load_config
+    from hyperfit.pipeline import run
+    from tinymodels import tiny_overrides
+
+    one = run(load_config(None, tiny_overrides(tiny_llama, corpus_file, tmp_path, "one")))
+    launch(2, "run", *tiny_overrides(tiny_llama, corpus_file, tmp_path, "two"))
+    two = one.path.parent / "two"
+    files = sorted(str(p.relative_to(one.path)) for p in one.path.rglob("*") if p.is_file())
+    assert sorted(str(p.relative_to(two)) for p in two.rglob("*") if p.is_file()) == [
+        f.replace("-one.", "-two.") for f in files]  # plots are named after the run
+    assert step_losses(RunDir(two)) == pytest.approx(step_losses(one), rel=1e-5)
+    for tag in ("base-greedy", "greedy"):
+        rows_one, rows_two = read_jsonl(one.generation_file(tag)), read_jsonl(RunDir(two).generation_file(tag))
+        assert [{**r, "model": None} for r in rows_two] == [{**r, "model": None} for r in rows_one]
+        metrics_one, metrics_two = (json.loads(RunDir(p).metrics_file(tag).read_text()) for p in (one.path, two))
+        assert metrics_two["metrics"] == metrics_one["metrics"]
 
 
 @pytest.mark.parametrize("decoder", ["greedy", "top_p"])
