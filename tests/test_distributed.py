@@ -108,6 +108,17 @@ def test_whole_pipeline_over_two_processes_writes_the_one_process_run(tmp_path, 
         assert [{**r, "model": None} for r in rows_two] == [{**r, "model": None} for r in rows_one]
         metrics_one, metrics_two = (json.loads(RunDir(p).metrics_file(tag).read_text()) for p in (one.path, two))
         assert metrics_two["metrics"] == metrics_one["metrics"]
+    # `hyperfit compare` (decoders × base/final, citation blocker on): launched, then in one process.
+    from hyperfit.compare import compare
+
+    launch(2, "compare", str(one.path), "--decoders", "greedy,top_p", "--block-ngrams", "6", "--out",
+           str(tmp_path / "c2"), processes_said=False)
+    launched = {p.name: p.read_text() for p in one.generations.glob("*block6.jsonl")}
+    for name in launched:
+        (one.generations / name).unlink()  # or compare would reuse them
+    compare([str(one.path)], ["greedy", "top_p"], None, 6, str(tmp_path / "c1"))
+    assert len(launched) == 4 and {p.name: p.read_text() for p in one.generations.glob("*block6.jsonl")} == launched
+    assert (tmp_path / "c2" / "compare.csv").read_text() == (tmp_path / "c1" / "compare.csv").read_text()
 
 
 @pytest.mark.parametrize("decoder", ["greedy", "top_p"])
