@@ -27,7 +27,7 @@ def shipped(name: str) -> str:
 
 
 def launch(nproc: int, *args: str, config: str | None = None, engine_on_cpu: bool = False,
-           launch_args: tuple[str, ...] = (), processes_said: bool = True) -> None:
+           launch_args: tuple[str, ...] = (), processes_said: bool = True) -> str:
     """`accelerate launch --num_processes N ... -m hyperfit ARGS` in a subprocess, like a user would.
 
     No config: N CPU processes over gloo (`--multi_gpu` starts them through torchrun; ACCELERATE_USE_CPU
@@ -49,6 +49,7 @@ def launch(nproc: int, *args: str, config: str | None = None, engine_on_cpu: boo
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     if processes_said:  # train and generate say how many processes ran
         assert f" {nproc} process(es)" in out.stdout, out.stdout[-3000:]
+    return out.stdout
 
 
 def probe_rows(run):
@@ -157,7 +158,8 @@ def sharded_runs(tmp_path, model, corpus, nproc: int, config: str, *extra: str, 
     """A 3-epoch run, and the same run stopped after epoch 2 then resumed, both under `config`."""
     common = ("train.epochs=3", "train.probe_every=3", "train.probe_contexts=4", *extra)
     _, full = prepared(tmp_path, model, corpus, *common, name="full")
-    launch(nproc, "train", str(full.path), config=config, engine_on_cpu=engine_on_cpu)
+    out = launch(nproc, "train", str(full.path), config=config, engine_on_cpu=engine_on_cpu)
+    assert "weights float32" in out  # what the updates land on: fp32 masters under every engine
     _, cut = prepared(tmp_path, model, corpus, *common, name="cut")
     launch(nproc, "train", str(cut.path), "train.epochs=2", config=config, engine_on_cpu=engine_on_cpu)
     launch(nproc, "train", str(cut.path), "--resume", config=config, engine_on_cpu=engine_on_cpu)
@@ -181,8 +183,11 @@ def test_sharded_engine_trains_like_one_process_exports_and_resumes(tmp_path, ti
     cfg, single = prepared(tmp_path, tiny_llama, corpus_file, "train.epochs=3", "train.probe_every=3",
                            "train.probe_contexts=4", name="one")
     train(cfg.train, cfg.model, single)  # one process, fp32: the reference
+    # FSDP2 runs as on CUDA by default: compiled model and loss, bf16 compute, activation checkpointing
+    # (the yaml). ZeRO-3 compiles too on CUDA; on these CPUs that takes minutes, so not here.
+    cuda_defaults = ("train.compile=true",) if engine == "fsdp2" else ()
     full, cut = sharded_runs(tmp_path, tiny_llama, corpus_file, 2, shipped(engine), "train.precision=bf16",
-                             engine_on_cpu=True)
+                             *cuda_defaults, engine_on_cpu=True)
     check_sharded_checkpoints(full, cut)
     assert step_losses(full) == pytest.approx(step_losses(single), rel=2e-3)  # bf16 tolerance
     # The probes (sharded forwards on every rank, greedy generation split over the ranks) run too.

@@ -290,7 +290,7 @@ def train(cfg: TrainConfig, model_cfg: ModelConfig, run: RunDir, resume: bool = 
     tokens_per_update = cfg.batch_size * (seq_len - 1)
     device = accelerator.device
     ids = ids.to(device)
-    dtype = next(accelerator.unwrap_model(model).parameters()).dtype
+    dtype = local_weights(accelerator.unwrap_model(model))[0].dtype  # what updates land on (ZeRO-3: its fp32 masters)
     print0(
         f"Training: {n} samples × {seq_len} tokens | global batch {cfg.batch_size} = {accelerator.num_processes} "
         f"process(es) × {cfg.grad_accum} micro-batch(es) × {micro} | {tokens_per_update} target tokens/update | "
