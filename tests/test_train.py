@@ -104,3 +104,25 @@ def test_epoch_order_is_a_seeded_permutation():
     a = epoch_order(10, seed=0, epoch=1)
     assert sorted(a.tolist()) == list(range(10))
     assert torch.equal(a, epoch_order(10, 0, 1)) and not torch.equal(a, epoch_order(10, 0, 2))
+
+
+def test_the_loop_asks_for_fused_adamw_on_cuda_although_the_model_is_still_on_the_cpu(tiny_llama):
+    # train.py builds the optimizer before accelerate.prepare moves the model to the GPU. Deciding "fused"
+    # from where the weights are then gave the slower foreach AdamW on every GPU run.
+    from hyperfit.config import ModelConfig, TrainConfig
+    from hyperfit.models import load_model
+    from hyperfit.train import _prepare
+
+    class Accelerator:  # what _prepare reads of accelerate's
+        distributed_type = "DistributedType.NO"
+
+        def __init__(self, device):
+            self.device = torch.device(device)
+
+        def prepare(self, *objects):
+            return objects
+
+    model = load_model(ModelConfig(name=str(tiny_llama)))
+    for device, fused in (("cuda", True), ("cpu", False)):
+        _, optimizer = _prepare(Accelerator(device), model, TrainConfig(), micro=8, compiled=False)
+        assert bool(optimizer.defaults["fused"]) is fused

@@ -108,11 +108,16 @@ class KahanAdamW(_ListAdamW):
             state[name] = torch.zeros_like(p, memory_format=torch.preserve_format)
 
 
-def build_optimizer(model, cfg, compile: bool = False) -> torch.optim.Optimizer:
-    """The optimizer named by cfg.optimizer over the model's trainable parameters."""
+def build_optimizer(model, cfg, compile: bool = False, device: torch.device | None = None) -> torch.optim.Optimizer:
+    """The optimizer named by cfg.optimizer over the model's trainable parameters.
+
+    `device`: where the parameters will live when it steps (default: where they are now). The training
+    loop builds it before accelerate moves the model to the GPU, so it must say so.
+    """
     params = [p for p in model.parameters() if p.requires_grad]
     kw = dict(lr=cfg.lr, betas=tuple(cfg.betas), eps=cfg.eps, weight_decay=cfg.weight_decay)
     if cfg.optimizer == "adamw_kahan":
         return KahanAdamW(params, compile=compile, **kw)
     # fused: one kernel for all tensors on CUDA (the foreach default makes ~10 passes over memory).
-    return torch.optim.AdamW(params, fused=params[0].is_cuda, **kw)
+    on_cuda = params[0].is_cuda if device is None else torch.device(device).type == "cuda"
+    return torch.optim.AdamW(params, fused=on_cuda, **kw)

@@ -392,7 +392,7 @@ def _prepare(accelerator, model, cfg: TrainConfig, micro: int, compiled: bool):
     else:
         from hyperfit.optim import build_optimizer
 
-        optimizer = build_optimizer(model, cfg, compile=compiled)
+        optimizer = build_optimizer(model, cfg, compile=compiled, device=accelerator.device)  # model still on CPU
     return accelerator.prepare(model, optimizer)
 
 
