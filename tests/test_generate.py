@@ -50,3 +50,24 @@ def test_left_padding_gives_the_same_continuation(tiny_llama):
     together = continue_contexts(model, [short, long], gen, batch_size=2)
     alone = [continue_contexts(model, [c], gen)[0] for c in (short, long)]
     assert together == alone
+
+
+def test_generation_dtype_is_applied_and_recorded_in_every_row(tmp_path, tiny_llama, corpus_file):
+    # generate.dtype=auto is float32 off CUDA (bfloat16 on it); an explicit bfloat16 loads bf16 weights.
+    # Greedy tokens may differ between dtypes, so each row says which one made it, and compare's cache
+    # key changes with it.
+    from hyperfit.compare import Model, plan
+    from hyperfit.generate import generate
+    from hyperfit.runs import read_jsonl
+    from test_train import prepared
+
+    cfg, run = prepared(tmp_path, tiny_llama, corpus_file, "generate.checkpoint=base", name="auto")
+    rows = read_jsonl(generate(cfg.generate, cfg.model, run))
+    assert {r["dtype"] for r in rows} == {"float32"}
+    cfg16, run16 = prepared(tmp_path, tiny_llama, corpus_file, "generate.checkpoint=base", "generate.dtype=bfloat16",
+                            name="bf16")
+    rows16 = read_jsonl(generate(cfg16.generate, cfg16.model, run16))
+    assert {r["dtype"] for r in rows16} == {"bfloat16"} and len(rows16) == len(rows)
+    contexts = run.read_samples("contexts")
+    keys = [plan([Model("base", "base", run, c)], ["greedy"], [8], contexts)[0][0].key for c in (cfg, cfg16)]
+    assert keys[0] != keys[1]

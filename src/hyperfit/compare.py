@@ -140,6 +140,7 @@ def check_contexts(runs: Sequence[RunDir], contexts_from_first: bool) -> list[di
 def plan(models: Sequence[Model], decoders: Sequence[str], lengths: Sequence[int], contexts: list[dict]) -> tuple[list[Job], list[str]]:
     """(jobs, notes): one job per model × decoder × length, with its tag and cache key."""
     from hyperfit.decoding import effective_settings, generation_config
+    from hyperfit.generate import inference_dtype
 
     for model in models:  # every decoder checked before any work (hashing writes a memo file)
         for name in decoders:
@@ -159,7 +160,8 @@ def plan(models: Sequence[Model], decoders: Sequence[str], lengths: Sequence[int
                 settings = effective_settings(generation_config(decoder, NO_TOKENIZER, length, g.stop_at_eos), decoder)
                 key = {"weights": weights, "decoder": name, "settings": settings, "contexts": contexts_hash,
                        "seed": g.seed, "num_samples": g.num_samples, "batch_size": g.batch_size,
-                       "block_ngrams": g.block_ngrams, "block_until_word_end": g.block_until_word_end}
+                       "block_ngrams": g.block_ngrams, "block_until_word_end": g.block_until_word_end,
+                       "dtype": inference_dtype(g)}
                 if g.block_ngrams is not None:  # the blocker's index is the training data
                     key["train"] = _json_hash([r["input_ids"] for r in model.run.read_samples("train")])
                 if target is not None:  # entropy matching measures the target model on the val text

@@ -161,6 +161,10 @@ class GenerateConfig:
     """Greedy decoding with hyperfit.fast_greedy (static KV cache, decode step replayed as a CUDA graph):
     the same tokens as generate(), without its per-token Python overhead (benchmarks/generate.py measures
     it). None: on with CUDA. Other decoders, or contexts of unequal length, use generate()."""
+    dtype: str = "auto"
+    """Weights dtype while generating: auto (bfloat16 on CUDA, as the speed numbers in the README are; float32
+    elsewhere), float32, bfloat16 or float16. Greedy tokens can differ between dtypes where two logits
+    nearly tie, so each generation row records it; float32 reproduces the trained fp32 masters exactly."""
     with_base: bool = True
     """`hyperfit run` also continues the contexts with the untrained model (tag base-<decoder>), so the
     report compares the model before and after hyperfitting."""
@@ -286,6 +290,8 @@ def validate(cfg: RunConfig) -> list[str]:
                  "model.dtype=bfloat16 with it, or use train.optimizer=adamw for fp32 master weights")
     if cfg.model.dtype not in ("float32", "bfloat16", "float16"):
         p.append(f"model.dtype={cfg.model.dtype!r} must be one of float32, bfloat16, float16")
+    if g.dtype not in ("auto", "float32", "bfloat16", "float16"):
+        p.append(f"generate.dtype={g.dtype!r} must be one of auto, float32, bfloat16, float16")
     if g.num_samples < 1:
         p.append(f"generate.num_samples={g.num_samples} must be at least 1")
     if g.block_ngrams is not None and g.block_ngrams < 2:

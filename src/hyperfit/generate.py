@@ -182,23 +182,36 @@ def generation_rows(cfg: GenerateConfig, model_cfg: ModelConfig, run: RunDir, mo
                      blocker_processor(run, cfg, tokenizer))
     settings = effective_settings(gen_config, decoder)
     source = checkpoint_path(run, model_cfg, cfg.checkpoint)
+    dtype = str(next(model.parameters()).dtype).removeprefix("torch.")
     return [
         {"context_id": c["id"], "context": c["context"], "continuation_ids": ids,
          "continuation": continuation_text(tokenizer, c["context_ids"], ids), "decoder": cfg.decoder,
          "decoder_config": settings, "block_ngrams": cfg.block_ngrams,
          "block_until_word_end": cfg.block_until_word_end if cfg.block_ngrams else None, "checkpoint": cfg.checkpoint,
-         "model": str(source), "sample": s, "seed": sample_seed(cfg.seed, s) if decoder.samples else None}
+         "model": str(source), "dtype": dtype, "sample": s, "seed": sample_seed(cfg.seed, s) if decoder.samples else None}
         for s, conts in enumerate(samples) for c, ids in zip(contexts, conts)
     ]
 
 
+def inference_dtype(cfg: GenerateConfig) -> str:
+    """generate.dtype resolved: auto is bfloat16 when this process decodes on CUDA, float32 otherwise."""
+    from hyperfit.ranks import device
+
+    if cfg.dtype != "auto":
+        return cfg.dtype
+    return "bfloat16" if device().type == "cuda" else "float32"
+
+
 def load_checkpoint(cfg: GenerateConfig, model_cfg: ModelConfig, run: RunDir):
-    """(model ready for inference, tokenizer) for generate.checkpoint (models.load_for_inference)."""
+    """(model ready for inference in generate.dtype, tokenizer) for generate.checkpoint."""
+    from dataclasses import replace
+
     from hyperfit.models import load_for_inference, load_tokenizer
 
     source = checkpoint_path(run, model_cfg, cfg.checkpoint)
     path = None if cfg.checkpoint == "base" else source
-    return load_for_inference(model_cfg, path), load_tokenizer(model_cfg, path)
+    model = load_for_inference(replace(model_cfg, dtype=inference_dtype(cfg)), path)
+    return model, load_tokenizer(model_cfg, path)
 
 
 def generate(cfg: GenerateConfig, model_cfg: ModelConfig, run: RunDir, model=None, tokenizer=None) -> Path:
