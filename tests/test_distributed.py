@@ -1,6 +1,7 @@
-"""Settings that must agree do agree: 1 process × 8 = 1 process × (2 × 4 accumulated) = 2 processes × 4
-(gloo on CPU, launched with `accelerate launch` like a user would), and generation split over 2
-processes writes the same file as one process."""
+"""Launched like a user would (`accelerate launch`, CPU processes over gloo), several processes do what one
+does: 1 × 8 = 1 × (2 × 4 accumulated) = 2 processes × 4 in training; generation, evaluation, the whole
+pipeline and compare write the one-process files; the shipped FSDP2 and ZeRO-3 configs (through
+tests/engine_on_cpu.py) train, export and resume like the one-process loop."""
 
 import importlib.util
 import json
