@@ -126,3 +126,38 @@ def test_the_loop_asks_for_fused_adamw_on_cuda_although_the_model_is_still_on_th
     for device, fused in (("cuda", True), ("cpu", False)):
         _, optimizer = _prepare(Accelerator(device), model, TrainConfig(), micro=8, compiled=False)
         assert bool(optimizer.defaults["fused"]) is fused
+
+
+def test_mixed_precision_training_keeps_bf16_logits_and_probes_decode_in_the_models_dtype(
+        tmp_path, tiny_llama, corpus_file, monkeypatch):
+    # accelerate's bf16 mixed precision wraps model.forward in autocast and casts its outputs to fp32. Left in
+    # place, each training step wrote fp32 logits, and the probes' greedy decoder ran under autocast although
+    # it switches autocast off: its static cache then got fp32 keys beside bf16 values, which transformers
+    # 5.17 refuses (the crash seen on an H200). The probes take the fast decoder here as they do on CUDA.
+    import hyperfit.fast_train as F
+    import hyperfit.generate as G
+
+    logits_dtypes, decode_dtypes = set(), set()
+    real_ce, real_continue = F.ce_sum, G.continue_contexts
+
+    def ce_sum(logits, ids):
+        logits_dtypes.add(logits.dtype)
+        return real_ce(logits, ids)
+
+    def continue_fast(model, *args, **kw):
+        hook = model.model.layers[0].self_attn.k_proj.register_forward_hook(
+            lambda module, inputs, out: decode_dtypes.add(out.dtype))
+        try:
+            return real_continue(model, *args, **{**kw, "fast": True})
+        finally:
+            hook.remove()
+
+    monkeypatch.setattr(F, "ce_sum", ce_sum)
+    monkeypatch.setattr(G, "continue_contexts", continue_fast)
+    cfg, run = prepared(tmp_path, tiny_llama, corpus_file, "train.precision=bf16", "train.epochs=1",
+                        "train.probe_every=1", "train.probe_contexts=2")
+    train(cfg.train, cfg.model, run)
+    assert logits_dtypes == {torch.bfloat16}  # the loss upcasts them itself; none left the model as fp32
+    assert decode_dtypes == {torch.float32}  # the fp32 model decodes in fp32, autocast off
+    probes = [r for r in read_jsonl(run.train_log) if r["type"] == "probe"]
+    assert [p["epoch"] for p in probes] == [0, 1] and all(p["examples"] for p in probes)

@@ -1,6 +1,7 @@
 """The training step's speed levers, each kept because benchmarks/train_step.py measured it to help.
 
-    loss_fn = make_loss_fn(model, compile=True)      # model: the accelerate-prepared model
+    autocast = own_autocast(accelerator, model)      # model: the accelerate-prepared model
+    loss_fn = make_loss_fn(model, compile=True, autocast=autocast)
     loss = loss_fn(ids)                              # next-token CE summed over target tokens
 
 - torch.compile of the prepared model (train.compile; default on CUDA only: compiling costs tens of
@@ -10,13 +11,17 @@
 - The cross-entropy is compiled on its own: its fp32 upcast, log-softmax, gather and their backward become
   one pass over the bf16 logits, instead of materialising full-vocabulary fp32 logits (8 × 256 × 32000 ×
   4 B = 262 MB for TinyLlama) twice in forward and again in backward.
+- The loop enters bf16 autocast itself, around the forward only (`own_autocast`), instead of keeping
+  the wrapper accelerate puts on model.forward, whose outputs it casts to fp32: with that wrapper the
+  logits left the model as fp32 whatever the loss did.
 - Activation checkpointing (train.activation_checkpointing) trades ~30 % more compute for activation
   memory; it is off unless memory needs it (see `hyperfit plan`).
 """
 
 from __future__ import annotations
 
-from typing import Callable, Optional
+from contextlib import nullcontext
+from typing import Callable, ContextManager, Optional
 
 import torch
 
@@ -43,13 +48,39 @@ def use_compile(flag: Optional[bool], device: torch.device) -> bool:
     return device.type == "cuda" if flag is None else flag
 
 
-def make_loss_fn(model, compile: bool = False) -> Callable[[torch.Tensor], torch.Tensor]:
-    """ids (LongTensor[B, T]) → summed next-token loss; with compile, model and CE are compiled."""
+def own_autocast(accelerator, model) -> Callable[[], ContextManager]:
+    """Take mixed precision back from accelerate's forward wrapper; returns the context to run forwards in.
+
+    With mixed precision, accelerator.prepare replaces model.forward with autocast(forward) whose outputs
+    are cast to fp32. Two things go wrong with it in place:
+    - every training step writes full-vocabulary fp32 logits (262 MB for TinyLlama at 8 × 256) and their
+      fp32 gradient, which the compiled cross-entropy exists to avoid;
+    - every later forward runs under autocast, even where the caller switched it off: the probes' greedy
+      decoder then filled its static KV cache with fp32 keys beside bf16 values, which transformers 5.17
+      (the version on our GPU machines) refuses (index_copy_ dtype error, seen on an H200).
+    So the wrapper is removed and the loop enters the same autocast (accelerator.autocast) around its
+    forward. Without mixed precision (or under DeepSpeed, which does its own) both are no-ops.
+    """
+    inner = accelerator.unwrap_model(model)
+    original = inner.__dict__.pop("_original_forward", None)  # set by accelerate when it wrapped forward
+    if original is not None:
+        inner.forward = original
+    return accelerator.autocast
+
+
+def make_loss_fn(model, compile: bool = False,
+                 autocast: Callable[[], ContextManager] = nullcontext) -> Callable[[torch.Tensor], torch.Tensor]:
+    """ids (LongTensor[B, T]) → summed next-token loss; with compile, model and CE are compiled.
+
+    `autocast`: the mixed-precision context of the forward (own_autocast); the loss is computed outside it,
+    in fp32 from the bf16 logits."""
     forward = torch.compile(model) if compile else model
     ce = compiled_ce_sum() if compile else ce_sum
 
     def loss_fn(ids: torch.Tensor) -> torch.Tensor:
-        return ce(forward(input_ids=ids).logits, ids)
+        with autocast():
+            logits = forward(input_ids=ids).logits
+        return ce(logits, ids)
 
     loss_fn.model = forward  # what no_sync / backward must see: the (compiled) prepared model
     return loss_fn

@@ -65,13 +65,6 @@ def local_batch_size(cfg: TrainConfig, num_processes: int, num_samples: int) -> 
     return cfg.batch_size // per_update
 
 
-def summed_loss(model, ids: torch.Tensor) -> torch.Tensor:
-    """Next-token cross-entropy summed over target tokens (fp32 logits, whatever the compute dtype)."""
-    from hyperfit.fast_train import ce_sum
-
-    return ce_sum(model(input_ids=ids).logits, ids)
-
-
 def check_engine(cfg: TrainConfig, accelerator) -> None:
     """Refuse combinations the loop does not run correctly; the message says what to use instead."""
     kind = str(accelerator.distributed_type)
@@ -230,7 +223,7 @@ def train(cfg: TrainConfig, model_cfg: ModelConfig, run: RunDir, resume: bool = 
     from accelerate import Accelerator
     from tqdm.auto import tqdm
 
-    from hyperfit.fast_train import enable_activation_checkpointing, make_loss_fn, use_compile
+    from hyperfit.fast_train import enable_activation_checkpointing, make_loss_fn, own_autocast, use_compile
     from hyperfit.models import load_model, load_tokenizer, precision_guard
 
     train_rows = run.read_samples("train")
@@ -268,7 +261,7 @@ def train(cfg: TrainConfig, model_cfg: ModelConfig, run: RunDir, resume: bool = 
         enable_activation_checkpointing(model)
     model.train()
     model, optimizer = _prepare(accelerator, model, cfg, micro, compiled)
-    loss_fn = make_loss_fn(model, compile=compiled)
+    loss_fn = make_loss_fn(model, compile=compiled, autocast=own_autocast(accelerator, model))
     if resume_state is not None:
         if (load_from / SHARDED_DIR).is_dir():
             accelerator.load_state(str(load_from / SHARDED_DIR))  # every rank loads its shard
@@ -397,9 +390,8 @@ def _prepare(accelerator, model, cfg: TrainConfig, micro: int, compiled: bool):
 
 
 def _update(model, optimizer, accelerator, ids: torch.Tensor, micro: int, tokens_per_update: int,
-            cfg: TrainConfig, loss_fn=None) -> torch.Tensor:
+            cfg: TrainConfig, loss_fn) -> torch.Tensor:
     """One optimizer update over this rank's share of the global batch; returns its mean loss (on device)."""
-    loss_fn = loss_fn or (lambda x: summed_loss(model, x))
     total = torch.zeros((), device=ids.device)
     chunks = ids.split(micro)
     for i, chunk in enumerate(chunks):
