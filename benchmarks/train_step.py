@@ -12,7 +12,10 @@ Variants: fp32_eager (fp32 compute, torch's default AdamW), plain (bf16 autocast
 compile_model (+ torch.compile of the model), compile (+ compiled cross-entropy: train.compile=true),
 master (compile + bf16 model weights with fp32 masters in the optimizer: benchmarks/master_adamw.py),
 kahan (bf16 weights + Kahan AdamW, compiled: train.optimizer=adamw_kahan). A `_eager` suffix runs
-master or kahan uncompiled (the CPU defaults).
+master or kahan uncompiled (the CPU defaults). loop: what `hyperfit train` itself runs per update
+(hyperfit.train._update on an accelerate-prepared model and optimizer, with train.py's defaults for this
+device); it should match `compile` on CUDA and `fp32_eager` on a CPU, and a gap means the product does
+work the benchmark does not (twice so far: a foreach instead of the fused AdamW, and fp32 logits).
 """
 
 from __future__ import annotations
@@ -29,8 +32,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import SIZES, build_model, device_name, dump, kernel_table, now, peak_flops, peak_gib, reset_peak  # noqa: E402
 
-GPU_VARIANTS = ("fp32_eager", "plain", "compile", "master", "kahan", "compile_model")
-CPU_VARIANTS = ("fp32_eager", "master_eager", "kahan_eager")
+GPU_VARIANTS = ("fp32_eager", "plain", "compile", "loop", "master", "kahan", "compile_model")
+CPU_VARIANTS = ("fp32_eager", "loop", "master_eager", "kahan_eager")
 
 
 class _Opt:  # the fields build_optimizer reads from TrainConfig
@@ -39,7 +42,10 @@ class _Opt:  # the fields build_optimizer reads from TrainConfig
 
 
 def setup(variant: str, size: str, device, lr: float):
-    """(model, optimizer, loss_fn, autocast dtype or None) for one variant."""
+    """(model, optimizer, loss_fn, update) for one variant: loss_fn(ids) is the summed loss (its forward
+    under the variant's autocast), update(ids, tokens) one whole update that returns its mean loss."""
+    if variant == "loop":
+        return setup_loop(size, device, lr)
     from hyperfit.fast_train import ce_sum, compiled_ce_sum
     from hyperfit.optim import build_optimizer
     from master_adamw import MasterAdamW
@@ -57,21 +63,52 @@ def setup(variant: str, size: str, device, lr: float):
     forward = torch.compile(model) if compiled else model
     ce = compiled_ce_sum() if variant in ("compile", "kahan", "master") else ce_sum
 
+    bf16 = variant != "fp32_eager" and torch.device(device).type == "cuda"
+
     def loss_fn(ids):
-        return ce(forward(input_ids=ids).logits, ids)
+        with torch.autocast("cuda", dtype=torch.bfloat16) if bf16 else nullcontext():
+            logits = forward(input_ids=ids).logits
+        return ce(logits, ids)
 
-    autocast = None if variant == "fp32_eager" or torch.device(device).type != "cuda" else torch.bfloat16
-    return model, opt, loss_fn, autocast
+    def update(ids, tokens):
+        loss = loss_fn(ids) / tokens
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        return loss.detach()
+
+    return model, opt, loss_fn, update
 
 
-def breakdown(loss_fn, opt, autocast, batches, tokens, device, steps):
+def setup_loop(size: str, device, lr: float):
+    """`hyperfit train`'s own update: accelerate, train.py's optimizer, autocast and compile defaults."""
+    from accelerate import Accelerator
+
+    from hyperfit.config import TrainConfig
+    from hyperfit.fast_train import make_loss_fn, own_autocast, use_compile
+    from hyperfit.train import _prepare, _update, precision_mode
+
+    cfg = TrainConfig(lr=lr, weight_decay=0.0)
+    accelerator = Accelerator(mixed_precision=precision_mode(cfg), cpu=torch.device(device).type == "cpu")
+    model = build_model(size, device)
+    model.train()
+    compiled = use_compile(cfg.compile, accelerator.device)
+    model, opt = _prepare(accelerator, model, cfg, micro=cfg.batch_size, compiled=compiled)
+    loss_fn = make_loss_fn(model, compile=compiled, autocast=own_autocast(accelerator, model))
+
+    def update(ids, tokens):
+        return _update(model, opt, accelerator, ids, cfg.batch_size, tokens, cfg, loss_fn)
+
+    return model, opt, loss_fn, update
+
+
+def breakdown(loss_fn, opt, batches, tokens, device, steps):
     """(forward+backward, optimizer step) seconds, each timed alone with a sync between them (so their sum
     is a little above the pipelined s/step). Runs after the timed loop: the trajectory is not touched."""
     fb = op = 0.0
     for i in range(steps):
         t = now(device)
-        with torch.autocast(torch.device(device).type, dtype=autocast) if autocast else nullcontext():
-            loss = loss_fn(batches[i % len(batches)]) / tokens
+        loss = loss_fn(batches[i % len(batches)]) / tokens
         loss.backward()
         t1 = now(device)
         opt.step()
@@ -81,7 +118,7 @@ def breakdown(loss_fn, opt, autocast, batches, tokens, device, steps):
 
 
 def run_variant(variant, args, device, batches):
-    model, opt, loss_fn, autocast = setup(variant, args.size, device, args.lr)
+    model, opt, loss_fn, update = setup(variant, args.size, device, args.lr)
     tokens = batches[0].numel() - batches[0].shape[0]
     steps = min(args.steps, args.baseline_steps) if variant == "fp32_eager" else args.steps
     losses, t_start, t_first = [], None, None
@@ -90,20 +127,14 @@ def run_variant(variant, args, device, batches):
     for i in range(steps):
         if i == args.warmup:
             t_start = now(device)  # compile and allocator warm-up happen before this point
-        ids = batches[i % len(batches)]
-        with torch.autocast(torch.device(device).type, dtype=autocast) if autocast else nullcontext():
-            loss = loss_fn(ids) / tokens
-        loss.backward()
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-        losses.append(loss.detach())
+        losses.append(update(batches[i % len(batches)], tokens))
         if i == 0:
             t_first = now(device) - t0
     per_step = (now(device) - t_start) / (steps - args.warmup)
-    fwd_bwd, opt_s = breakdown(loss_fn, opt, autocast, batches, tokens, device, args.split_steps)
+    fwd_bwd, opt_s = breakdown(loss_fn, opt, batches, tokens, device, args.split_steps)
     if variant in (args.profile or "").split(","):
         print(f"kernels of one {variant} update (after the timed ones):")
-        print(kernel_table(partial(breakdown, loss_fn, opt, autocast, batches, tokens, device, 1), device))
+        print(kernel_table(partial(breakdown, loss_fn, opt, batches, tokens, device, 1), device))
     n_params = sum(p.numel() for p in model.parameters())
     peak = peak_gib(device)
     del model, opt, loss_fn
