@@ -1,3 +1,5 @@
+import dataclasses
+
 import pytest
 import torch
 from safetensors.torch import load_file
@@ -161,3 +163,34 @@ def test_mixed_precision_training_keeps_bf16_logits_and_probes_decode_in_the_mod
     assert decode_dtypes == {torch.float32}  # the fp32 model decodes in fp32, autocast off
     probes = [r for r in read_jsonl(run.train_log) if r["type"] == "probe"]
     assert [p["epoch"] for p in probes] == [0, 1] and all(p["examples"] for p in probes)
+
+
+def test_logged_loss_is_the_mean_of_the_updates_since_the_last_log_across_epochs_and_resume(
+        tmp_path, tiny_llama, corpus_file):
+    # 2 updates per epoch, a log every 3: each window crosses an epoch boundary (and, resumed after epoch 2,
+    # a checkpoint). The logged loss was the window's sum over log_every after the window had been reset
+    # at each epoch start, so it showed dips that never happened.
+    common = ("train.epochs=4", "train.probe_every=0")
+    cfg, every = prepared(tmp_path, tiny_llama, corpus_file, *common, "train.log_every=1", name="every")
+    train(cfg.train, cfg.model, every)
+    per_step = step_losses(every)
+    assert len(per_step) == 8
+    cfg, third = prepared(tmp_path, tiny_llama, corpus_file, *common, "train.log_every=3", name="third")
+    train(cfg.train, cfg.model, third)
+    logged = [(r["step"], r["loss"]) for r in read_jsonl(third.train_log) if r["type"] == "step"]
+    assert [s for s, _ in logged] == [3, 6]
+    assert [v for _, v in logged] == pytest.approx([sum(per_step[0:3]) / 3, sum(per_step[3:6]) / 3], rel=1e-6)
+    cfg, cut = prepared(tmp_path, tiny_llama, corpus_file, "train.epochs=2", "train.probe_every=0",
+                        "train.log_every=3", name="cut")
+    train(cfg.train, cfg.model, cut)
+    train(dataclasses.replace(cfg.train, epochs=4), cfg.model, cut, resume=True)
+    assert step_losses(cut) == pytest.approx([v for _, v in logged], rel=1e-6)
+
+
+@pytest.mark.parametrize("key", ["train.log_every", "train.keep_checkpoints"])
+def test_counts_that_must_be_positive_are_refused_before_anything_is_written(tmp_path, tiny_llama, corpus_file, key):
+    from hyperfit.config import ConfigError
+
+    with pytest.raises(ConfigError, match=f"{key}=0 must be at least 1"):
+        load_config(None, tiny_overrides(tiny_llama, corpus_file, tmp_path, "zero") + [f"{key}=0"])
+    assert not (tmp_path / "zero").exists()

@@ -263,12 +263,15 @@ def validate(cfg: RunConfig) -> list[str]:
         ("data.seq_len", d.seq_len, 2), ("data.num_train", d.num_train, 1), ("data.context_len", d.context_len, 1),
         ("train.batch_size", t.batch_size, 1), ("train.grad_accum", t.grad_accum, 1),
         ("generate.max_new_tokens", g.max_new_tokens, 1), ("generate.batch_size", g.batch_size, 1),
-        ("evaluate.window", cfg.evaluate.window, 1),
+        ("evaluate.window", cfg.evaluate.window, 1), ("train.log_every", t.log_every, 1),
+        ("train.keep_checkpoints", t.keep_checkpoints, 1),
     ]:
         if value < low:
             p.append(f"{key}={value} must be at least {low}")
     for key, value in [("data.num_val", d.num_val), ("data.num_contexts", d.num_contexts), ("train.epochs", t.epochs),
-                       ("train.probe_every", t.probe_every), ("train.save_every", t.save_every)]:
+                       ("train.probe_every", t.probe_every), ("train.save_every", t.save_every),
+                       ("train.probe_val", t.probe_val), ("train.probe_contexts", t.probe_contexts),
+                       ("train.probe_new_tokens", t.probe_new_tokens)]:
         if value < 0:
             p.append(f"{key}={value} must not be negative")
     if not d.source:

@@ -308,25 +308,32 @@ def train(cfg: TrainConfig, model_cfg: ModelConfig, run: RunDir, resume: bool = 
                desc="hyperfitting", dynamic_ncols=True)
     summary = {"epochs_run": start_epoch, "steps": step, "final_train_loss": None, "stopped": "epochs"}
     t0 = time.time()
+    # The logged loss is the mean of the updates since the last log; the window runs across epochs, so
+    # log_every need not divide the updates per epoch.
+    window_loss, window_steps = torch.zeros((), device=device), 0
+    if resume_state is not None and "log_window" in resume_state:  # the window open at the checkpoint
+        total, window_steps = resume_state["log_window"]
+        window_loss += total if accelerator.is_main_process else 0.0  # summed over ranks when logged
     for epoch in range(start_epoch + 1, cfg.epochs + 1):
         # The samples and the order live on the device: a step indexes them there, with no host→device copy
         # (a pageable copy can stall the host behind the queued kernels).
         order = epoch_order(n, cfg.seed, epoch).to(device)
         epoch_loss = torch.zeros((), device=device)
-        window_loss = torch.zeros((), device=device)
         for b in range(steps_per_epoch):
             batch = order[b * cfg.batch_size : (b + 1) * cfg.batch_size]
             mine = batch[accelerator.process_index * micro * cfg.grad_accum :][: micro * cfg.grad_accum]
             loss = _update(model, optimizer, accelerator, ids[mine], micro, tokens_per_update, cfg, loss_fn)
             epoch_loss += loss
             window_loss += loss
+            window_steps += 1
             step += 1
             bar.update(1)
             if step % cfg.log_every == 0:
-                value = accelerator.reduce(window_loss, "sum").item() / cfg.log_every  # host sync, every log_every
+                value = accelerator.reduce(window_loss, "sum").item() / window_steps  # host sync, every log_every
                 bar.set_postfix(loss=f"{value:.4f}", epoch=epoch)
                 log({"type": "step", "epoch": epoch, "step": step, "loss": value, "lr": cfg.lr})
                 window_loss.zero_()
+                window_steps = 0
         mean_loss = accelerator.reduce(epoch_loss, "sum").item() / steps_per_epoch
         changed = tracker.changed()
         tracker.snapshot()
@@ -338,7 +345,8 @@ def train(cfg: TrainConfig, model_cfg: ModelConfig, run: RunDir, resume: bool = 
         log(row)
         if cfg.save_every and (epoch % cfg.save_every == 0 or epoch == cfg.epochs or stop):
             save_checkpoint(run.epoch_checkpoint(epoch), accelerator, model, tokenizer, optimizer,
-                            {"epoch": epoch, "step": step, "seed": cfg.seed})
+                            {"epoch": epoch, "step": step, "seed": cfg.seed,
+                             "log_window": [accelerator.reduce(window_loss, "sum").item(), window_steps]})
             if accelerator.is_main_process:
                 prune_checkpoints(run, cfg.keep_checkpoints)
         if stop:
