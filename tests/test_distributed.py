@@ -28,12 +28,13 @@ def shipped(name: str) -> str:
 
 
 def launch(nproc: int, *args: str, config: str | None = None, engine_on_cpu: bool = False,
-           launch_args: tuple[str, ...] = (), processes_said: bool = True) -> str:
+           launch_args: tuple[str, ...] = (), processes_said: bool = True, script: str | None = None) -> str:
     """`accelerate launch --num_processes N ... -m hyperfit ARGS` in a subprocess, like a user would.
 
     No config: N CPU processes over gloo (`--multi_gpu` starts them through torchrun; ACCELERATE_USE_CPU
     makes them CPU processes, where `--cpu` would start only one). A config: the shipped engine on the GPUs,
-    or with engine_on_cpu on CPU processes through tests/engine_on_cpu.py. Checks that N processes ran.
+    or with engine_on_cpu on CPU processes through tests/engine_on_cpu.py. `script`: a file run instead of
+    `-m hyperfit` (it must call hyperfit's CLI). Checks that N processes ran.
     """
     with socket.socket() as s:  # a free port, so parallel test runs do not collide
         s.bind(("127.0.0.1", 0))
@@ -45,7 +46,8 @@ def launch(nproc: int, *args: str, config: str | None = None, engine_on_cpu: boo
                                                       "no", "--dynamo_backend", "no"]
     cmd = [sys.executable, "-m", "accelerate.commands.launch", *where, *launch_args, "--num_processes", str(nproc),
            "--main_process_port", str(port),
-           *([str(REPO / "tests" / "engine_on_cpu.py")] if engine_on_cpu else ["-m", "hyperfit"]), *args]
+           *([script] if script else [str(REPO / "tests" / "engine_on_cpu.py")] if engine_on_cpu else ["-m", "hyperfit"]),
+           *args]
     out = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300, cwd=REPO)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     if processes_said:  # train and generate say how many processes ran
@@ -99,7 +101,12 @@ def test_whole_pipeline_over_two_processes_writes_the_one_process_run(tmp_path, 
     from tinymodels import tiny_overrides
 
     one = run(load_config(None, tiny_overrides(tiny_llama, corpus_file, tmp_path, "one")))
-    launch(2, "run", *tiny_overrides(tiny_llama, corpus_file, tmp_path, "two"))
+    # Ranks start out of step on real machines; rank 1 starting 3 s late once found rank 0's config.yaml
+    # and refused the "existing" run.
+    late = tmp_path / "late_rank.py"
+    late.write_text("import os, sys, time\nfrom hyperfit.cli import main\n"
+                    "time.sleep(3 * int(os.environ['RANK']))\nsys.exit(main(sys.argv[1:]))\n")
+    launch(2, "run", *tiny_overrides(tiny_llama, corpus_file, tmp_path, "two"), script=str(late))
     two = one.path.parent / "two"
     files = sorted(str(p.relative_to(one.path)) for p in one.path.rglob("*") if p.is_file())
     assert sorted(str(p.relative_to(two)) for p in two.rglob("*") if p.is_file()) == [

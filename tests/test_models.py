@@ -52,3 +52,8 @@ def test_inference_under_a_deepspeed_launch_is_refused_before_loading(tmp_path, 
     monkeypatch.setenv("ACCELERATE_USE_DEEPSPEED", "true")
     with pytest.raises(ModelError, match="fsdp2.yaml"):
         load_for_inference(ModelConfig(name=str(tmp_path / "not-even-loaded")))
+    from hyperfit.models import deepspeed_launch
+
+    assert deepspeed_launch()  # what `hyperfit run` asks before it plans to stop after training
+    monkeypatch.setattr(hyperfit.ranks, "world", lambda: (0, 1))
+    assert not deepspeed_launch()  # one process: generation runs, the model is whole

@@ -87,7 +87,7 @@ def load_for_inference(cfg: ModelConfig, path: str | Path | None = None):
     from hyperfit.ranks import device, world
 
     launched = world()[1] > 1
-    if launched and os.environ.get("ACCELERATE_USE_DEEPSPEED", "").lower() == "true":
+    if deepspeed_launch():
         raise ModelError("generation and evaluation do not run under DeepSpeed (a ZeRO-3 model must be wrapped by "
                          "a DeepSpeed engine to run forwards). Launch them with configs/accelerate/fsdp2.yaml "
                          "to shard the model over the GPUs, or ddp.yaml when it fits one GPU")
@@ -100,6 +100,24 @@ def load_for_inference(cfg: ModelConfig, path: str | Path | None = None):
         # with none, its sharding step alone is what inference needs.
         return fsdp2_prepare_model(Accelerator(), model).eval()
     return model.to(device())
+
+
+def cache_argument(model) -> str:
+    """The name of the KV-cache argument of model.forward (and field of its output): transformers renamed
+    past_key_values to cache in 5.2x; the versions we support (>= 5.0; our GPU machines have 5.17) use
+    either."""
+    import inspect
+
+    return "cache" if "cache" in inspect.signature(type(model).forward).parameters else "past_key_values"
+
+
+def deepspeed_launch() -> bool:
+    """True under `accelerate launch` with a DeepSpeed config and several processes."""
+    import os
+
+    from hyperfit.ranks import world
+
+    return world()[1] > 1 and os.environ.get("ACCELERATE_USE_DEEPSPEED", "").lower() == "true"
 
 
 def has_sharded_weights(model) -> bool:

@@ -5,7 +5,10 @@
     hyperfit run configs/paper.yaml --resume        # finish an interrupted run; finished stages are skipped
 
 Checks that need only the config and the model's config (paths, lengths, keys) run before anything is
-written, so a mistake costs seconds, not a half-made run directory.
+written, so a mistake costs seconds, not a half-made run directory. Under `accelerate launch` every rank
+checks, rank 0 alone writes the config and data, and the others wait for it. Under a DeepSpeed launch
+(ZeRO-3: the 70B path) the run stops after training, saying so up front: generation and evaluation need
+the FSDP2 launch, and the same command with --resume under it finishes the run.
 """
 
 from __future__ import annotations
@@ -15,7 +18,13 @@ import dataclasses
 import yaml
 
 from hyperfit.config import RunConfig, to_dict
+from hyperfit.models import deepspeed_launch
+from hyperfit.ranks import barrier, world
 from hyperfit.runs import RunDir, RunError, load_run_config, save_config
+
+NEXT_UNDER_FSDP2 = ("to generate, evaluate and report, run the same `hyperfit run` command with --resume under "
+                    "`accelerate launch --config_file configs/accelerate/fsdp2.yaml`, which skips the finished "
+                    "stages")
 
 
 def check(cfg: RunConfig) -> None:
@@ -54,18 +63,30 @@ def run(cfg: RunConfig, resume: bool = False) -> RunDir:
             raise RunError(f"--resume: the data or model settings differ from those saved in {run_dir.config}; "
                            "resuming would mix two experiments. Use the saved settings or a new run name")
     check(cfg)
-    print("Resolved config:\n" + yaml.safe_dump(to_dict(cfg), sort_keys=False))
-    save_config(run_dir, cfg)
-
-    if not (resume and run_dir.data_file("contexts").exists()):
-        manifest = prepare_data(cfg.data, load_tokenizer(cfg.model), run_dir)
-        print(f"data: {manifest['train']} train / {manifest['val']} val / {manifest['contexts']} contexts from "
-              f"{manifest['qualifying']} of {manifest['documents']} documents with ≥ {cfg.data.seq_len} tokens")
+    main = world()[0] == 0
+    stop_after_training = deepspeed_launch()
+    if stop_after_training and main:
+        print(f"DeepSpeed launch: this run stops after training ({NEXT_UNDER_FSDP2})")
+    barrier()  # every rank has looked at the run directory before rank 0 writes to it
+    if main:
+        print("Resolved config:\n" + yaml.safe_dump(to_dict(cfg), sort_keys=False))
+        save_config(run_dir, cfg)
+        if not (resume and run_dir.data_file("contexts").exists()):
+            manifest = prepare_data(cfg.data, load_tokenizer(cfg.model), run_dir)
+            print(f"data: {manifest['train']} train / {manifest['val']} val / {manifest['contexts']} contexts "
+                  f"from {manifest['qualifying']} of {manifest['documents']} documents with ≥ {cfg.data.seq_len} "
+                  "tokens")
+    barrier()  # the data files are there for every rank
     if not (resume and run_dir.final.is_dir()):
         has_ckpt = bool(run_dir.epoch_checkpoints())
         summary = train(cfg.train, cfg.model, run_dir, resume=resume and has_ckpt)
-        print(f"train: {summary['epochs_run']} epochs, {summary['steps']} updates, final train loss "
-              f"{summary['final_train_loss']}, {summary['seconds']} s ({summary['stopped']})")
+        if main:
+            print(f"train: {summary['epochs_run']} epochs, {summary['steps']} updates, final train loss "
+                  f"{summary['final_train_loss']}, {summary['seconds']} s ({summary['stopped']})")
+    if stop_after_training:
+        if main:
+            print(f"Trained under DeepSpeed; generation and evaluation do not run there: {NEXT_UNDER_FSDP2}")
+        return run_dir
     jobs = [cfg.generate]
     if cfg.generate.with_base:
         jobs.append(dataclasses.replace(cfg.generate, checkpoint="base"))

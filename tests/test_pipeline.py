@@ -1,0 +1,28 @@
+"""`hyperfit run` (hyperfit.pipeline): stage order, and what it does under launches it cannot finish."""
+
+from hyperfit.config import load_config
+from hyperfit.pipeline import run
+from hyperfit.runs import read_jsonl
+from tinymodels import tiny_overrides
+
+
+def test_under_deepspeed_the_run_stops_after_training_and_resume_under_another_launch_finishes_it(
+        tmp_path, tiny_llama, corpus_file, monkeypatch, capsys):
+    # ZeRO-3 (the 70B path) trains, but its model cannot run generation outside a DeepSpeed engine. The run
+    # used to train for hours and then fail; now it says up front that it stops after training, and how
+    # to finish. (The launch is simulated; the training itself is the one-process loop here, and
+    # tests/test_models.py checks how a DeepSpeed launch is recognised.)
+    import hyperfit.pipeline
+
+    cfg = load_config(None, tiny_overrides(tiny_llama, corpus_file, tmp_path, "zero3") + ["train.epochs=1"])
+    with monkeypatch.context() as m:
+        m.setattr(hyperfit.pipeline, "deepspeed_launch", lambda: True)
+        run_dir = run(cfg)
+    out = capsys.readouterr().out
+    assert out.index("this run stops after training") < out.index("train: 1 epochs")
+    assert "fsdp2.yaml" in out and "--resume" in out
+    assert (run_dir.final / "model.safetensors").is_file() and not run_dir.generations.exists()
+    trained = read_jsonl(run_dir.train_log)
+    run(cfg, resume=True)  # e.g. under the FSDP2 launch: training is not repeated
+    assert read_jsonl(run_dir.train_log) == trained
+    assert run_dir.generation_file("greedy").is_file() and (run_dir.path / "report.md").is_file()
