@@ -21,6 +21,8 @@ from typing import Sequence
 
 import torch
 
+from hyperfit.models import cache_argument
+
 
 @torch.no_grad()
 def contrastive_search(model, contexts: Sequence[Sequence[int]], gen_config, penalty_alpha: float = 0.6,
@@ -51,8 +53,9 @@ def _search_batch(model, ids, mask, gen_config, alpha: float, top_k: int, logits
     batch = ids.shape[0]
     # Left padding: positions count real tokens only, as generate() does.
     positions = (mask.cumsum(-1) - 1).clamp(min=0)
+    cache_kw = cache_argument(model)  # past_key_values before transformers 5.2x
     out = model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True, output_hidden_states=True)
-    cache, logits = out.cache, out.logits[:, -1].float()
+    cache, logits = getattr(out, cache_kw), out.logits[:, -1].float()
     history = out.hidden_states[-1].float()  # [B, T, D] hidden states of every earlier token
     history_ok = mask.bool()  # padding is not an "earlier token"
     next_pos = positions[:, -1] + 1
@@ -70,7 +73,7 @@ def _search_batch(model, ids, mask, gen_config, alpha: float, top_k: int, logits
         cache.batch_repeat_interleave(k)
         mask = torch.cat([mask, mask.new_ones(batch, 1)], dim=-1)
         out = model(input_ids=candidates.reshape(-1, 1), attention_mask=mask.repeat_interleave(k, 0),
-                    position_ids=next_pos.repeat_interleave(k).unsqueeze(-1), cache=cache,
+                    position_ids=next_pos.repeat_interleave(k).unsqueeze(-1), **{cache_kw: cache},
                     use_cache=True, output_hidden_states=True)
         h = out.hidden_states[-1][:, -1].float()  # [B·k, D]
         penalty = max_cosine(h.view(batch, k, -1), history, history_ok)  # [B, k]

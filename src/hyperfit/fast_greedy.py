@@ -30,6 +30,8 @@ from typing import Callable, Optional, Sequence
 
 import torch
 
+from hyperfit.models import cache_argument
+
 Processor = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 MODES = ("auto", "eager", "graph", "compile")
 
@@ -53,9 +55,8 @@ class GreedyDecoder:
         self.mode = mode
         self.cache = StaticCache(config=model.config, max_cache_len=context_len + max_new_tokens)
         # transformers renamed past_key_values → cache (5.2x) and dropped cache_position; speak both.
-        params = inspect.signature(type(model).forward).parameters
-        self.cache_kw = "cache" if "cache" in params else "past_key_values"
-        self.pass_position = "cache_position" in params
+        self.cache_kw = cache_argument(model)
+        self.pass_position = "cache_position" in inspect.signature(type(model).forward).parameters
         # Static buffers: the step reads and writes only these, so a recorded graph stays valid.
         self.tokens = torch.zeros(batch_size, context_len + max_new_tokens, dtype=torch.long, device=self.device)
         self.cur = torch.zeros((), dtype=torch.long, device=self.device)  # index of the next token to write
