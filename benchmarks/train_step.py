@@ -4,8 +4,12 @@
     python benchmarks/train_step.py --size 1b --steps 50          # TinyLlama-1.1B shape on one GPU
 
 Every variant starts from the same random init and trains on the same batches at the same lr, so the
-loss trajectories are comparable: `max|Δloss|` is against the plain loop (bf16 autocast + fused AdamW,
-eager: the loop train.py ran before these levers). The fast variants call hyperfit.fast_train and
+loss trajectories are comparable. The table compares each row with a reference variant, named in its
+header and stored as "reference" in the JSON (rows: "max_dloss_vs_ref"): `plain` when it ran (bf16
+autocast + fused AdamW, eager: the loop train.py ran before these levers), else the first variant that
+ran (on a CPU, where `plain` is not a default, that is fp32_eager). Speed-ups are also given against
+fp32_eager (stored as "baseline"); when it did not run, the reference stands in and the header says so.
+MFU is "–" where the device's peak is unknown (any CPU). The fast variants call hyperfit.fast_train and
 hyperfit.optim, the code train.py runs.
 
 Variants: fp32_eager (fp32 compute, torch's default AdamW), plain (bf16 autocast, fused AdamW),
@@ -16,6 +20,8 @@ master or kahan uncompiled (the CPU defaults). loop: what `hyperfit train` itsel
 (hyperfit.train._update on an accelerate-prepared model and optimizer, with train.py's defaults for this
 device); it should match `compile` on CUDA and `fp32_eager` on a CPU, and a gap means the product does
 work the benchmark does not (twice so far: a foreach instead of the fused AdamW, and fp32 logits).
+Unknown names in --variants or --profile are refused before any model is built. `--profile` alone
+prints the kernels of every variant run; `--profile kahan,loop` those of the named ones.
 """
 
 from __future__ import annotations
@@ -32,8 +38,13 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import SIZES, build_model, device_name, dump, kernel_table, now, peak_flops, peak_gib, reset_peak  # noqa: E402
 
+VARIANTS = ("fp32_eager", "plain", "compile_model", "compile", "loop", "master", "kahan", "master_eager",
+            "kahan_eager")  # every name setup() knows; anything else would silently run as plain fp32 AdamW
 GPU_VARIANTS = ("fp32_eager", "plain", "compile", "loop", "master", "kahan", "compile_model")
 CPU_VARIANTS = ("fp32_eager", "loop", "master_eager", "kahan_eager")
+# What a bare `--profile` stands for, resolved to the variants once they are known. Not a string: argparse
+# would pass a string const through variant_list, which refuses it.
+PROFILE_ALL = object()
 
 
 class _Opt:  # the fields build_optimizer reads from TrainConfig
@@ -117,6 +128,18 @@ def breakdown(loss_fn, opt, batches, tokens, device, steps):
     return fb / max(steps, 1), op / max(steps, 1)
 
 
+def variant_list(text: str) -> tuple[str, ...]:
+    """argparse type of --variants/--profile: a comma list of known variant names, checked before any model
+    is built (setup() has no else branch that could refuse a typo: it would train it as plain fp32)."""
+    names = tuple(text.split(","))
+    unknown = [n for n in names if n not in VARIANTS]
+    if unknown:
+        raise argparse.ArgumentTypeError(
+            f"unknown variant(s) {', '.join(map(repr, unknown))} in {text!r}; "
+            f"use a comma list of: {', '.join(VARIANTS)}")
+    return names
+
+
 def run_variant(variant, args, device, batches):
     model, opt, loss_fn, update = setup(variant, args.size, device, args.lr)
     tokens = batches[0].numel() - batches[0].shape[0]
@@ -132,7 +155,7 @@ def run_variant(variant, args, device, batches):
             t_first = now(device) - t0
     per_step = (now(device) - t_start) / (steps - args.warmup)
     fwd_bwd, opt_s = breakdown(loss_fn, opt, batches, tokens, device, args.split_steps)
-    if variant in (args.profile or "").split(","):
+    if variant in args.profile:
         print(f"kernels of one {variant} update (after the timed ones):")
         print(kernel_table(partial(breakdown, loss_fn, opt, batches, tokens, device, 1), device))
     n_params = sum(p.numel() for p in model.parameters())
@@ -166,7 +189,53 @@ def mfu(row, args, device) -> float | None:
     return flops / row["s_per_step"] / peak
 
 
-def main(argv=None) -> int:
+def references(ok: list[dict]) -> tuple[dict | None, dict | None]:
+    """(reference, speed baseline) among the successful rows: the reference is `plain` when it ran, else the
+    first row; the baseline is fp32_eager when it ran, else the reference (the header names whichever)."""
+    ref = _row(ok, "plain") or (ok[0] if ok else None)
+    return ref, _row(ok, "fp32_eager") or ref
+
+
+def table(ok: list[dict], ref: dict, base: dict) -> list[str]:
+    """The summary table's lines. Its headers name the rows compared against, so a CPU run (no `plain`)
+    does not print a `plain` column that is really fp32_eager; one column when both are the same row."""
+    against = [base] if base is ref else [base, ref]
+    speed_heads = [f"x {r['variant']}" for r in against]
+    widths = [max(7, len(h)) for h in speed_heads]
+    dloss_head = f"max|Δloss| vs {ref['variant']}"
+    lines = [f"{'variant':14s} {'s/step':>9s} " + " ".join(f"{h:>{w}s}" for h, w in zip(speed_heads, widths))
+             + f" {'MFU':>6s} {'fwd+bwd':>8s} {'optim':>7s} {'peak GiB':>9s} {'1st step s':>10s} {dloss_head:>11s}"]
+    for r in ok:
+        speedups = " ".join(f"{a['s_per_step'] / r['s_per_step']:{w}.2f}" for a, w in zip(against, widths))
+        mfu_text = "–" if r["mfu"] is None else f"{r['mfu']:.1%}"  # unknown peak (CPU): not 0 %
+        lines.append(f"{r['variant']:14s} {r['s_per_step']:9.4f} {speedups} {mfu_text:>6s} {r['fwd_bwd_s']:8.4f} "
+                     f"{r['opt_s']:7.4f} {r['peak_gib']:9.2f} {r['first_step_s']:10.2f} "
+                     f"{r['max_dloss_vs_ref']:>{len(dloss_head)}.2e}")
+    return lines
+
+
+def report(rows: list[dict], args, device) -> dict:
+    """Print the summary table of the successful rows and return the JSON document (names the reference)."""
+    ok = [r for r in rows if "error" not in r]
+    ref, base = references(ok)
+    if ref is None:
+        print("no variant ran to the end: nothing to compare")
+        return {"device": device_name(device), "args": vars(args), "reference": None, "baseline": None,
+                "rows": rows}
+    for r in ok:
+        r["max_dloss_vs_ref"] = dloss(r, ref)
+        r["mfu"] = mfu(r, args, device)
+    why = "" if ref["variant"] == "plain" else " (plain did not run: the first variant that did)"
+    print(f"reference: {ref['variant']}{why}; speed baseline: {base['variant']}")
+    print("\n".join(table(ok, ref, base)))
+    print(f"reference {ref['variant']} loss: {ref['losses'][0]:.5f} → {ref['losses'][-1]:.5f} "
+          f"over {len(ref['losses'])} steps")
+    return {"device": device_name(device), "args": vars(args), "reference": ref["variant"],
+            "baseline": base["variant"], "rows": rows}
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    """Checked arguments, with args.variants (the names to run) and args.profile (those to profile) resolved."""
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--size", choices=SIZES, default="tiny")
     p.add_argument("--seq", type=int, default=None, help="tokens per sample (default 256 for 1b, 64 for tiny)")
@@ -175,24 +244,35 @@ def main(argv=None) -> int:
     p.add_argument("--warmup", type=int, default=2, help="updates excluded from the timing")
     p.add_argument("--lr", type=float, default=1e-6)
     p.add_argument("--split-steps", type=int, default=5, help="extra updates timed as forward+backward / optimizer")
-    p.add_argument("--variants", default=None, help=f"comma list (GPU default {','.join(GPU_VARIANTS)}; "
-                                                    f"CPU default {','.join(CPU_VARIANTS)})")
+    p.add_argument("--variants", type=variant_list, default=None,
+                   help=f"comma list of {', '.join(VARIANTS)} (GPU default {','.join(GPU_VARIANTS)}; "
+                        f"CPU default {','.join(CPU_VARIANTS)})")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--json", help="write all numbers (with loss trajectories) here")
-    p.add_argument("--profile", default=None, help="comma list of variants whose kernels to print by device time")
+    p.add_argument("--profile", type=variant_list, nargs="?", const=PROFILE_ALL, default=(),
+                   help="print the kernels by device time of these variants (comma list); alone: of every variant run")
     args = p.parse_args(argv)
     args.seq = args.seq or (256 if args.size == "1b" else 64)
     if args.steps <= args.warmup:
         p.error(f"--steps={args.steps} must exceed --warmup={args.warmup}")
+    cuda = torch.device(args.device).type == "cuda"
+    args.variants = args.variants or (GPU_VARIANTS if cuda else CPU_VARIANTS)
+    if args.profile is PROFILE_ALL:
+        args.profile = args.variants
+    return args
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
     device = torch.device(args.device)
-    variants = (args.variants.split(",") if args.variants else
-                GPU_VARIANTS if device.type == "cuda" else CPU_VARIANTS)
     g = torch.Generator().manual_seed(0)
     vocab = SIZES[args.size]["vocab_size"]
     batches = [torch.randint(0, vocab, (8, args.seq), generator=g).to(device) for _ in range(4)]
     print(f"train step: {args.size} model, batch 8 × {args.seq}, lr {args.lr:g}, on {device_name(device)}")
+    if missing := [v for v in args.profile if v not in args.variants]:  # e.g. gpu_suite's default on CPU
+        print(f"  note: --profile {','.join(missing)}: not among the variants run, so not profiled")
     rows = []
-    for v in variants:
+    for v in args.variants:
         try:
             rows.append(run_variant(v, args, device, batches))
             r = rows[-1]  # printed as it comes, so a run cut off by a timeout still reports
@@ -203,22 +283,8 @@ def main(argv=None) -> int:
         except Exception as e:  # noqa: BLE001 - one failing lever must not hide the others' numbers
             print(f"  {v}: FAILED {type(e).__name__}: {str(e)[:300]}")
             rows.append({"variant": v, "error": f"{type(e).__name__}: {e}"[:2000]})
-    ok = [r for r in rows if "error" not in r]
-    ref = next((r for r in ok if r["variant"] == "plain"), ok[0] if ok else None)
-    base = next((r for r in ok if r["variant"] == "fp32_eager"), ref)
-    print(f"{'variant':14s} {'s/step':>9s} {'x fp32':>7s} {'x plain':>7s} {'MFU':>6s} {'fwd+bwd':>8s} {'optim':>7s} "
-          f"{'peak GiB':>9s} {'1st step s':>10s} {'max|Δloss|':>11s}")
-    for r in ok:
-        r["max_dloss_vs_plain"] = dloss(r, ref)
-        r["mfu"] = mfu(r, args, device)
-        print(f"{r['variant']:14s} {r['s_per_step']:9.4f} {base['s_per_step'] / r['s_per_step']:7.2f} "
-              f"{ref['s_per_step'] / r['s_per_step']:7.2f} {(r['mfu'] or 0):6.1%} {r['fwd_bwd_s']:8.4f} {r['opt_s']:7.4f} "
-              f"{r['peak_gib']:9.2f} "
-              f"{r['first_step_s']:10.2f} {r['max_dloss_vs_plain']:11.2e}")
-    if ref:
-        print(f"plain loop loss: {ref['losses'][0]:.5f} → {ref['losses'][-1]:.5f} over {len(ref['losses'])} steps")
-    dump(args.json, {"device": device_name(device), "args": vars(args), "rows": rows})
-    return 0 if len(ok) == len(rows) else 1
+    dump(args.json, report(rows, args, device))
+    return 0 if all("error" not in r for r in rows) else 1
 
 
 if __name__ == "__main__":
