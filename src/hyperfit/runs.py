@@ -109,6 +109,18 @@ class RunDir:
 # Atomic writes --------------------------------------------------------------------------------------------
 
 
+def _umask() -> int:
+    mask = os.umask(0)  # the only way to read it is to set it
+    os.umask(mask)
+    return mask
+
+
+def _as_if_created(tmp: str | Path, directory: bool) -> None:
+    """Give a temp file/dir the mode a plain open()/mkdir() would have: mkstemp and mkdtemp make them
+    private (0600/0700), which left checkpoints/final/ unreadable to the other users of a shared machine."""
+    os.chmod(tmp, (0o777 if directory else 0o666) & ~_umask())
+
+
 @contextmanager
 def atomic_path(path: Path) -> Iterator[Path]:
     """Yield a temp path beside `path`; rename it onto `path` only if the block succeeds."""
@@ -118,6 +130,7 @@ def atomic_path(path: Path) -> Iterator[Path]:
     os.close(fd)
     try:
         yield Path(tmp)
+        _as_if_created(tmp, directory=False)
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
@@ -132,6 +145,7 @@ def atomic_dir(path: Path) -> Iterator[Path]:
     tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"))
     try:
         yield tmp
+        _as_if_created(tmp, directory=True)
         if path.exists():
             # Two renames keep a complete copy on disk at every moment.
             old = path.with_name(f".{path.name}.old")
