@@ -166,3 +166,40 @@ def test_demo_fetches_from_the_hub_when_no_local_copy(tmp_path, monkeypatch, cap
     docs = read_jsonl(out / "assets" / "tinystories_valid.jsonl")
     assert len(docs) == 400 and "<|endoftext|>" not in docs[0]["text"]
     assert (out / "demo" / "report.md").is_file()
+
+
+@pytest.mark.parametrize("argv,field,expected", [
+    (["train", "runs/x", "--resume", "train.epochs=4"], "overrides", ["train.epochs=4"]),
+    (["train", "runs/x", "train.lr=1", "--resume", "train.epochs=4", "--push-to-hub", "me/m", "train.seed=2"],
+     "overrides", ["train.lr=1", "train.epochs=4", "train.seed=2"]),
+    (["run", "configs/paper.yaml", "--resume", "train.epochs=4"], "overrides", ["train.epochs=4"]),
+    (["evaluate", "runs/x", "--tag", "short", "evaluate.window=8"], "overrides", ["evaluate.window=8"]),
+    (["data", "runs/x", "data.num_train=4"], "overrides", ["data.num_train=4"]),
+    (["generate", "runs/x", "generate.tag=a"], "overrides", ["generate.tag=a"]),
+    (["demo", "--out", "o", "train.epochs=1"], "overrides", ["train.epochs=1"]),
+    (["compare", "runs/a", "--decoders", "greedy", "generate.num_samples=3"], "items",
+     ["runs/a", "generate.num_samples=3"]),
+])
+def test_overrides_after_options_reach_the_command(monkeypatch, argv, field, expected):
+    import hyperfit.cli as cli
+
+    seen = []
+    monkeypatch.setattr(cli, "_dispatch", lambda args: seen.append(args) or 0)
+    assert main(argv) == 0
+    assert getattr(seen[0], field) == expected
+
+
+def test_stray_positionals_after_options_are_still_refused(monkeypatch, capsys):
+    import hyperfit.cli as cli
+
+    monkeypatch.setattr(cli, "_dispatch", lambda args: pytest.fail("dispatched"))
+    with pytest.raises(SystemExit):
+        main(["train", "runs/x", "--resume", "runs/y"])
+    assert "unrecognized arguments: runs/y" in capsys.readouterr().err
+
+
+def test_help_of_every_override_command_lists_the_fields():
+    for command in ("train", "compare"):
+        out = subprocess.run([sys.executable, "-m", "hyperfit", command, "--help"], capture_output=True,
+                             text=True).stdout
+        assert "train.lr=1e-06" in out and "evaluate.window=96" in out, command

@@ -8,7 +8,7 @@
     hyperfit import-llama2c SRC_DIR OUT_DIR
     hyperfit agreement RUN_DIR RUN_DIR ... [--base]  # top-1 agreement (the paper's shuffling experiment)
     hyperfit metrics                                # the metric registry
-    hyperfit plan llama-3.1-70b [--gpu-gb 80]       # memory per strategy, GPUs needed (config only)
+    hyperfit plan llama-3.1-70b [--gpu-gib 79.6]    # memory per strategy, GPUs needed (config only)
     hyperfit study ...                              # blind pairwise human evaluation
 """
 
@@ -79,7 +79,10 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_parser("metrics", help="list the registered metrics")
     pl = sub.add_parser("plan", help="memory per multi-GPU strategy and GPUs needed, from the model's config")
     pl.add_argument("model", help="preset (tinyllama-1.1b, deepseek-7b, llama-3.1-8b, llama-3.1-70b), hub id or folder")
-    pl.add_argument("--gpu-gb", type=float, default=80, help="memory of one GPU in GB (default 80)")
+    size = pl.add_mutually_exclusive_group()
+    size.add_argument("--gpu-gib", type=float, help="memory of one GPU in GiB (2^30 bytes), the unit of the table "
+                      "(default 79.6: an 80 GB H100 reports 81,559 MiB)")
+    size.add_argument("--gpu-gb", type=float, help="memory of one GPU in decimal GB (10^9 bytes), converted to GiB")
     pl.add_argument("--batch", type=int, default=8, help="global batch in samples (paper: 8)")
     pl.add_argument("--seq", type=int, default=256, help="tokens per sample (paper: 256)")
     pl.add_argument("--checkpointing", action="store_true", help="with activation checkpointing")
@@ -95,9 +98,7 @@ def main(argv: list[str] | None = None) -> int:
         return study_main(argv[1:])
     parser = _parser()
     args, rest = parser.parse_known_args(argv)
-    if args.command == "compare":  # overrides may follow the options: `compare RUN --decoders x key=value`
-        args.items += [r for r in rest if "=" in r and not r.startswith("-")]
-        rest = [r for r in rest if r not in args.items]
+    rest = _take_late_overrides(args, rest)
     if rest:
         parser.error(f"unrecognized arguments: {' '.join(rest)}")
     _quiet_libraries()
@@ -111,6 +112,25 @@ def main(argv: list[str] | None = None) -> int:
             print(f"hyperfit {args.command}: error: {e}", file=sys.stderr)
             return 2
         raise
+
+
+# The positional list that holds each command's key.sub=value overrides.
+OVERRIDES_FIELD = {"run": "overrides", "data": "overrides", "train": "overrides", "generate": "overrides",
+                   "evaluate": "overrides", "demo": "overrides", "compare": "items"}
+
+
+def _take_late_overrides(args, rest: list[str]) -> list[str]:
+    """Move key=value arguments that follow an option (`train RUN --resume train.epochs=4`) into the overrides.
+
+    argparse fills a command's positionals once, before its first option, so later ones land in `rest`.
+    parse_intermixed_args would fix that but refuses parsers with subcommands (TypeError). Returns what is
+    still unrecognized, in order."""
+    field = OVERRIDES_FIELD.get(args.command)
+    if field is None:
+        return rest
+    late = [r for r in rest if "=" in r and not r.startswith("-")]
+    setattr(args, field, [*getattr(args, field), *late])
+    return [r for r in rest if r not in late]
 
 
 def _quiet_libraries() -> None:
@@ -129,10 +149,12 @@ def _is_user_error(e: Exception) -> bool:
     from hyperfit.entropy_match import EntropyMatchError
     from hyperfit.llama2c import ImportError_
     from hyperfit.models import ModelError
+    from hyperfit.plan import PlanError
     from hyperfit.runs import RunError
     from hyperfit.train import TrainError
 
-    return isinstance(e, (ConfigError, DataError, DecoderError, EntropyMatchError, ImportError_, ModelError, RunError, TrainError, KeyError, FileNotFoundError))
+    return isinstance(e, (ConfigError, DataError, DecoderError, EntropyMatchError, ImportError_, ModelError, PlanError,
+                          RunError, TrainError, KeyError, FileNotFoundError))
 
 
 def _dispatch(args) -> int:
@@ -201,7 +223,8 @@ def _dispatch(args) -> int:
     elif args.command == "plan":
         from hyperfit.plan import plan
 
-        print(plan(args.model, args.gpu_gb, args.batch, args.seq, args.checkpointing))
+        print(plan(args.model, gpu_gib=args.gpu_gib, gpu_gb=args.gpu_gb, batch=args.batch, seq=args.seq,
+                   checkpointing=args.checkpointing))
     elif args.command == "metrics":
         from hyperfit.metrics.registry import available_metrics
 

@@ -2,7 +2,8 @@
 
     hyperfit plan llama-3.1-70b                  # a known shape, offline
     hyperfit plan TinyLlama/TinyLlama_v1.1       # any hub id or local folder: only its config.json is read
-    hyperfit plan llama-3.1-8b --gpu-gb 141 --checkpointing
+    hyperfit plan llama-3.1-8b --gpu-gib 140 --checkpointing   # GPU size in GiB, the unit of every number shown
+    hyperfit plan llama-3.1-8b --gpu-gb 70                     # or in decimal GB (10^9 bytes), converted to GiB
 
 Counts come from the model's config alone: the model is built on the meta device (no memory, no
 weights), so the parameter count is exact for any architecture transformers knows. Memory per
@@ -14,9 +15,16 @@ tokens × hidden per layer in bf16, plus fp32 logits for the loss); treat the ta
 
 from __future__ import annotations
 
+import math
+import os
 from dataclasses import dataclass
+from pathlib import Path
 
 GIB = 2**30
+GB = 10**9
+# An "80 GB" H100 holds 81,559 MiB = 79.6 GiB (nvidia-smi); an A100 80GB 81,920 MiB = 80.0 GiB. Vendors' "GB"
+# is nearly GiB, so the default is the smaller real size: 80 would let a plan fit 0.4 GiB that is not there.
+DEFAULT_GPU_GIB = 79.6
 # Published shapes (config.json of each hub model), so the table prints without the hub.
 PRESETS = {
     "tinyllama-1.1b": dict(hidden_size=2048, intermediate_size=5632, num_hidden_layers=22, num_attention_heads=32,
@@ -33,6 +41,10 @@ OVERHEAD = 2 * GIB   # per GPU: CUDA context, cuBLAS workspaces, allocator slack
 STRATEGIES = ("single_gpu", "ddp", "fsdp2", "zero3_offload")
 
 
+class PlanError(ValueError):
+    """A plan request that cannot be answered as given: unknown model, missing folder, non-positive size."""
+
+
 @dataclass(frozen=True)
 class Shape:
     params: int
@@ -45,19 +57,69 @@ class Shape:
         return self.params // max(self.layers, 1)
 
 
+ACCEPTS = (f"hyperfit plan takes a preset ({', '.join(PRESETS)}), a hub id (namespace/name) "
+           "or a folder holding config.json")
+
+
 def model_config(name: str):
-    """A transformers config: preset name, or AutoConfig of a hub id / local folder."""
+    """A transformers config: preset name, or AutoConfig of a local folder / hub id."""
     if name in PRESETS:
         from transformers import LlamaConfig
 
         return LlamaConfig(**PRESETS[name])
+    if looks_like_path(name) or Path(name).exists():
+        return folder_config(name)
+    return hub_config(name)
+
+
+def looks_like_path(name: str) -> bool:
+    """Whether `name` can only be a folder. A hub id is namespace/name: one "/", no leading "/", ".", "~"."""
+    return (name.startswith(("/", "./", "../", "~")) or name in (".", "..") or name.count("/") > 1
+            or any(sep in name for sep in (os.sep, os.altsep) if sep and sep != "/"))
+
+
+def folder_config(name: str):
+    # Checked here because transformers would take a missing folder for a malformed hub id, and an
+    # empty folder for a config without model_type: both messages send the user the wrong way.
+    path = Path(name).expanduser()
+    if not path.exists():
+        raise PlanError(f"no such folder: {name}. {ACCEPTS}")
+    if not path.is_dir():
+        raise PlanError(f"{name} is a file, not a folder; give the folder that holds config.json. {ACCEPTS}")
+    if not (path / "config.json").is_file():
+        raise PlanError(f"folder {name} has no config.json, so it is not a model folder (a run's model is in "
+                        f"RUN_DIR/checkpoints/final). {ACCEPTS}")
     from transformers import AutoConfig
 
     try:
+        return AutoConfig.from_pretrained(str(path))
+    except (OSError, ValueError) as e:
+        raise PlanError(f"{path / 'config.json'} is not a transformers config ({_first_line(e)}); "
+                        "fix or replace the file, or plan a preset") from e
+
+
+def hub_config(name: str):
+    from huggingface_hub import constants
+    from huggingface_hub.utils import HFValidationError, validate_repo_id
+    from transformers import AutoConfig
+
+    try:
+        validate_repo_id(name)
+    except HFValidationError as e:  # before the hub call, whose failure would blame the network
+        raise PlanError(f"model {name!r} is not a preset, a folder or a hub id ({_first_line(e)}). {ACCEPTS}") from e
+    try:
         return AutoConfig.from_pretrained(name)
-    except OSError as e:
-        raise KeyError(f"model {name!r} is neither a preset ({', '.join(PRESETS)}) nor a loadable hub id / folder "
-                       f"with config.json ({e}). Use a preset offline, or set HF_HUB_OFFLINE=0") from e
+    except (OSError, ValueError) as e:
+        # Offline, only ids already in the cache load; online, the id itself is the likely problem.
+        fix = ("HF_HUB_OFFLINE is set, so only hub models already in the cache load: use a preset or a folder, "
+               "or unset HF_HUB_OFFLINE" if constants.HF_HUB_OFFLINE else
+               "check the id on huggingface.co (gated models also need HF_TOKEN)")
+        raise PlanError(f"model {name!r} is neither a preset nor a folder, and its config did not load from "
+                        f"the hub ({_first_line(e)}). {ACCEPTS}; {fix}") from e
+
+
+def _first_line(e: Exception) -> str:
+    return str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
 
 
 def shape_of(config) -> Shape:
@@ -93,15 +155,44 @@ def per_gpu(s: Shape, strategy: str, ranks: int, batch: int, seq: int, checkpoin
     return 4 * s.params // ranks + gathered + act + OVERHEAD, 12 * s.params
 
 
-def table(s: Shape, gpu_gb: float = 80, batch: int = 8, seq: int = 256, checkpointing: bool = False) -> list[dict]:
+def gpu_size(gpu_gib: float | None = None, gpu_gb: float | None = None) -> tuple[float, str]:
+    """(GiB of one GPU, its name in the output), from GiB or from decimal GB; DEFAULT_GPU_GIB if neither."""
+    if gpu_gib is not None and gpu_gb is not None:
+        raise PlanError(f"GPU size given twice (gpu_gib={gpu_gib:g}, gpu_gb={gpu_gb:g}); give one of them")
+    if gpu_gb is not None:
+        require_positive("--gpu-gb", gpu_gb, "the GPU memory in decimal GB (10^9 bytes), e.g. --gpu-gb 80")
+        gib = gpu_gb * GB / GIB
+        return gib, f"{gpu_gb:g} GB = {gib:.1f} GiB"
+    gib = DEFAULT_GPU_GIB if gpu_gib is None else gpu_gib
+    require_positive("--gpu-gib", gib, f"the GPU memory in GiB, e.g. --gpu-gib {DEFAULT_GPU_GIB:g} (an 80 GB H100)")
+    return gib, f"{gib:g} GiB"
+
+
+def require_positive(flag: str, value: float, fix: str) -> None:
+    # Zero or a negative size would print a table where nothing fits, rather than saying the input is wrong.
+    if not (math.isfinite(value) and value > 0):
+        raise PlanError(f"{flag} must be a positive number, got {value:g}; give {fix}")
+
+
+def rank_options(strategy: str, batch: int) -> list[int]:
+    """GPU counts to try: 1 for single_gpu; else the divisors of the batch from 2 up (each rank takes batch/N)."""
+    return [1] if strategy == "single_gpu" else [r for r in range(2, batch + 1) if batch % r == 0]
+
+
+def table(s: Shape, gpu_gib: float = DEFAULT_GPU_GIB, batch: int = 8, seq: int = 256,
+          checkpointing: bool = False) -> list[dict]:
     """For each strategy, the fewest GPUs (a divisor of the batch) whose memory fits, or the closest miss."""
     rows = []
     for strategy in STRATEGIES:
-        options = [1] if strategy == "single_gpu" else [r for r in range(2, batch + 1) if batch % r == 0]
+        options = rank_options(strategy, batch)
+        if not options:  # a batch of 1 cannot be split over GPUs
+            rows.append({"strategy": strategy, "gpus": None, "ranks_tried": None, "per_gpu_gib": None,
+                         "host_gib": None})
+            continue
         fits = None
         for r in options:
             gpu, host = per_gpu(s, strategy, r, batch, seq, checkpointing)
-            if gpu <= gpu_gb * GIB:
+            if gpu <= gpu_gib * GIB:
                 fits = (r, gpu, host)
                 break
         r, gpu, host = fits or (options[-1], *per_gpu(s, strategy, options[-1], batch, seq, checkpointing))
@@ -110,12 +201,15 @@ def table(s: Shape, gpu_gb: float = 80, batch: int = 8, seq: int = 256, checkpoi
     return rows
 
 
-def render(name: str, s: Shape, rows: list[dict], gpu_gb: float, batch: int, seq: int, checkpointing: bool) -> str:
+def render(name: str, s: Shape, rows: list[dict], gpu_label: str, batch: int, seq: int, checkpointing: bool) -> str:
     lines = [f"{name}: {s.params / 1e9:.2f} B parameters, {s.layers} layers, hidden {s.hidden}, vocab {s.vocab}",
              f"training state {STATE_BYTES} B/param (fp32 weights + grads + AdamW) = {STATE_BYTES * s.params / GIB:,.1f} GiB; "
              f"batch {batch} × {seq} tokens; activation checkpointing {'on' if checkpointing else 'off'}",
-             f"{'strategy':14s} {'per-GPU GiB':>12s} {'host GiB':>9s}  GPUs of {gpu_gb:g} GB needed"]
+             f"{'strategy':14s} {'per-GPU GiB':>12s} {'host GiB':>9s}  GPUs of {gpu_label} needed"]
     for r in rows:
+        if r["ranks_tried"] is None:
+            lines.append(f"{r['strategy']:14s} {'-':>12s} {'-':>9s}  needs a batch of 2 or more to split over GPUs")
+            continue
         need = (str(r["gpus"]) if r["gpus"] else
                 f"does not fit (at {r['ranks_tried']}, the most ranks a batch of {batch} allows)")
         lines.append(f"{r['strategy']:14s} {r['per_gpu_gib']:12,.1f} {r['host_gib']:9,.0f}  {need}")
@@ -123,7 +217,11 @@ def render(name: str, s: Shape, rows: list[dict], gpu_gb: float, batch: int, seq
     return "\n".join(lines)
 
 
-def plan(name: str, gpu_gb: float = 80, batch: int = 8, seq: int = 256, checkpointing: bool = False) -> str:
+def plan(name: str, *, gpu_gib: float | None = None, gpu_gb: float | None = None, batch: int = 8, seq: int = 256,
+         checkpointing: bool = False) -> str:
+    """The table for `name` on GPUs of `gpu_gib` GiB, or of `gpu_gb` decimal GB (default DEFAULT_GPU_GIB)."""
+    gib, label = gpu_size(gpu_gib, gpu_gb)
+    require_positive("--batch", batch, "the global batch in samples, e.g. --batch 8 (the paper's)")
+    require_positive("--seq", seq, "tokens per sample, e.g. --seq 256 (the paper's)")
     s = shape_of(model_config(name))
-    return render(name, s, table(s, gpu_gb, batch, seq, checkpointing), gpu_gb, batch, seq, checkpointing)
-
+    return render(name, s, table(s, gib, batch, seq, checkpointing), label, batch, seq, checkpointing)
