@@ -195,16 +195,21 @@ def test_sharded_engine_trains_like_one_process_exports_and_resumes(tmp_path, ti
     # (the yaml). ZeRO-3 compiles too on CUDA; on these CPUs that takes minutes, so not here.
     cuda_defaults = ("train.compile=true",) if engine == "fsdp2" else ()
     full, cut = sharded_runs(tmp_path, tiny_llama, corpus_file, 2, shipped(engine), "train.precision=bf16",
-                             *cuda_defaults, engine_on_cpu=True)
+                             "train.keep_checkpoints=2", *cuda_defaults, engine_on_cpu=True)
     check_sharded_checkpoints(full, cut)
     assert step_losses(full) == pytest.approx(step_losses(single), rel=2e-3)  # bf16 tolerance
     # The probes (sharded forwards on every rank, greedy generation split over the ranks) run too.
     probes, reference_probes = probe_rows(full), probe_rows(single)
     assert [r["epoch"] for r in probes] == [0, 3] and all(len(r["examples"]) == 3 for r in probes)
     assert [r["val_loss"] for r in probes] == pytest.approx([r["val_loss"] for r in reference_probes], rel=2e-3)
-    # Each rank measures weight change on its own shard of the fp32 masters (ZeRO-3: not the placeholders).
+    # Each rank counts changed weights on its own shard of the fp32 masters (ZeRO-3: not the placeholders),
+    # and the counts are summed over the ranks: the share is the whole model's (it was rank 0's half).
     changed = [r["weights_changed"] for r in read_jsonl(full.train_log) if r.get("weights_changed") is not None]
     assert len(changed) == 3 and all(0.5 < c <= 1 for c in changed)
+    if engine == "fsdp2":  # its checkpoints hold the fp32 masters themselves: recount the last epoch
+        before, after = (load_file(c / "model.safetensors") for c in full.epoch_checkpoints()[-2:])
+        moved = sum(int((after[k] != before[k]).sum()) for k in after)
+        assert changed[-1] == pytest.approx(moved / sum(t.numel() for t in after.values()), abs=1e-9)
     # The consolidated folder holds the trained weights: close to the one-process result, far from the start.
     exported = load_file(full.final / "model.safetensors")
     reference, initial = load_file(single.final / "model.safetensors"), load_file(tiny_llama / "model.safetensors")

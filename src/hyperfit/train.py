@@ -17,6 +17,7 @@ import random
 import shutil
 import time
 from contextlib import nullcontext
+from typing import Callable
 from pathlib import Path
 
 import numpy as np
@@ -97,14 +98,16 @@ def local_weights(model) -> list[torch.Tensor]:
 
 
 class ChangeTracker:
-    """Share of weights that changed since the last snapshot, on up to `limit` sampled weights.
+    """Share of weights that changed since the last snapshot, on up to `limit` sampled weights per rank.
 
     Catches the silent failure the precision guard prevents (updates rounding away), and shows how
-    far hyperfitting moves a model. Exact for models with fewer than `limit` weights.
+    far hyperfitting moves a model. Exact for models with fewer than `limit` weights. Under FSDP2 and
+    ZeRO-3 each rank sees only its shard, so the counts are summed over the ranks (`reduce`); under DDP
+    every rank counts the whole model, which leaves the share unchanged.
     """
 
-    def __init__(self, model, limit: int = 1_000_000):
-        self.model = model
+    def __init__(self, model, limit: int = 1_000_000, reduce: Callable[[torch.Tensor], torch.Tensor] = lambda t: t):
+        self.model, self.reduce = model, reduce
         total = sum(p.numel() for p in local_weights(model))
         self.stride = max(1, math.ceil(total / limit))
         self.snapshot()
@@ -116,7 +119,10 @@ class ChangeTracker:
         self.before = self._sample().clone()
 
     def changed(self) -> float:
-        return (self._sample() != self.before).float().mean().item()
+        now = self._sample()
+        counts = torch.stack([(now != self.before).sum(), torch.tensor(now.numel(), device=now.device)]).float()
+        changed, total = self.reduce(counts).tolist()  # a collective: every rank calls changed()
+        return changed / total
 
 
 def precision_mode(cfg: TrainConfig) -> str:
@@ -292,7 +298,7 @@ def train(cfg: TrainConfig, model_cfg: ModelConfig, run: RunDir, resume: bool = 
         f"{'bf16 autocast' if accelerator.mixed_precision == 'bf16' else accelerator.mixed_precision if accelerator.mixed_precision != 'no' else 'fp32'} "
         f"on {device}" + (f" | {n % cfg.batch_size} samples left out of each epoch (n not divisible by batch)" if n % cfg.batch_size else ""))
 
-    tracker = ChangeTracker(accelerator.unwrap_model(model))
+    tracker = ChangeTracker(accelerator.unwrap_model(model), reduce=lambda t: accelerator.reduce(t, "sum"))
     probe = _Probe(cfg, model, accelerator, tokenizer, train_rows, val_rows, contexts)
 
     def log(row: dict) -> None:
