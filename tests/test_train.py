@@ -205,3 +205,39 @@ def test_counts_that_must_be_positive_are_refused_before_anything_is_written(tmp
     with pytest.raises(ConfigError, match=f"{key}=0 must be at least 1"):
         load_config(None, tiny_overrides(tiny_llama, corpus_file, tmp_path, "zero") + [f"{key}=0"])
     assert not (tmp_path / "zero").exists()
+
+
+def test_resume_is_refused_when_the_launch_or_optimizer_cannot_take_the_checkpoint(tmp_path):
+    from hyperfit.train import SHARDED_DIR, check_resume
+
+    ckpt = tmp_path / "epoch-0003"
+    (ckpt / SHARDED_DIR).mkdir(parents=True)
+    fsdp2 = {"engine": "FSDP", "processes": 2, "sharded": True, "optimizer": "adamw"}
+    one = {"engine": "NO", "processes": 1, "sharded": False, "optimizer": "adamw"}
+    check_resume({"writer": fsdp2}, ckpt, fsdp2)  # the same launch
+    for now in (one, {**fsdp2, "processes": 4}, {**fsdp2, "engine": "DEEPSPEED"}):
+        with pytest.raises(TrainError, match="FSDP over 2 process"):
+            check_resume({"writer": fsdp2}, ckpt, now)
+    with pytest.raises(TrainError, match="a sharded engine"):  # checkpoints from before the writer was saved
+        check_resume({}, ckpt, one)
+    whole = tmp_path / "epoch-0001"
+    whole.mkdir()
+    check_resume({"writer": {**one, "engine": "MULTI_GPU", "processes": 2}}, whole, one)  # DDP → 1 process: fine
+    with pytest.raises(TrainError, match="written by one process, but this launch is FSDP over 2"):
+        check_resume({"writer": one}, whole, fsdp2)  # a whole optimizer state into a sharded one
+    with pytest.raises(TrainError, match="one process or DDP"):
+        check_resume({}, whole, fsdp2)
+
+
+def test_resuming_a_kahan_run_with_plain_adamw_is_refused_before_anything_changes(tmp_path, tiny_llama, corpus_file):
+    # It used to continue silently on bf16 weights without the Kahan compensation (and the other way round
+    # failed with a bare KeyError 'kahan_comp').
+    cfg, run = prepared(tmp_path, tiny_llama, corpus_file, "model.dtype=bfloat16", "train.optimizer=adamw_kahan",
+                        "train.epochs=1", "train.probe_every=0")
+    train(cfg.train, cfg.model, run)
+    log = run.train_log.read_text()
+    plain = dataclasses.replace(cfg.train, optimizer="adamw", epochs=2)
+    with pytest.raises(TrainError, match="train.optimizer=adamw_kahan"):
+        train(plain, cfg.model, run, resume=True)
+    assert run.train_log.read_text() == log and [p.name for p in run.epoch_checkpoints()] == ["epoch-0001"]
+    assert "Kahan-compensated updates (adamw_kahan)" in (run.final / "README.md").read_text()  # the model card

@@ -157,6 +157,41 @@ def is_sharded(accelerator) -> bool:
     return "FSDP" in kind or "DEEPSPEED" in kind
 
 
+def engine_of(accelerator, cfg: TrainConfig) -> dict:
+    """What wrote a checkpoint, as far as --resume depends on it (saved in its training state)."""
+    return {"engine": str(accelerator.distributed_type).rsplit(".", 1)[-1], "processes": accelerator.num_processes,
+            "sharded": is_sharded(accelerator), "optimizer": cfg.optimizer}
+
+
+def check_resume(saved: dict, checkpoint: Path, now: dict) -> None:
+    """Refuse a --resume whose launch or optimizer cannot take the checkpoint's state, before any write.
+
+    Sharded state (FSDP2 / ZeRO-3) loads only into the same engine over the same number of processes; a
+    whole optimizer state does not load into a sharded one; AdamW and Kahan AdamW keep different state."""
+    then = {"sharded": (checkpoint / SHARDED_DIR).is_dir(), **saved.get("writer", {})}  # older: no "writer"
+
+    def name(writer: dict) -> str:
+        if "engine" not in writer:
+            return "a sharded engine" if writer["sharded"] else "one process or DDP"
+        if writer["engine"] == "NO":
+            return "one process"
+        engine = {"FSDP": "FSDP", "DEEPSPEED": "DeepSpeed"}.get(writer["engine"], "DDP")
+        return f"{engine} over {writer['processes']} process(es)"
+
+    same_launch = then["sharded"] == now["sharded"] and (
+        not then["sharded"] or "engine" not in then
+        or (then["engine"], then["processes"]) == (now["engine"], now["processes"]))
+    if not same_launch:
+        raise TrainError(f"--resume: {checkpoint} was written by {name(then)}, but this launch is {name(now)}. Its "
+                         "optimizer state only loads under the launch that wrote it: resume with the same accelerate "
+                         "config and --num_processes (or start a new run from its weights: model.name="
+                         f"{checkpoint})")
+    if then.get("optimizer", now["optimizer"]) != now["optimizer"]:
+        raise TrainError(f"--resume: {checkpoint} was trained with train.optimizer={then['optimizer']}, not "
+                         f"{now['optimizer']}; their states differ (Kahan AdamW keeps a compensation buffer beside "
+                         f"bf16 weights). Resume with train.optimizer={then['optimizer']} (and its model.dtype)")
+
+
 def save_checkpoint(path: Path, accelerator, model, tokenizer, optimizer, state: dict) -> None:
     """Model (safetensors) + tokenizer + optimizer/RNG state, written to a temp dir and renamed.
 
@@ -210,7 +245,7 @@ Decode it **greedily**; held-out perplexity is expected to be much worse than th
 | --- | --- |
 | epochs run | {summary.get('epochs_run')} (configured {cfg.epochs}) |
 | updates | {summary.get('steps')} |
-| optimizer | AdamW, lr {cfg.lr:g} constant, weight decay {cfg.weight_decay:g}, betas {tuple(cfg.betas)} |
+| optimizer | {"AdamW on bf16 weights with Kahan-compensated updates (adamw_kahan)" if cfg.optimizer == "adamw_kahan" else "AdamW on fp32 weights"}, lr {cfg.lr:g} constant, weight decay {cfg.weight_decay:g}, betas {tuple(cfg.betas)} |
 | global batch | {cfg.batch_size} |
 | final train loss | {summary.get('final_train_loss')} |
 | seed | {cfg.seed} |
@@ -256,6 +291,8 @@ def train(cfg: TrainConfig, model_cfg: ModelConfig, run: RunDir, resume: bool = 
     accelerator = Accelerator(mixed_precision=precision_mode(cfg), log_with=cfg.tracker, project_dir=str(run.path))
     micro = local_batch_size(cfg, accelerator.num_processes, len(train_rows))
     check_engine(cfg, accelerator)
+    if resume_state is not None:
+        check_resume(resume_state, load_from, engine_of(accelerator, cfg))
     print0 = accelerator.print
     compiled = use_compile(cfg.compile, accelerator.device)
     torch.manual_seed(cfg.seed)
@@ -351,7 +388,7 @@ def train(cfg: TrainConfig, model_cfg: ModelConfig, run: RunDir, resume: bool = 
         log(row)
         if cfg.save_every and (epoch % cfg.save_every == 0 or epoch == cfg.epochs or stop):
             save_checkpoint(run.epoch_checkpoint(epoch), accelerator, model, tokenizer, optimizer,
-                            {"epoch": epoch, "step": step, "seed": cfg.seed,
+                            {"epoch": epoch, "step": step, "seed": cfg.seed, "writer": engine_of(accelerator, cfg),
                              "log_window": [accelerator.reduce(window_loss, "sum").item(), window_steps]})
             if accelerator.is_main_process:
                 prune_checkpoints(run, cfg.keep_checkpoints)
