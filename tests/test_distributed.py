@@ -134,15 +134,15 @@ def test_whole_pipeline_over_two_processes_writes_the_one_process_run(tmp_path, 
 def test_generation_with_the_model_sharded_over_two_processes_writes_the_one_process_file(
         tmp_path, tiny_llama, corpus_file, decoder):
     # Under the FSDP2 launch each rank holds half of every weight and runs its own batches; every forward
-    # gathers the layers from both. fp32 here (--mixed_precision no), so the rows must be identical.
-    # EOS may end rows early, so the ranks' batches take different numbers of steps.
+    # gathers the layers from both. The shipped yaml's bf16 is the training recipe: inference computes in
+    # generate.dtype (fp32 on a CPU), so the rows must be identical (they were not, while the launch's bf16
+    # leaked in). EOS may end rows early, so the ranks' batches take different numbers of steps.
     cfg, run = prepared(tmp_path, tiny_llama, corpus_file, "generate.checkpoint=base", f"generate.decoder={decoder}",
                         "generate.batch_size=1", "generate.stop_at_eos=true", name=decoder)
     path = generate(cfg.generate, cfg.model, run)
     rows = read_jsonl(path)
     path.unlink()
-    launch(2, "generate", str(run.path), config=shipped("fsdp2"), engine_on_cpu=True,
-           launch_args=("--mixed_precision", "no"))
+    launch(2, "generate", str(run.path), config=shipped("fsdp2"), engine_on_cpu=True)
     assert read_jsonl(path) == rows and len(rows) == 8
     if decoder == "greedy":  # evaluation's loss metrics: sharded forwards over the validation text
         from hyperfit.evaluate import evaluate
@@ -152,7 +152,7 @@ def test_generation_with_the_model_sharded_over_two_processes_writes_the_one_pro
         reference = json.loads(metrics_file.read_text())
         metrics_file.unlink()
         launch(2, "evaluate", str(run.path), "--tag", path.stem, config=shipped("fsdp2"), engine_on_cpu=True,
-               launch_args=("--mixed_precision", "no"), processes_said=False)
+               processes_said=False)
         sharded = json.loads(metrics_file.read_text())
         assert sharded["predictive"] == pytest.approx(reference["predictive"], rel=1e-5)
         assert sharded["metrics"] == reference["metrics"]

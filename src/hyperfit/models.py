@@ -93,13 +93,32 @@ def load_for_inference(cfg: ModelConfig, path: str | Path | None = None):
                          "to shard the model over the GPUs, or ddp.yaml when it fits one GPU")
     model = load_model(cfg, path)
     if launched and os.environ.get("ACCELERATE_USE_FSDP", "").lower() == "true":
-        from accelerate import Accelerator
-        from accelerate.utils import fsdp2_prepare_model
+        return _shard_for_inference(model)
+    return model.to(device())
 
+
+def _shard_for_inference(model):
+    """FSDP2 over the launched processes, computing in the dtype the model was loaded in.
+
+    The launch's mixed precision is the training recipe's (fsdp2.yaml: bf16 compute over fp32 masters).
+    Applied here it silently changed generation (bf16 compute while the rows said float32), and
+    accelerate upcasts trainable weights to fp32 masters, doubling the memory of a bf16 model.
+    So the weights are frozen (nothing to upcast) and sharded with no casting policy: generate.dtype
+    decides, as in one process.
+    """
+    from accelerate import Accelerator
+    from accelerate.utils import fsdp2_prepare_model
+
+    model.requires_grad_(False)
+    accelerator = Accelerator()
+    plugin = accelerator.state.fsdp_plugin
+    policy, plugin.mixed_precision_policy = plugin.mixed_precision_policy, None
+    try:
         # Accelerator.prepare insists on an optimizer under FSDP2 (it re-points the optimizer's params);
         # with none, its sharding step alone is what inference needs.
-        return fsdp2_prepare_model(Accelerator(), model).eval()
-    return model.to(device())
+        return fsdp2_prepare_model(accelerator, model).eval()
+    finally:
+        plugin.mixed_precision_policy = policy  # the training loop of `hyperfit run` shares this plugin
 
 
 def cache_argument(model) -> str:
