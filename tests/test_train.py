@@ -103,8 +103,14 @@ def test_gradient_accumulation_gives_the_same_trajectory(tmp_path, tiny_llama, c
 def test_batch_split_rules():
     cfg = load_config(None, ["data.source=x", "train.grad_accum=2"]).train
     assert local_batch_size(cfg, 1, 100) == 4 and local_batch_size(cfg, 2, 100) == 2
-    with pytest.raises(TrainError, match="cannot be split over 3 process"):
+    with pytest.raises(TrainError, match="cannot be split over 3 process") as refused:
         local_batch_size(cfg, 3, 100)
+    # The advice lists settings that work (it used to suggest the very one that had failed).
+    assert "launch 1 or 2 or 4 process(es) with grad_accum=2" in str(refused.value)
+    assert "keep 3" not in str(refused.value)  # no grad_accum splits 8 over 3 processes
+    wide = load_config(None, ["data.source=x", "train.grad_accum=4"]).train
+    with pytest.raises(TrainError, match="launch 1 or 2 process.es. with grad_accum=4, or keep 4 with grad_accum=1 or 2"):
+        local_batch_size(wide, 4, 100)
     with pytest.raises(TrainError, match="data.num_train=4 is smaller than train.batch_size=8"):
         local_batch_size(cfg, 1, 4)
 

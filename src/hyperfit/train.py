@@ -58,11 +58,14 @@ def local_batch_size(cfg: TrainConfig, num_processes: int, num_samples: int) -> 
             "(configs/accelerate/fsdp2.yaml, zero3_offload.yaml; see `hyperfit plan`) rather than adding ranks; "
             "or change train.batch_size explicitly, knowing it departs from the paper")
     if cfg.batch_size % per_update:
+        counts = [n for n in range(1, cfg.batch_size + 1) if cfg.batch_size % (n * cfg.grad_accum) == 0]
+        accums = [a for a in range(1, cfg.batch_size + 1) if cfg.batch_size % (num_processes * a) == 0]
         raise TrainError(
             f"train.batch_size={cfg.batch_size} cannot be split over {num_processes} process(es) × train.grad_accum="
-            f"{cfg.grad_accum} micro-batches. The global batch is part of the recipe, so choose a device count and "
-            f"grad_accum whose product divides it (e.g. {num_processes} process(es) with grad_accum=1), or change "
-            "train.batch_size explicitly")
+            f"{cfg.grad_accum} micro-batches. The global batch is part of the recipe, so launch "
+            f"{' or '.join(map(str, counts))} process(es) with grad_accum={cfg.grad_accum}"
+            + (f", or keep {num_processes} with grad_accum={' or '.join(map(str, accums))}" if accums else "")
+            + ", or change train.batch_size explicitly")
     return cfg.batch_size // per_update
 
 
