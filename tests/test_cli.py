@@ -3,6 +3,7 @@ import subprocess
 import sys
 
 import pytest
+import yaml
 
 from tinymodels import ASSETS, needs_assets, tiny_overrides
 from hyperfit.cli import main
@@ -32,6 +33,11 @@ def test_run_end_to_end_writes_the_run_directory(tmp_path, tiny_llama, corpus_fi
     assert all(len(r["continuation_ids"]) == 12 for r in read_jsonl(run / "generations/short.jsonl"))
     assert main(["evaluate", str(run), "--tag", "short"]) == 0
     assert (run / "metrics/short.json").is_file()
+    # config.yaml keeps the run's settings (later stages read their defaults there) and notes the overrides
+    saved = yaml.safe_load((run / "config.yaml").read_text())
+    assert saved["generate"]["max_new_tokens"] == 24
+    assert [s["overrides"] for s in saved["provenance"]["stages"]] == [["generate.max_new_tokens=12",
+                                                                        "generate.tag=short"]]
     # refusing to clobber an existing run
     assert main(["run", *tiny_overrides(tiny_llama, corpus_file, tmp_path, "e2e")]) == 2
     assert "already exists" in capsys.readouterr().err

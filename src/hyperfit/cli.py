@@ -159,7 +159,7 @@ def _is_user_error(e: Exception) -> bool:
 
 def _dispatch(args) -> int:
     from hyperfit.config import load_config
-    from hyperfit.runs import RunDir, load_run_config
+    from hyperfit.runs import RunDir, load_run_config, record_stage_overrides
 
     if args.command == "run":
         from hyperfit.pipeline import run
@@ -174,6 +174,7 @@ def _dispatch(args) -> int:
         run_dir = RunDir(args.run_dir)
         push = [f"train.push_to_hub={args.push_to_hub}"] if getattr(args, "push_to_hub", None) else []
         cfg = load_run_config(run_dir, [*args.overrides, *push])
+        record_stage_overrides(run_dir, [*args.overrides, *push])
         if args.command == "data":
             from hyperfit.data import prepare_data
             from hyperfit.models import load_tokenizer

@@ -233,6 +233,23 @@ def save_config(run: RunDir, cfg) -> None:
     write_text(run.config, yaml.safe_dump(doc, sort_keys=False))
 
 
+def record_stage_overrides(run: RunDir, overrides) -> None:
+    """Note in config.yaml's provenance that a stage ran with overrides (`hyperfit train RUN train.epochs=6`).
+
+    The config itself stays as the run was created, because later stages read their defaults from it;
+    the note is what tells a reader that, say, the run was trained for 6 epochs and not the saved 2.
+    Rank 0 writes it under a launch."""
+    from hyperfit.ranks import world
+
+    if not overrides or world()[0] != 0:
+        return
+    doc = yaml.safe_load(run.require(run.config, "hyperfit run").read_text()) or {}
+    stages = doc.setdefault("provenance", {}).setdefault("stages", [])
+    stages.append({"created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                   "command": " ".join(sys.argv), "overrides": list(overrides)})
+    write_text(run.config, yaml.safe_dump(doc, sort_keys=False))
+
+
 def load_run_config(run: RunDir, overrides=()):
     """The config saved in a run directory, with overrides applied (provenance is not a config key)."""
     from hyperfit.config import from_dict, replace
