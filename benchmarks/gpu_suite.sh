@@ -35,7 +35,7 @@ train() {
 # accelerate launch, the blocker on the GPU: tiny models, pytest.
 integration() {
   timeout $T_INTEGRATION python -m pytest tests/test_blocker.py tests/test_distributed.py tests/test_fast_greedy.py \
-    tests/test_train.py -q -p no:cacheprovider -k "${INT_K:-drives_loss or equals_generate or accumulation or on_gpus or cuda_matches}" \
+    tests/test_train.py -q -p no:cacheprovider -k "${INT_K:-drives_loss or equals_generate or accumulation or on_gpus or cuda_matches or mixed_precision}" \
     > "$OUT/integration.log" 2>&1
   local rc=$?  # pytest's (or timeout's) status, before tail replaces $?
   tail -60 "$OUT/integration.log"  # the whole log (failures' subprocess output included) comes back in $OUT
