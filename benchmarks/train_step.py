@@ -78,7 +78,7 @@ def setup(variant: str, size: str, device, lr: float):
 
     def loss_fn(ids):
         with torch.autocast("cuda", dtype=torch.bfloat16) if bf16 else nullcontext():
-            logits = forward(input_ids=ids).logits
+            logits = forward(input_ids=ids, use_cache=False).logits  # as fast_train.make_loss_fn
         return ce(logits, ids)
 
     def update(ids, tokens):

@@ -247,3 +247,20 @@ def test_resuming_a_kahan_run_with_plain_adamw_is_refused_before_anything_change
         train(plain, cfg.model, run, resume=True)
     assert run.train_log.read_text() == log and [p.name for p in run.epoch_checkpoints()] == ["epoch-0001"]
     assert "Kahan-compensated updates (adamw_kahan)" in (run.final / "README.md").read_text()  # the model card
+
+
+def test_the_training_forward_builds_no_kv_cache(tiny_llama):
+    # transformers builds a KV cache by default, in training too. Under FSDP's activation checkpointing
+    # the recomputed layer appended its keys to it a second time, and with transformers 5.17 attention then
+    # failed (64 keys against a mask of 32): the shipped fsdp2.yaml could not train there.
+    from hyperfit.config import ModelConfig
+    from hyperfit.fast_train import make_loss_fn
+    from hyperfit.models import load_model
+
+    model = load_model(ModelConfig(name=str(tiny_llama))).train()
+    outputs = []
+    model.register_forward_hook(lambda module, args, kwargs, out: outputs.append(out), with_kwargs=True)
+    loss = make_loss_fn(model)(torch.randint(3, 100, (2, 16)))
+    loss.backward()
+    assert len(outputs) == 1 and outputs[0].logits.shape == (2, 16, model.config.vocab_size)
+    assert getattr(outputs[0], "cache", None) is None and getattr(outputs[0], "past_key_values", None) is None

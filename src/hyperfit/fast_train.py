@@ -79,7 +79,10 @@ def make_loss_fn(model, compile: bool = False,
 
     def loss_fn(ids: torch.Tensor) -> torch.Tensor:
         with autocast():
-            logits = forward(input_ids=ids).logits
+            # use_cache=False: training needs no KV cache. transformers before 5.2x builds one by default, and
+            # under FSDP's activation checkpointing the recomputed layer then appended its keys a second
+            # time (64 keys against a mask of 32: the crash of fsdp2.yaml on transformers 5.17).
+            logits = forward(input_ids=ids, use_cache=False).logits
         return ce(logits, ids)
 
     loss_fn.model = forward  # what no_sync / backward must see: the (compiled) prepared model

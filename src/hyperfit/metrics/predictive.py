@@ -57,7 +57,7 @@ def predictive_metrics(model, sequences: Sequence[Sequence[int]], batch_size: in
     for start in range(0, len(sequences), batch_size):
         ids = torch.tensor([list(s) for s in sequences[start : start + batch_size]], device=device)
         with ctx:
-            logits = model(input_ids=ids).logits
+            logits = model(input_ids=ids, use_cache=False).logits  # no KV cache to build for one pass
         stats = token_stats(logits[:, :-1] / temperature, ids[:, 1:])
         for k, v in stats.items():
             totals[k] = totals.get(k, 0) + v
@@ -76,7 +76,7 @@ def top1_predictions(model, sequences: Sequence[Sequence[int]], batch_size: int 
     outs = []
     for start in range(0, len(sequences), batch_size):
         ids = torch.tensor([list(s) for s in sequences[start : start + batch_size]], device=device)
-        outs.append(model(input_ids=ids).logits[:, :-1].argmax(-1).cpu())
+        outs.append(model(input_ids=ids, use_cache=False).logits[:, :-1].argmax(-1).cpu())
     return torch.cat(outs)
 
 
