@@ -17,8 +17,8 @@ import random
 import shutil
 import time
 from contextlib import nullcontext
-from typing import Callable
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
@@ -230,6 +230,10 @@ def prune_checkpoints(run: RunDir, keep: int) -> None:
         shutil.rmtree(old, ignore_errors=True)
 
 
+OPTIMIZER_CARD = {"adamw": "AdamW on fp32 weights",
+                  "adamw_kahan": "AdamW on bf16 weights with Kahan-compensated updates (adamw_kahan)"}
+
+
 def write_model_card(path: Path, model_name: str, cfg: TrainConfig, summary: dict) -> None:
     from hyperfit.runs import write_text
 
@@ -248,7 +252,7 @@ Decode it **greedily**; held-out perplexity is expected to be much worse than th
 | --- | --- |
 | epochs run | {summary.get('epochs_run')} (configured {cfg.epochs}) |
 | updates | {summary.get('steps')} |
-| optimizer | {"AdamW on bf16 weights with Kahan-compensated updates (adamw_kahan)" if cfg.optimizer == "adamw_kahan" else "AdamW on fp32 weights"}, lr {cfg.lr:g} constant, weight decay {cfg.weight_decay:g}, betas {tuple(cfg.betas)} |
+| optimizer | {OPTIMIZER_CARD[cfg.optimizer]}, lr {cfg.lr:g} constant, weight decay {cfg.weight_decay:g}, betas {tuple(cfg.betas)} |
 | global batch | {cfg.batch_size} |
 | final train loss | {summary.get('final_train_loss')} |
 | seed | {cfg.seed} |
