@@ -79,9 +79,9 @@ def make_loss_fn(model, compile: bool = False,
 
     def loss_fn(ids: torch.Tensor) -> torch.Tensor:
         with autocast():
-            # use_cache=False: training needs no KV cache. transformers before 5.2x builds one by default, and
-            # under FSDP's activation checkpointing the recomputed layer then appended its keys a second
-            # time (64 keys against a mask of 32: the crash of fsdp2.yaml on transformers 5.17).
+            # use_cache=False: training needs no KV cache, but transformers builds one by default. Under
+            # FSDP's activation checkpointing the recomputed layer appended its keys to it a second time,
+            # and transformers 5.17 then failed (64 keys against a mask of 32: fsdp2.yaml could not train).
             logits = forward(input_ids=ids, use_cache=False).logits
         return ce(logits, ids)
 
