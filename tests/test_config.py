@@ -80,3 +80,13 @@ def test_accelerate_launch_files_are_valid(path):
     assert "accelerate launch --config_file configs/accelerate/" in path.read_text()  # how to use it
     if doc["distributed_type"] == "DEEPSPEED":
         assert (ROOT / doc["deepspeed_config"]["deepspeed_config_file"]).is_file()
+
+
+def test_yaml_booleans_and_none_read_as_the_help_text_writes_them(tmp_path):
+    # YAML 1.1 reads `no` as False: train.precision=no, the value the help names, was refused as 'False'.
+    # `--help` prints unset fields as None: `generate.tag=None` wrote generations/None.jsonl.
+    cfg = load_config(None, ["data.source=x", "train.precision=no", "generate.tag=None", "train.tracker=None"])
+    assert cfg.train.precision == "no" and cfg.generate.tag is None and cfg.train.tracker is None
+    path = tmp_path / "c.yaml"
+    path.write_text("data:\n  source: x\ntrain:\n  precision: no\n")
+    assert load_config(path).train.precision == "no"

@@ -26,3 +26,12 @@ def test_under_deepspeed_the_run_stops_after_training_and_resume_under_another_l
     run(cfg, resume=True)  # e.g. under the FSDP2 launch: training is not repeated
     assert read_jsonl(run_dir.train_log) == trained
     assert run_dir.generation_file("greedy").is_file() and (run_dir.path / "report.md").is_file()
+
+
+def test_a_tag_of_the_users_keeps_the_trained_and_the_base_rows_apart(tmp_path, tiny_llama, corpus_file):
+    # The base model's job reused the tag and overwrote the hyperfitted model's generations.
+    cfg = load_config(None, tiny_overrides(tiny_llama, corpus_file, tmp_path, "tagged") + ["generate.tag=mine",
+                                                                                          "train.epochs=1"])
+    run_dir = run(cfg)
+    assert {r["checkpoint"] for r in read_jsonl(run_dir.generation_file("mine"))} == {"final"}
+    assert {r["checkpoint"] for r in read_jsonl(run_dir.generation_file("base-mine"))} == {"base"}

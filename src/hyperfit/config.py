@@ -364,7 +364,7 @@ def _build(cls, raw: Any, prefix: str, problems: list[str]):
 def _coerce(value: Any, typ: Any) -> Any:
     origin, args = get_origin(typ), get_args(typ)
     if origin is Union:  # Optional[X]
-        if value is None:
+        if value is None or value == "None":  # --help prints unset fields as None; `key=None` means unset
             return None
         return _coerce(value, next(a for a in args if a is not type(None)))
     if origin is dict:
@@ -393,6 +393,8 @@ def _coerce(value: Any, typ: Any) -> Any:
     if typ is str:
         if value is None or isinstance(value, (dict, list)):
             raise TypeError
+        if isinstance(value, bool):  # YAML 1.1 reads no/off/yes/on as booleans: `precision: no` is "no"
+            return "yes" if value else "no"
         return str(value)
     return value
 

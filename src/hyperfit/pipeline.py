@@ -89,7 +89,9 @@ def run(cfg: RunConfig, resume: bool = False) -> RunDir:
         return run_dir
     jobs = [cfg.generate]
     if cfg.generate.with_base:
-        jobs.append(dataclasses.replace(cfg.generate, checkpoint="base"))
+        # With a tag of the user's, the base model's rows need their own (they overwrote the trained ones).
+        base_tag = f"base-{cfg.generate.tag}" if cfg.generate.tag else None
+        jobs.append(dataclasses.replace(cfg.generate, checkpoint="base", tag=base_tag))
     for job in jobs:
         print(f"generate: {generate(job, cfg.model, run_dir)}")
     evaluate(cfg.evaluate, cfg.model, run_dir)
