@@ -12,13 +12,6 @@ from hyperfit.runs import RunDir, RunError, read_jsonl, save_config
 from hyperfit.train import TrainError, epoch_order, local_batch_size, train
 
 
-def fresh_accelerator_state() -> None:
-    """accelerate keeps one AcceleratorState per process and refuses a second mixed-precision setting."""
-    from accelerate.state import AcceleratorState
-
-    AcceleratorState._reset_state(reset_partial_state=True)
-
-
 def prepared(tmp_path, model, corpus, *extra, name="t"):
     cfg = load_config(None, tiny_overrides(model, corpus, tmp_path, name) + list(extra))
     run = RunDir(cfg.run_dir)
@@ -169,13 +162,9 @@ def test_mixed_precision_training_keeps_bf16_logits_and_probes_decode_in_the_mod
 
     monkeypatch.setattr(F, "ce_sum", ce_sum)
     monkeypatch.setattr(G, "continue_contexts", continue_fast)
-    fresh_accelerator_state()  # earlier tests in this process made one without mixed precision
     cfg, run = prepared(tmp_path, tiny_llama, corpus_file, "train.precision=bf16", "train.epochs=1",
                         "train.probe_every=1", "train.probe_contexts=2")
-    try:
-        train(cfg.train, cfg.model, run)
-    finally:
-        fresh_accelerator_state()
+    train(cfg.train, cfg.model, run)  # after earlier tests' fp32 runs in this process (a notebook's case)
     assert logits_dtypes == {torch.bfloat16}  # the loss upcasts them itself; none left the model as fp32
     assert decode_dtypes == {torch.float32}  # the fp32 model decodes in fp32, autocast off
     probes = [r for r in read_jsonl(run.train_log) if r["type"] == "probe"]
@@ -264,3 +253,13 @@ def test_the_training_forward_builds_no_kv_cache(tiny_llama):
     loss.backward()
     assert len(outputs) == 1 and outputs[0].logits.shape == (2, 16, model.config.vocab_size)
     assert getattr(outputs[0], "cache", None) is None and getattr(outputs[0], "past_key_values", None) is None
+
+
+def test_one_process_trains_runs_of_different_precision_one_after_another(tmp_path, tiny_llama, corpus_file):
+    # A notebook: accelerate refused the second run ("AcceleratorState has already been initialized ...
+    # restart your runtime"), after it had written config and data.
+    for name, precision in (("bf16", "bf16"), ("fp32", "no"), ("bf16-again", "bf16")):
+        cfg, run = prepared(tmp_path, tiny_llama, corpus_file, f"train.precision={precision}", "train.epochs=1",
+                            "train.probe_every=0", name=name)
+        train(cfg.train, cfg.model, run)
+        assert len(step_losses(run)) == 2

@@ -128,6 +128,21 @@ class ChangeTracker:
         return changed / total
 
 
+def release_state_of_an_earlier_run(mixed_precision: str) -> None:
+    """Let one Python process (a notebook) train runs of different precision one after another.
+
+    accelerate keeps one AcceleratorState per process and refuses a second Accelerator with another
+    mixed_precision ("restart your runtime"). In a single process nothing else holds that state between
+    runs, so it is reset; under `accelerate launch` the launch fixes the precision and it is left alone."""
+    from accelerate.state import AcceleratorState
+
+    from hyperfit.ranks import world
+
+    earlier = AcceleratorState._shared_state.get("_mixed_precision")
+    if earlier is not None and earlier != mixed_precision and world()[1] == 1:
+        AcceleratorState._reset_state(reset_partial_state=True)
+
+
 def precision_mode(cfg: TrainConfig) -> str:
     """accelerate's mixed_precision value: bf16 autocast on CUDA when 'auto', fp32 elsewhere."""
     if cfg.precision == "auto":
@@ -295,6 +310,7 @@ def train(cfg: TrainConfig, model_cfg: ModelConfig, run: RunDir, resume: bool = 
                            "continue it, or choose another run name")
         load_from = None
 
+    release_state_of_an_earlier_run(precision_mode(cfg))
     accelerator = Accelerator(mixed_precision=precision_mode(cfg), log_with=cfg.tracker, project_dir=str(run.path))
     micro = local_batch_size(cfg, accelerator.num_processes, len(train_rows))
     check_engine(cfg, accelerator)
