@@ -35,3 +35,21 @@ def test_a_tag_of_the_users_keeps_the_trained_and_the_base_rows_apart(tmp_path, 
     run_dir = run(cfg)
     assert {r["checkpoint"] for r in read_jsonl(run_dir.generation_file("mine"))} == {"final"}
     assert {r["checkpoint"] for r in read_jsonl(run_dir.generation_file("base-mine"))} == {"base"}
+
+
+def test_the_flat_api_stays_callable_after_its_modules_are_imported(monkeypatch):
+    # Python binds an imported submodule over the package attribute of the same name: after hyperfit.run()
+    # imported hyperfit.train, `hyperfit.train(...)` (the README's one-stage call) raised "'module' object
+    # is not callable".
+    import hyperfit
+    import hyperfit.compare
+    import hyperfit.evaluate
+    import hyperfit.generate
+    import hyperfit.report
+    import hyperfit.train
+
+    for name in ("train", "generate", "evaluate", "report", "compare"):
+        module = getattr(hyperfit, name)
+        calls = []
+        monkeypatch.setattr(module, name, lambda *args, **kw: calls.append((args, kw)) or "done")
+        assert getattr(hyperfit, name)(1, key=2) == "done" and calls == [((1,), {"key": 2})]

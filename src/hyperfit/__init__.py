@@ -10,7 +10,25 @@ Heavy imports (torch, transformers) happen inside the stage functions, so `impor
 and the human-evaluation server never pulls in torch.
 """
 
+import sys
+import types
+
 __version__ = "0.1.0"
+
+
+class CallableStage(types.ModuleType):
+    """A stage module that is also its stage function: `hyperfit.train(...)` calls hyperfit.train.train.
+
+    Once a submodule is imported, Python binds it over the package attribute of the same name, so the
+    flat API below (`hyperfit.train`, `generate`, `evaluate`, `report`, `compare`) would turn from functions
+    into modules after the first `hyperfit.run(...)`. Each of those modules sets this class on itself."""
+
+    def __call__(self, *args, **kwargs):
+        return getattr(self, self.__name__.rpartition(".")[2])(*args, **kwargs)
+
+
+def callable_stage(name: str) -> None:
+    sys.modules[name].__class__ = CallableStage
 
 
 def __getattr__(name):

@@ -231,3 +231,8 @@ def generate(cfg: GenerateConfig, model_cfg: ModelConfig, run: RunDir, model=Non
         print(f"{len(rows)} continuations from {size} process(es)")
     barrier()
     return out
+
+
+from hyperfit import callable_stage  # noqa: E402
+
+callable_stage(__name__)  # hyperfit.generate(...) calls generate(), also once this module is imported

@@ -524,3 +524,8 @@ def push_to_hub(path: Path, repo_id: str) -> None:
     api = HfApi()
     api.create_repo(repo_id, exist_ok=True)
     api.upload_folder(folder_path=str(path), repo_id=repo_id, commit_message="hyperfit: hyperfitted model")
+
+
+from hyperfit import callable_stage  # noqa: E402
+
+callable_stage(__name__)  # hyperfit.train(...) calls train(), also once this module is imported
