@@ -108,6 +108,9 @@ def test_report_compares_several_runs(tmp_path, tiny_llama, corpus_file):
     report = (tmp_path / "ab" / "report.md").read_text()
     assert "| a | greedy |" in report and "| b | greedy |" in report
     assert "Training probes: a" in report and "Training probes: b" in report
+    # A mistyped folder is refused, not reported on as an empty run (nor created)
+    assert main(["report", str(tmp_path / "a"), str(tmp_path / "typo"), "--out", str(tmp_path / "at")]) == 2
+    assert not (tmp_path / "typo").exists() and not (tmp_path / "at").exists()
     assert (tmp_path / "ab" / "plots" / "training_curves.png").stat().st_size > 1000
     assert (tmp_path / "ab" / "plots" / "ttr_by_position-b.png").stat().st_size > 1000  # the paper's Figure 9
     assert "![TTR by position](plots/ttr_by_position-a.png)" in report

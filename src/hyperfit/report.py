@@ -12,7 +12,7 @@ import json
 from pathlib import Path
 from typing import Sequence
 
-from hyperfit.runs import RunDir, atomic_path, load_run_config, read_jsonl, write_text
+from hyperfit.runs import RunDir, RunError, atomic_path, load_run_config, read_jsonl, write_text
 
 TABLE_METRICS = ("ttr", "ttr_words", "distinct_4", "rep_4", "nonword_rate", "self_bleu", "longest_overlap")
 PREDICTIVE = ("loss", "perplexity", "entropy", "top1_mass")
@@ -142,6 +142,10 @@ def examples(run: RunDir, n: int = 2, chars: int = 400) -> list[str]:
 
 def report(runs: Sequence[RunDir], out: Path | None = None) -> Path:
     """Write report.md (+ plots) into `out` (default: the first run's directory); returns its path."""
+    not_runs = [str(r.path) for r in runs if not r.config.is_file()]
+    if not_runs:  # a mistyped folder was reported on as an empty run (and created, when first)
+        raise RunError(f"not a run directory (no config.yaml): {', '.join(not_runs)}; pass folders that "
+                       "`hyperfit run` made")
     out = Path(out) if out is not None else runs[0].path
     lines = ["# hyperfit report", "", "Runs: " + ", ".join(f"`{r.path}`" for r in runs), "", "## Generations", ""]
     header, rows = metrics_rows(runs)
