@@ -1,6 +1,9 @@
 """`hyperfit run` (hyperfit.pipeline): stage order, and what it does under launches it cannot finish."""
 
+import pytest
+
 from hyperfit.config import load_config
+from hyperfit.data import DataError
 from hyperfit.pipeline import run
 from hyperfit.runs import read_jsonl
 from tinymodels import tiny_overrides
@@ -53,3 +56,15 @@ def test_the_flat_api_stays_callable_after_its_modules_are_imported(monkeypatch)
         calls = []
         monkeypatch.setattr(module, name, lambda *args, **kw: calls.append((args, kw)) or "done")
         assert getattr(hyperfit, name)(1, key=2) == "done" and calls == [((1,), {"key": 2})]
+
+
+def test_a_run_whose_data_fails_leaves_no_folder_behind(tmp_path, tiny_llama, corpus_file):
+    # config.yaml was written before the data stage failed; the corrected command then met "already exists"
+    # and --resume refused the changed data settings, so the folder had to be deleted by hand.
+
+    overrides = tiny_overrides(tiny_llama, corpus_file, tmp_path, "short")
+    with pytest.raises(DataError):
+        run(load_config(None, overrides + ["data.num_train=1000"]))
+    assert not (tmp_path / "short").exists()
+    run(load_config(None, overrides + ["train.epochs=1"]))  # the corrected command, same name
+    assert (tmp_path / "short" / "report.md").is_file()

@@ -44,12 +44,32 @@ def check(cfg: RunConfig) -> None:
         precision_guard(load_model(cfg.model), cfg.train.lr)
 
 
+def _write_config_and_data(cfg: RunConfig, run_dir: RunDir, resume: bool) -> None:
+    """config.yaml and data/; a run directory this call created is removed again if the data fails
+    (a missing file, too few documents, a wrong field), so the corrected command can use the same name."""
+    import shutil
+
+    from hyperfit.data import prepare_data
+    from hyperfit.models import load_tokenizer
+
+    created = not run_dir.path.exists()
+    try:
+        save_config(run_dir, cfg)
+        if not (resume and run_dir.data_file("contexts").exists()):
+            manifest = prepare_data(cfg.data, load_tokenizer(cfg.model), run_dir)
+            print(f"data: {manifest['train']} train / {manifest['val']} val / {manifest['contexts']} contexts "
+                  f"from {manifest['qualifying']} of {manifest['documents']} documents with ≥ {cfg.data.seq_len} "
+                  "tokens")
+    except BaseException:
+        if created:
+            shutil.rmtree(run_dir.path, ignore_errors=True)
+        raise
+
+
 def run(cfg: RunConfig, resume: bool = False) -> RunDir:
     """Run all stages; with resume=True, continue a run directory, skipping stages already done."""
-    from hyperfit.data import prepare_data
     from hyperfit.evaluate import evaluate
     from hyperfit.generate import generate
-    from hyperfit.models import load_tokenizer
     from hyperfit.report import report
     from hyperfit.train import train
 
@@ -70,12 +90,7 @@ def run(cfg: RunConfig, resume: bool = False) -> RunDir:
     barrier()  # every rank has looked at the run directory before rank 0 writes to it
     if main:
         print("Resolved config:\n" + yaml.safe_dump(to_dict(cfg), sort_keys=False))
-        save_config(run_dir, cfg)
-        if not (resume and run_dir.data_file("contexts").exists()):
-            manifest = prepare_data(cfg.data, load_tokenizer(cfg.model), run_dir)
-            print(f"data: {manifest['train']} train / {manifest['val']} val / {manifest['contexts']} contexts "
-                  f"from {manifest['qualifying']} of {manifest['documents']} documents with ≥ {cfg.data.seq_len} "
-                  "tokens")
+        _write_config_and_data(cfg, run_dir, resume)
     barrier()  # the data files are there for every rank
     if not (resume and run_dir.final.is_dir()):
         has_ckpt = bool(run_dir.epoch_checkpoints())
