@@ -28,6 +28,7 @@ def test_run_end_to_end_writes_the_run_directory(tmp_path, tiny_llama, corpus_fi
     assert "provenance:" in config and "torch:" in config and "lr: 0.003" in config
     report = (run / "report.md").read_text()
     assert "| e2e | greedy | final / greedy |" in report and "human (reference)" in report
+    assert "TTR over the last 16 generated tokens" in report  # evaluate.window=16 here, not the paper's 96
     # a later stage alone, on the existing run directory, with an override
     assert main(["generate", str(run), "generate.max_new_tokens=12", "generate.tag=short"]) == 0
     assert all(len(r["continuation_ids"]) == 12 for r in read_jsonl(run / "generations/short.jsonl"))

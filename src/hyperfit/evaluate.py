@@ -59,7 +59,7 @@ def evaluate(cfg: EvaluateConfig, model_cfg: ModelConfig, run: RunDir, tags: lis
         token_ids = [r["continuation_ids"] for r in rows]
         lengths += [len(t) for t in token_ids]
         gens = generation_set(cfg, token_ids, [r["continuation"] for r in rows], side)
-        result = {"tag": tag, "n": len(rows), "checkpoint": rows[0]["checkpoint"] if rows else None,
+        result = {"tag": tag, "n": len(rows), "window": cfg.window, "checkpoint": rows[0]["checkpoint"] if rows else None,
                   "decoder": rows[0]["decoder"] if rows else None,
                   "decoder_config": rows[0]["decoder_config"] if rows else None,
                   "metrics": compute(cfg.metrics, gens)}
@@ -87,7 +87,7 @@ def evaluate_reference(cfg: EvaluateConfig, run: RunDir, length: int | None, tra
     ids = [c["reference_ids"][:length] if length else c["reference_ids"] for c in contexts]
     texts = [continuation_text(tokenizer, c["context_ids"], x) for c, x in zip(contexts, ids)]
     gens = generation_set(cfg, ids, texts, side or training_side(run, train_rows, tokenizer))
-    result = {"tag": tag, "n": len(ids), "checkpoint": None, "decoder": "human",
+    result = {"tag": tag, "n": len(ids), "window": cfg.window, "checkpoint": None, "decoder": "human",
               "tokens": length, "metrics": compute(cfg.metrics, gens), "provenance": provenance()}
     write_json(run.metrics_file(tag), result)
     return run.metrics_file(tag)

@@ -51,6 +51,16 @@ def metrics_rows(runs: Sequence[RunDir]) -> tuple[list[str], list[list]]:
     return header, rows
 
 
+def ttr_windows(runs: Sequence[RunDir]) -> str:
+    """The TTR windows the metric files were computed with ("96", or e.g. "16 / 96" when they differ);
+    files from before the window was recorded count as their run's evaluate.window."""
+    windows = set()
+    for run in runs:
+        default = load_run_config(run).evaluate.window
+        windows |= {json.loads(f.read_text()).get("window", default) for f in run.metrics.glob("*.json")} or {default}
+    return " / ".join(str(w) for w in sorted(windows))
+
+
 def probes(run: RunDir) -> list[dict]:
     if not run.train_log.is_file():
         return []
@@ -88,7 +98,8 @@ def plot_training(runs: Sequence[RunDir], out: Path) -> Path | None:
         epochs = [r["epoch"] for r in rows]
         for ax, key in zip(axes, ("train_loss", "val_loss", "greedy_ttr")):
             ax.plot(epochs, [r.get(key) for r in rows], marker="o", markersize=3, label=name)
-    for ax, title in zip(axes, ("training loss (log)", "validation loss", "greedy TTR (last 96 tokens)")):
+    probe_tokens = " / ".join(sorted({str(load_run_config(run).train.probe_new_tokens) for run in runs}))
+    for ax, title in zip(axes, ("training loss (log)", "validation loss", f"greedy TTR (last {probe_tokens} tokens)")):
         ax.set_title(title)
         ax.set_xlabel("epoch")
         ax.grid(alpha=0.3)
@@ -150,9 +161,9 @@ def report(runs: Sequence[RunDir], out: Path | None = None) -> Path:
     lines = ["# hyperfit report", "", "Runs: " + ", ".join(f"`{r.path}`" for r in runs), "", "## Generations", ""]
     header, rows = metrics_rows(runs)
     lines += markdown_table(header, rows) if rows else ["(no metrics yet: run `hyperfit evaluate RUN_DIR`)"]
-    lines += ["", "TTR over the last 96 generated tokens (the paper's measure); nonword_rate: share of generated words "
-              "absent from the source text's vocabulary — at small scale part of the new diversity is broken words. "
-              "val columns: teacher-forced on held-out text.", ""]
+    lines += ["", f"TTR over the last {ttr_windows(runs)} generated tokens (evaluate.window; the paper's measure is "
+              "96); nonword_rate: share of generated words absent from the source text's vocabulary — at small "
+              "scale part of the new diversity is broken words. val columns: teacher-forced on held-out text.", ""]
     plot = plot_training(runs, out / "plots" / "training_curves.png")
     for run in runs:
         rows = probes(run)
