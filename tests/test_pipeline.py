@@ -68,3 +68,18 @@ def test_a_run_whose_data_fails_leaves_no_folder_behind(tmp_path, tiny_llama, co
     assert not (tmp_path / "short").exists()
     run(load_config(None, overrides + ["train.epochs=1"]))  # the corrected command, same name
     assert (tmp_path / "short" / "report.md").is_file()
+
+
+def test_run_resume_after_a_crash_before_the_first_checkpoint_starts_training_over(
+        tmp_path, tiny_llama, corpus_file, monkeypatch):
+    # `hyperfit run --resume` refused its own leftover train_log.jsonl ("already holds training output").
+    import hyperfit.train as T
+
+    cfg = load_config(None, tiny_overrides(tiny_llama, corpus_file, tmp_path, "early") + ["train.epochs=1"])
+    with monkeypatch.context() as m:
+        m.setattr(T, "_update", lambda *a, **k: (_ for _ in ()).throw(RuntimeError("killed")))
+        with pytest.raises(RuntimeError, match="killed"):
+            run(cfg)
+    run_dir = run(cfg, resume=True)
+    assert [r["step"] for r in read_jsonl(run_dir.train_log) if r["type"] == "step"] == [1, 2]
+    assert (run_dir.path / "report.md").is_file()

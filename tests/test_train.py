@@ -263,3 +263,34 @@ def test_one_process_trains_runs_of_different_precision_one_after_another(tmp_pa
                             "train.probe_every=0", name=name)
         train(cfg.train, cfg.model, run)
         assert len(step_losses(run)) == 2
+
+
+def test_resuming_a_run_that_stopped_at_its_loss_target_trains_nothing_more(tmp_path, tiny_llama, corpus_file):
+    # It trained one more epoch and overwrote final/. Also: a checkpoint write cut short by a kill leaves a
+    # temp folder (a full model copy) that the next start removes.
+    cfg, run = prepared(tmp_path, tiny_llama, corpus_file, "train.epochs=3", "train.stop_at_loss=100",
+                        "train.probe_every=0")
+    assert train(cfg.train, cfg.model, run)["epochs_run"] == 1
+    log = run.train_log.read_text()
+    (run.checkpoints / ".epoch-0002.x1y2.tmp").mkdir()
+    summary = train(cfg.train, cfg.model, run, resume=True)
+    assert summary["epochs_run"] == 1 and "before this resume" in summary["stopped"]
+    assert run.train_log.read_text() == log and not list(run.checkpoints.glob(".*"))
+
+
+def test_resume_of_a_finished_run_without_epoch_checkpoints_is_refused_and_deletes_nothing(
+        tmp_path, tiny_llama, corpus_file):
+    cfg, run = prepared(tmp_path, tiny_llama, corpus_file, "train.epochs=1", "train.save_every=0",
+                        "train.probe_every=0")
+    train(cfg.train, cfg.model, run)
+    log = run.train_log.read_text()
+    with pytest.raises(RunError, match="save_every=0"):  # it deleted train_log.jsonl, then refused
+        train(dataclasses.replace(cfg.train, epochs=2), cfg.model, run, resume=True)
+    assert run.train_log.read_text() == log
+
+
+def test_fp16_on_a_cpu_is_refused_instead_of_training_fp32_under_its_name(tmp_path, tiny_llama, corpus_file):
+    cfg, run = prepared(tmp_path, tiny_llama, corpus_file, "train.precision=fp16", "train.epochs=1")
+    with pytest.raises(TrainError, match="fp16 on a CPU"):
+        train(cfg.train, cfg.model, run)
+    assert not run.train_log.exists()

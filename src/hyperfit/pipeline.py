@@ -93,8 +93,8 @@ def run(cfg: RunConfig, resume: bool = False) -> RunDir:
         _write_config_and_data(cfg, run_dir, resume)
     barrier()  # the data files are there for every rank
     if not (resume and run_dir.final.is_dir()):
-        has_ckpt = bool(run_dir.epoch_checkpoints())
-        summary = train(cfg.train, cfg.model, run_dir, resume=resume and has_ckpt)
+        # train() resumes from the last checkpoint, or starts over when an interrupted attempt left none.
+        summary = train(cfg.train, cfg.model, run_dir, resume=resume)
         if main:
             print(f"train: {summary['epochs_run']} epochs, {summary['steps']} updates, final train loss "
                   f"{summary['final_train_loss']}, {summary['seconds']} s ({summary['stopped']})")

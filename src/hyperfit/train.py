@@ -76,6 +76,9 @@ def check_engine(cfg: TrainConfig, accelerator) -> None:
         raise TrainError(f"train.grad_accum={cfg.grad_accum} under DeepSpeed: DeepSpeed rescales and accumulates "
                          "gradients itself, which this loop does not hand over to it. Use grad_accum=1 with "
                          "batch_size/ranks samples per rank (8 ranks × 1 for the paper's batch), or FSDP2")
+    if accelerator.mixed_precision == "fp16" and accelerator.device.type == "cpu":
+        raise TrainError("train.precision=fp16 on a CPU: accelerate has no fp16 autocast there, so the run would "
+                         "train in fp32 while saying fp16. Use train.precision=bf16 (or no) on CPUs; fp16 is for GPUs")
     if cfg.optimizer == "adamw_kahan" and accelerator.num_processes > 1 and ("FSDP" in kind or "DEEPSPEED" in kind):
         raise TrainError("train.optimizer=adamw_kahan is for one device or DDP; sharded engines (FSDP, DeepSpeed) "
                          "bring their own mixed-precision optimizers. Use train.optimizer=adamw there")
@@ -141,6 +144,19 @@ def release_state_of_an_earlier_run(mixed_precision: str) -> None:
     earlier = AcceleratorState._shared_state.get("_mixed_precision")
     if earlier is not None and earlier != mixed_precision and world()[1] == 1:
         AcceleratorState._reset_state(reset_partial_state=True)
+
+
+def reached_stop_loss(cfg: TrainConfig, epoch_loss: float | None) -> bool:
+    return cfg.stop_at_loss is not None and epoch_loss is not None and epoch_loss <= cfg.stop_at_loss
+
+
+def remove_interrupted_writes(run: RunDir) -> None:
+    """Temp folders of checkpoint writes cut short by a kill (SIGTERM skips the cleanup in atomic_dir):
+    each is a full model copy, left behind at every preemption otherwise."""
+    if run.checkpoints.is_dir():
+        for leftover in run.checkpoints.glob(".*"):
+            if leftover.is_dir() and leftover.suffix in (".tmp", ".old", ".sharded"):
+                shutil.rmtree(leftover, ignore_errors=True)
 
 
 def precision_mode(cfg: TrainConfig) -> str:
@@ -295,6 +311,10 @@ def train(cfg: TrainConfig, model_cfg: ModelConfig, run: RunDir, resume: bool = 
 
     start_epoch, step, resume_state = 0, 0, None
     ckpts = run.epoch_checkpoints() if resume else []
+    if resume and not ckpts and run.final.is_dir():
+        raise RunError(f"--resume: {run.path} has finished training (checkpoints/final/) and kept no epoch checkpoint "
+                       "(train.save_every=0), so there is no optimizer state to continue from. To train further, start "
+                       f"a new run from its weights: model.name={run.final}")
     if resume and not ckpts:
         # Interrupted before the first checkpoint: nothing to keep, start over.
         print(f"--resume: no complete checkpoint in {run.checkpoints}; training from the start")
@@ -316,6 +336,8 @@ def train(cfg: TrainConfig, model_cfg: ModelConfig, run: RunDir, resume: bool = 
     check_engine(cfg, accelerator)
     if resume_state is not None:
         check_resume(resume_state, load_from, engine_of(accelerator, cfg))
+    if accelerator.is_main_process:
+        remove_interrupted_writes(run)
     print0 = accelerator.print
     compiled = use_compile(cfg.compile, accelerator.device)
     torch.manual_seed(cfg.seed)
@@ -380,7 +402,12 @@ def train(cfg: TrainConfig, model_cfg: ModelConfig, run: RunDir, resume: bool = 
     if resume_state is not None and "log_window" in resume_state:  # the window open at the checkpoint
         total, window_steps = resume_state["log_window"]
         window_loss += total if accelerator.is_main_process else 0.0  # summed over ranks when logged
-    for epoch in range(start_epoch + 1, cfg.epochs + 1):
+    last_epoch = cfg.epochs
+    if resume_state is not None and reached_stop_loss(cfg, resume_state.get("train_loss_epoch")):
+        last_epoch = start_epoch  # the run had stopped there: resuming it trains nothing more
+        summary["stopped"] = (f"train loss {resume_state['train_loss_epoch']:.4g} <= train.stop_at_loss="
+                              f"{cfg.stop_at_loss:g} at epoch {start_epoch}, before this resume")
+    for epoch in range(start_epoch + 1, last_epoch + 1):
         # The samples and the order live on the device: a step indexes them there, with no host→device copy
         # (a pageable copy can stall the host behind the queued kernels).
         order = epoch_order(n, cfg.seed, epoch).to(device)
@@ -405,13 +432,14 @@ def train(cfg: TrainConfig, model_cfg: ModelConfig, run: RunDir, resume: bool = 
         tracker.snapshot()
         summary.update(epochs_run=epoch, steps=step, final_train_loss=mean_loss)
         is_probe = cfg.probe_every and (epoch % cfg.probe_every == 0 or epoch == cfg.epochs)
-        stop = cfg.stop_at_loss is not None and mean_loss <= cfg.stop_at_loss
+        stop = reached_stop_loss(cfg, mean_loss)
         row = (probe(epoch, step, mean_loss, changed) if is_probe or stop else
                {"type": "epoch", "epoch": epoch, "step": step, "train_loss_epoch": mean_loss, "weights_changed": changed})
         log(row)
         if cfg.save_every and (epoch % cfg.save_every == 0 or epoch == cfg.epochs or stop):
             save_checkpoint(run.epoch_checkpoint(epoch), accelerator, model, tokenizer, optimizer,
                             {"epoch": epoch, "step": step, "seed": cfg.seed, "writer": engine_of(accelerator, cfg),
+                             "train_loss_epoch": mean_loss,
                              "log_window": [accelerator.reduce(window_loss, "sum").item(), window_steps]})
             if accelerator.is_main_process:
                 prune_checkpoints(run, cfg.keep_checkpoints)
