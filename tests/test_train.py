@@ -294,3 +294,21 @@ def test_fp16_on_a_cpu_is_refused_instead_of_training_fp32_under_its_name(tmp_pa
     with pytest.raises(TrainError, match="fp16 on a CPU"):
         train(cfg.train, cfg.model, run)
     assert not run.train_log.exists()
+
+
+def test_a_tracker_that_is_misspelt_or_not_installed_is_refused_up_front(tmp_path, tiny_llama, corpus_file):
+    # accelerate only warned ("no supported trackers are currently installed") and the run went untracked;
+    # a misspelt name failed with a traceback after the run directory was written.
+    import accelerate.tracking
+
+    from hyperfit.pipeline import run
+
+    overrides = tiny_overrides(tiny_llama, corpus_file, tmp_path, "tracked")
+    with pytest.raises(TrainError, match="not a tracker accelerate knows; use one of .*tensorboard"):
+        run(load_config(None, overrides + ["train.tracker=tensorbord"]))
+    missing = next((t for t in ("aim", "clearml", "swanlab", "dvclive")
+                    if t not in accelerate.tracking._available_trackers), None)
+    if missing:  # one of these is always absent here
+        with pytest.raises(TrainError, match=f"train.tracker={missing} is not installed"):
+            run(load_config(None, overrides + [f"train.tracker={missing}"]))
+    assert not (tmp_path / "tracked").exists()

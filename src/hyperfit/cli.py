@@ -159,6 +159,7 @@ def _is_user_error(e: Exception) -> bool:
 
 def _dispatch(args) -> int:
     from hyperfit.config import load_config
+    from hyperfit.ranks import world
     from hyperfit.runs import RunDir, load_run_config, record_stage_overrides
 
     if args.command == "run":
@@ -169,7 +170,8 @@ def _dispatch(args) -> int:
             config, overrides = None, [config] + overrides  # `hyperfit run key=value ...` without a YAML
         overrides += [f"train.push_to_hub={args.push_to_hub}"] if args.push_to_hub else []
         run_dir = run(load_config(config, overrides), resume=args.resume)
-        print(f"done: {run_dir.path}")
+        if world()[0] == 0:
+            print(f"done: {run_dir.path}")
     elif args.command in ("data", "train", "generate", "evaluate"):
         run_dir = RunDir(args.run_dir)
         push = [f"train.push_to_hub={args.push_to_hub}"] if getattr(args, "push_to_hub", None) else []
@@ -183,7 +185,9 @@ def _dispatch(args) -> int:
         elif args.command == "train":
             from hyperfit.train import train
 
-            print(train(cfg.train, cfg.model, run_dir, resume=args.resume))
+            summary = train(cfg.train, cfg.model, run_dir, resume=args.resume)
+            if world()[0] == 0:  # once, not once per launched process
+                print(summary)
         elif args.command == "generate":
             from hyperfit.generate import generate
 

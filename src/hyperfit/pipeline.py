@@ -32,11 +32,13 @@ def check(cfg: RunConfig) -> None:
     from hyperfit.decoding import resolve
     from hyperfit.metrics.registry import get_metric
     from hyperfit.models import check_lengths, load_model_config
+    from hyperfit.train import check_tracker
 
     resolve(cfg.generate.decoder, cfg.generate.params)
     for name in cfg.evaluate.metrics:
         get_metric(name)
     check_lengths(load_model_config(cfg.model), cfg.data, cfg.generate.max_new_tokens, cfg.train.probe_new_tokens)
+    check_tracker(cfg.train.tracker)
     if cfg.model.dtype != "float32" and cfg.train.epochs > 0 and cfg.train.optimizer != "adamw_kahan":
         # Low-precision weights: load them once now so the precision guard can refuse before any writing.
         from hyperfit.models import load_model, precision_guard

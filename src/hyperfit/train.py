@@ -146,6 +146,22 @@ def release_state_of_an_earlier_run(mixed_precision: str) -> None:
         AcceleratorState._reset_state(reset_partial_state=True)
 
 
+def check_tracker(name: str | None) -> None:
+    """train.tracker names an accelerate tracker that is installed (else accelerate warns and logs nothing,
+    or fails after the run directory is written)."""
+    if name is None:
+        return
+    import accelerate.tracking as tracking
+
+    if name not in tracking.LOGGER_TYPE_TO_CLASS:
+        raise TrainError(f"train.tracker={name!r} is not a tracker accelerate knows; use one of "
+                         f"{', '.join(sorted(tracking.LOGGER_TYPE_TO_CLASS))}, or leave it unset")
+    installed = getattr(tracking, "_available_trackers", None)  # accelerate's own list (private, so optional)
+    if installed is not None and name not in installed:
+        raise TrainError(f"train.tracker={name} is not installed here (pip install {name}), or leave it unset; "
+                         "the run would otherwise train without tracking")
+
+
 def reached_stop_loss(cfg: TrainConfig, epoch_loss: float | None) -> bool:
     return cfg.stop_at_loss is not None and epoch_loss is not None and epoch_loss <= cfg.stop_at_loss
 
@@ -330,6 +346,7 @@ def train(cfg: TrainConfig, model_cfg: ModelConfig, run: RunDir, resume: bool = 
                            "continue it, or choose another run name")
         load_from = None
 
+    check_tracker(cfg.tracker)
     release_state_of_an_earlier_run(precision_mode(cfg))
     accelerator = Accelerator(mixed_precision=precision_mode(cfg), log_with=cfg.tracker, project_dir=str(run.path))
     micro = local_batch_size(cfg, accelerator.num_processes, len(train_rows))
