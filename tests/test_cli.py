@@ -109,6 +109,12 @@ def test_report_compares_several_runs(tmp_path, tiny_llama, corpus_file):
     report = (tmp_path / "ab" / "report.md").read_text()
     assert "| a | greedy |" in report and "| b | greedy |" in report
     assert "Training probes: a" in report and "Training probes: b" in report
+    # Two runs of one name in different folders keep their own rows, sections and plots
+    assert main(["run", *tiny_overrides(tiny_llama, corpus_file, tmp_path / "other", "a"), "train.epochs=1"]) == 0
+    assert main(["report", str(tmp_path / "a"), str(tmp_path / "other" / "a"), "--out", str(tmp_path / "aa")]) == 0
+    same_names = (tmp_path / "aa" / "report.md").read_text()
+    assert f"| {tmp_path.name}/a | greedy |" in same_names and "| other/a | greedy |" in same_names
+    assert len(list((tmp_path / "aa" / "plots").glob("ttr_by_position-*.png"))) == 2
     # A mistyped folder is refused, not reported on as an empty run (nor created)
     assert main(["report", str(tmp_path / "a"), str(tmp_path / "typo"), "--out", str(tmp_path / "at")]) == 2
     assert not (tmp_path / "typo").exists() and not (tmp_path / "at").exists()

@@ -33,10 +33,21 @@ def markdown_table(header: Sequence[str], rows: Sequence[Sequence]) -> list[str]
     return out
 
 
+def run_labels(runs: Sequence[RunDir]) -> list[str]:
+    """Each run's folder name, or as many trailing path parts as it takes to tell runs apart
+    (two runs named `a` in different folders got one row label, one plot series and one plot file)."""
+    parts = [Path(r.path).resolve().parts for r in runs]
+    for depth in range(1, max(len(p) for p in parts) + 1):
+        labels = ["/".join(p[-depth:]) for p in parts]
+        if len(set(labels)) == len(labels):
+            return labels
+    return [str(r.path) for r in runs]  # the same folder twice
+
+
 def metrics_rows(runs: Sequence[RunDir]) -> tuple[list[str], list[list]]:
     """One row per (run, generations tag), human reference last per run."""
     rows = []
-    for run in runs:
+    for run, run_label in zip(runs, run_labels(runs)):
         files = sorted(run.metrics.glob("*.json"), key=lambda p: (p.stem.startswith("reference"), p.stem))
         for f in files:
             m = json.loads(f.read_text())
@@ -45,7 +56,7 @@ def metrics_rows(runs: Sequence[RunDir]) -> tuple[list[str], list[list]]:
             metric = lambda k: m["metrics"].get(k, {}).get("value")  # noqa: E731
             pred = m.get("predictive", {})
             label = "human (reference)" if m.get("decoder") == "human" else f"{m['checkpoint']} / {m['decoder']}"
-            rows.append([run.path.name, m["tag"], label] + [metric(k) for k in TABLE_METRICS] +
+            rows.append([run_label, m["tag"], label] + [metric(k) for k in TABLE_METRICS] +
                         [pred.get(k) for k in PREDICTIVE])
     header = ["run", "tag", "weights / decoder"] + list(TABLE_METRICS) + [f"val {k}" for k in PREDICTIVE]
     return header, rows
@@ -90,7 +101,7 @@ def plot_training(runs: Sequence[RunDir], out: Path) -> Path | None:
     """The paper's Figure 2 for these runs: train loss, validation loss and greedy TTR against epoch."""
     plt = pyplot()
 
-    series = {run.path.name: probes(run) for run in runs}
+    series = {label: probes(run) for run, label in zip(runs, run_labels(runs))}
     if not any(series.values()):
         return None
     fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
@@ -108,7 +119,7 @@ def plot_training(runs: Sequence[RunDir], out: Path) -> Path | None:
     return save_figure(fig, out)
 
 
-def plot_ttr_by_position(run: RunDir, out: Path, window: int = 96) -> Path | None:
+def plot_ttr_by_position(run: RunDir, out: Path, window: int = 96, label: str | None = None) -> Path | None:
     """The paper's Figure 9: TTR of the `window`-token window ending at each generated position, per
     generations file, with the human continuations as reference."""
     plt = pyplot()
@@ -127,7 +138,7 @@ def plot_ttr_by_position(run: RunDir, out: Path, window: int = 96) -> Path | Non
     fig, ax = plt.subplots(figsize=(7, 3.6))
     for name, curve in curves.items():
         ax.plot(range(window, window + len(curve)), curve, label=name, linestyle="--" if name == "human" else "-")
-    ax.set(title=f"TTR of the {window} tokens ending at each position ({run.path.name})",
+    ax.set(title=f"TTR of the {window} tokens ending at each position ({label or run.path.name})",
            xlabel="generated tokens", ylabel="TTR")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
@@ -165,27 +176,29 @@ def report(runs: Sequence[RunDir], out: Path | None = None) -> Path:
               "96); nonword_rate: share of generated words absent from the source text's vocabulary — at small "
               "scale part of the new diversity is broken words. val columns: teacher-forced on held-out text.", ""]
     plot = plot_training(runs, out / "plots" / "training_curves.png")
-    for run in runs:
+    labels = run_labels(runs)
+    for run, label in zip(runs, labels):
         rows = probes(run)
         if rows:
-            lines += [f"## Training probes: {run.path.name}", ""]
+            lines += [f"## Training probes: {label}", ""]
             shown = rows if len(rows) <= 12 else rows[:1] + rows[1:-1][:: max(1, len(rows) // 10)] + rows[-1:]
             lines += markdown_table(PROBE_COLUMNS, [[r.get(k) for k in PROBE_COLUMNS] for r in shown])
             lines.append("")
         study = run.metrics / "human_study.json"
         if study.is_file():
-            lines += [f"## Human study: {run.path.name}", "", "```json", study.read_text().strip(), "```", ""]
+            lines += [f"## Human study: {label}", "", "```json", study.read_text().strip(), "```", ""]
     if plot:
         lines += ["## Training curves", "", f"![training curves]({plot.relative_to(out)})", ""]
-    for run in runs:
-        window = load_run_config(run).evaluate.window if run.config.is_file() else 96
-        by_position = plot_ttr_by_position(run, out / "plots" / f"ttr_by_position-{run.path.name}.png", window)
+    for run, label in zip(runs, labels):
+        window = load_run_config(run).evaluate.window
+        plot_file = out / "plots" / f"ttr_by_position-{label.replace('/', '-')}.png"
+        by_position = plot_ttr_by_position(run, plot_file, window, label)
         if by_position:
-            lines += [f"## TTR by position: {run.path.name}", "", f"![TTR by position]({by_position.relative_to(out)})", ""]
-    for run in runs:
+            lines += [f"## TTR by position: {label}", "", f"![TTR by position]({by_position.relative_to(out)})", ""]
+    for run, label in zip(runs, labels):
         ex = examples(run)
         if ex:
-            lines += [f"## Examples: {run.path.name}"] + ex + [""]
+            lines += [f"## Examples: {label}"] + ex + [""]
     path = out / "report.md"
     write_text(path, "\n".join(lines) + "\n")
     return path
