@@ -39,6 +39,11 @@ def test_run_end_to_end_writes_the_run_directory(tmp_path, tiny_llama, corpus_fi
     assert saved["generate"]["max_new_tokens"] == 24
     assert [s["overrides"] for s in saved["provenance"]["stages"]] == [["generate.max_new_tokens=12",
                                                                         "generate.tag=short"]]
+    # Generations rewritten under the same tag without evaluating again: the report flags the old metrics
+    assert main(["generate", str(run), "generate.max_new_tokens=10", "generate.tag=short"]) == 0
+    assert main(["report", str(run)]) == 0
+    stale = [l for l in (run / "report.md").read_text().splitlines() if l.startswith("| e2e |")]
+    assert [l.split(" | ")[1] for l in stale if "STALE: the generations changed" in l] == ["short"]
     # refusing to clobber an existing run
     assert main(["run", *tiny_overrides(tiny_llama, corpus_file, tmp_path, "e2e")]) == 2
     assert "already exists" in capsys.readouterr().err

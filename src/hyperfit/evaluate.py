@@ -14,7 +14,7 @@ from pathlib import Path
 from hyperfit.config import EvaluateConfig, ModelConfig
 from hyperfit.data import continuation_text, load_vocabulary
 from hyperfit.metrics.registry import GenerationSet, compute
-from hyperfit.runs import RunDir, RunError, provenance, read_jsonl, write_json
+from hyperfit.runs import RunDir, RunError, file_sha256, provenance, read_jsonl, write_json
 
 REFERENCE_TAG = "reference"
 
@@ -59,7 +59,8 @@ def evaluate(cfg: EvaluateConfig, model_cfg: ModelConfig, run: RunDir, tags: lis
         token_ids = [r["continuation_ids"] for r in rows]
         lengths += [len(t) for t in token_ids]
         gens = generation_set(cfg, token_ids, [r["continuation"] for r in rows], side)
-        result = {"tag": tag, "n": len(rows), "window": cfg.window, "checkpoint": rows[0]["checkpoint"] if rows else None,
+        result = {"tag": tag, "n": len(rows), "window": cfg.window, "generations_sha256": file_sha256(path),
+                  "checkpoint": rows[0]["checkpoint"] if rows else None,
                   "decoder": rows[0]["decoder"] if rows else None,
                   "decoder_config": rows[0]["decoder_config"] if rows else None,
                   "metrics": compute(cfg.metrics, gens)}

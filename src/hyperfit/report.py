@@ -12,7 +12,7 @@ import json
 from pathlib import Path
 from typing import Sequence
 
-from hyperfit.runs import RunDir, RunError, atomic_path, load_run_config, read_jsonl, write_text
+from hyperfit.runs import RunDir, RunError, atomic_path, file_sha256, load_run_config, read_jsonl, write_text
 
 TABLE_METRICS = ("ttr", "ttr_words", "distinct_4", "rep_4", "nonword_rate", "self_bleu", "longest_overlap")
 PREDICTIVE = ("loss", "perplexity", "entropy", "top1_mass")
@@ -31,6 +31,22 @@ def markdown_table(header: Sequence[str], rows: Sequence[Sequence]) -> list[str]
     out = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     out += ["| " + " | ".join(_fmt(v) for v in row) + " |" for row in rows]
     return out
+
+
+def staleness(run: RunDir, m: dict) -> str | None:
+    """Why a metrics file no longer describes what is on disk, or None: its generations were rewritten
+    since (another decoder setting under the same tag), or the final model was trained further after them."""
+    if m.get("decoder") == "human" or "tag" not in m:
+        return None
+    generations = run.generation_file(m["tag"])
+    if not generations.is_file():
+        return "its generations file is gone"
+    if m.get("generations_sha256") not in (None, file_sha256(generations)):
+        return "the generations changed after it was computed"
+    weights = run.final / "model.safetensors"
+    if m.get("checkpoint") == "final" and weights.is_file() and weights.stat().st_mtime > generations.stat().st_mtime:
+        return "the final model was trained further after these generations"
+    return None
 
 
 def run_labels(runs: Sequence[RunDir]) -> list[str]:
@@ -56,6 +72,8 @@ def metrics_rows(runs: Sequence[RunDir]) -> tuple[list[str], list[list]]:
             metric = lambda k: m["metrics"].get(k, {}).get("value")  # noqa: E731
             pred = m.get("predictive", {})
             label = "human (reference)" if m.get("decoder") == "human" else f"{m['checkpoint']} / {m['decoder']}"
+            why = staleness(run, m)
+            label += f" (STALE: {why}; rerun hyperfit evaluate)" if why else ""
             rows.append([run_label, m["tag"], label] + [metric(k) for k in TABLE_METRICS] +
                         [pred.get(k) for k in PREDICTIVE])
     header = ["run", "tag", "weights / decoder"] + list(TABLE_METRICS) + [f"val {k}" for k in PREDICTIVE]
