@@ -83,3 +83,19 @@ def test_run_resume_after_a_crash_before_the_first_checkpoint_starts_training_ov
     run_dir = run(cfg, resume=True)
     assert [r["step"] for r in read_jsonl(run_dir.train_log) if r["type"] == "step"] == [1, 2]
     assert (run_dir.path / "report.md").is_file()
+
+
+def test_the_stage_functions_take_a_run_folder_as_a_path(tmp_path, tiny_llama, corpus_file):
+    # Notebooks pass paths; a str failed deep inside ("'str' object has no attribute 'require'").
+    import hyperfit
+    from hyperfit.models import load_tokenizer
+    from hyperfit.runs import save_config
+
+    cfg = hyperfit.load_config(None, tiny_overrides(tiny_llama, corpus_file, tmp_path, "paths") + ["train.epochs=1"])
+    folder = str(tmp_path / "paths")
+    save_config(hyperfit.RunDir(folder), cfg)
+    hyperfit.prepare_data(cfg.data, load_tokenizer(cfg.model), folder)
+    hyperfit.train(cfg.train, cfg.model, folder)
+    generations = hyperfit.generate(cfg.generate, cfg.model, folder)
+    assert [p.name for p in hyperfit.evaluate(cfg.evaluate, cfg.model, folder)] == ["greedy.json", "reference.json"]
+    assert hyperfit.report([folder]).is_file() and generations.is_file()

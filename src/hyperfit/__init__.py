@@ -38,6 +38,7 @@ def __getattr__(name):
     exports = {
         "load_config": "hyperfit.config",
         "RunConfig": "hyperfit.config",
+        "RunDir": "hyperfit.runs",
         "run": "hyperfit.pipeline",
         "prepare_data": "hyperfit.data",
         "train": "hyperfit.train",

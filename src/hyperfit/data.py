@@ -162,6 +162,7 @@ def prepare_data(cfg: DataConfig, tokenizer, run: RunDir) -> dict:
     Everything is computed before the first file is written, so a bad source leaves no data/ behind.
     Returns the manifest (counts) that is also saved as data/manifest.json.
     """
+    run = RunDir.of(run)
     docs = read_documents(cfg)
     ids = tokenize_documents(docs, tokenizer, cfg.seq_len)
     split = split_documents([len(x) for x in ids], cfg)

@@ -37,6 +37,7 @@ def generation_set(cfg: EvaluateConfig, token_ids, texts, side: dict) -> Generat
 def evaluate(cfg: EvaluateConfig, model_cfg: ModelConfig, run: RunDir, tags: list[str] | None = None,
              reference: bool = True) -> list[Path]:
     """Metrics for each generations/<tag>.jsonl (all of them by default) and for the human reference."""
+    run = RunDir.of(run)
     from hyperfit.generate import checkpoint_path
     from hyperfit.metrics.predictive import predictive_metrics
     from hyperfit.metrics.registry import get_metric

@@ -218,6 +218,8 @@ def generate(cfg: GenerateConfig, model_cfg: ModelConfig, run: RunDir, model=Non
     """Continue data/contexts.jsonl with the configured checkpoint and decoder; returns the output file."""
     from hyperfit.ranks import barrier, world
 
+    run = RunDir.of(run)
+
     resolve(cfg.decoder, cfg.params)  # fail on a typo before loading anything
     if model is None or tokenizer is None:
         loaded_model, loaded_tokenizer = load_checkpoint(cfg, model_cfg, run)

@@ -182,6 +182,7 @@ def examples(run: RunDir, n: int = 2, chars: int = 400) -> list[str]:
 
 def report(runs: Sequence[RunDir], out: Path | None = None) -> Path:
     """Write report.md (+ plots) into `out` (default: the first run's directory); returns its path."""
+    runs = [RunDir.of(r) for r in runs]
     not_runs = [str(r.path) for r in runs if not r.config.is_file()]
     if not_runs:  # a mistyped folder was reported on as an empty run (and created, when first)
         raise RunError(f"not a run directory (no config.yaml): {', '.join(not_runs)}; pass folders that "

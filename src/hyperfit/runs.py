@@ -41,6 +41,11 @@ class RunDir:
     def __post_init__(self):
         object.__setattr__(self, "path", Path(self.path))
 
+    @classmethod
+    def of(cls, run: "RunDir | str | Path") -> "RunDir":
+        """A RunDir from a RunDir or a path: the stage functions take either (notebooks pass paths)."""
+        return run if isinstance(run, cls) else cls(run)
+
     # Paths ------------------------------------------------------------------------------------------------
     @property
     def config(self) -> Path:

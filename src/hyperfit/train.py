@@ -315,6 +315,7 @@ def train(cfg: TrainConfig, model_cfg: ModelConfig, run: RunDir, resume: bool = 
 
     Returns a summary: epochs run, updates, final mean training loss, why it stopped.
     """
+    run = RunDir.of(run)
     from accelerate import Accelerator
     from tqdm.auto import tqdm
 
