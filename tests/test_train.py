@@ -312,3 +312,37 @@ def test_a_tracker_that_is_misspelt_or_not_installed_is_refused_up_front(tmp_pat
         with pytest.raises(TrainError, match=f"train.tracker={missing} is not installed"):
             run(load_config(None, overrides + [f"train.tracker={missing}"]))
     assert not (tmp_path / "tracked").exists()
+
+
+class _HostSyncs(torch.utils._python_dispatch.TorchDispatchMode):
+    """Counts device→host reads (.item(), bool(tensor)) whose caller is hyperfit's own code.
+
+    On a GPU each one stalls the host until the queued kernels have run, so the next step's launches
+    cannot overlap them. Reads inside torch or a library (CPU AdamW reads its step counter, transformers
+    checks for packed sequences in eager forwards) are not hyperfit's to remove and are not counted."""
+
+    def __init__(self):
+        super().__init__()
+        self.count = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        if func in (torch.ops.aten._local_scalar_dense.default, torch.ops.aten.item.default):
+            import traceback
+
+            outside_torch = [f for f in traceback.extract_stack()[:-1] if "/torch/" not in f.filename]  # [:-1]: this frame
+            self.count += "/hyperfit/" in outside_torch[-1].filename
+        return func(*args, **(kwargs or {}))
+
+
+def test_the_loop_reads_nothing_back_from_the_device_per_update(tmp_path, tiny_llama, corpus_file):
+    # Same epochs, 4× the updates: hyperfit's own host syncs are per epoch (its mean loss) and per log line.
+    counts = {}
+    for num_train, log_every in ((4, 1000), (16, 1000), (16, 1)):
+        cfg, run = prepared(tmp_path, tiny_llama, corpus_file, f"data.num_train={num_train}", "train.batch_size=2",
+                            "train.epochs=2", "train.probe_every=0", "train.save_every=0",
+                            f"train.log_every={log_every}", name=f"n{num_train}-log{log_every}")
+        with _HostSyncs() as syncs:
+            train(cfg.train, cfg.model, run)
+        counts[num_train, log_every] = syncs.count
+    assert counts[4, 1000] == counts[16, 1000] > 0
+    assert counts[16, 1] == counts[16, 1000] + 16  # one per logged update: the counter sees what a sync costs
