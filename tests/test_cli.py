@@ -32,13 +32,20 @@ def test_run_end_to_end_writes_the_run_directory(tmp_path, tiny_llama, corpus_fi
     # a later stage alone, on the existing run directory, with an override
     assert main(["generate", str(run), "generate.max_new_tokens=12", "generate.tag=short"]) == 0
     assert all(len(r["continuation_ids"]) == 12 for r in read_jsonl(run / "generations/short.jsonl"))
+    reference = (run / "metrics/reference.json").read_bytes()
     assert main(["evaluate", str(run), "--tag", "short"]) == 0
-    assert (run / "metrics/short.json").is_file()
+    assert main(["evaluate", str(run), "--tag", "short", "--tag", "greedy", "evaluate.window=8"]) == 0
+    # Each length and window has its own human row; the run's own (24 tokens, window 16) is never rewritten.
+    assert (run / "metrics/reference.json").read_bytes() == reference
+    refs = {p.stem: json.loads(p.read_text()) for p in (run / "metrics").glob("reference*.json")}
+    assert {k: (m["tokens"], m["window"]) for k, m in refs.items()} == {
+        "reference": (24, 16), "reference-L12": (12, 16), "reference-L12-w8": (12, 8), "reference-L24-w8": (24, 8)}
+    assert json.loads((run / "metrics/short.json").read_text())["reference"] == "reference-L12-w8"
     # config.yaml keeps the run's settings (later stages read their defaults there) and notes the overrides
     saved = yaml.safe_load((run / "config.yaml").read_text())
     assert saved["generate"]["max_new_tokens"] == 24
     assert [s["overrides"] for s in saved["provenance"]["stages"]] == [["generate.max_new_tokens=12",
-                                                                        "generate.tag=short"]]
+                                                                        "generate.tag=short"], ["evaluate.window=8"]]
     # Generations rewritten under the same tag without evaluating again: the report flags the old metrics
     assert main(["generate", str(run), "generate.max_new_tokens=10", "generate.tag=short"]) == 0
     assert main(["report", str(run)]) == 0

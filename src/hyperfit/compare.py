@@ -211,8 +211,16 @@ def run_jobs(jobs: Sequence[Job], contexts: list[dict]) -> list[Job]:
     return todo
 
 
+def reference_name(run: RunDir, cfg, length: int) -> str:
+    """metrics/<this>.json: the human row at `length`, named as evaluate names it (reference-L<length>,
+    with -w<window> when this comparison's evaluate.window is not the run's own)."""
+    from hyperfit.evaluate import reference_tag
+
+    return reference_tag(length, cfg.evaluate.window, None, load_run_config(run).evaluate.window)
+
+
 def evaluate_jobs(jobs: Sequence[Job], lengths: Sequence[int]) -> None:
-    """metrics/<tag>.json for every job (every registered metric) and metrics/reference-L<length>.json."""
+    """metrics/<tag>.json for every job (every registered metric) and the human row per length."""
     from hyperfit.evaluate import evaluate, evaluate_reference, training_side
     from hyperfit.metrics.registry import available_metrics
     from hyperfit.models import load_tokenizer
@@ -225,7 +233,7 @@ def evaluate_jobs(jobs: Sequence[Job], lengths: Sequence[int]) -> None:
         train_rows = run.read_samples("train")
         side = training_side(run, train_rows, tokenizer)  # once for every length
         for length in lengths:
-            evaluate_reference(eval_cfg, run, length, train_rows, tokenizer, f"reference-L{length}", side)
+            evaluate_reference(eval_cfg, run, length, train_rows, tokenizer, reference_name(run, cfg, length), side)
 
 
 # The table ----------------------------------------------------------------------------------------------
@@ -244,11 +252,12 @@ def table_rows(jobs: Sequence[Job], lengths: Sequence[int]) -> list[dict]:
                      **{f"val_{k}": v for k, v in m.get("predictive", {}).items()},
                      "decoder_config": json.dumps(first["decoder_config"], sort_keys=True),
                      "tag": job.tag, "run": str(job.model.run.path), "cache_key": job.key})
-    run = jobs[0].model.run
+    run, cfg = jobs[0].model.run, jobs[0].model.cfg
     for length in lengths:
-        m = json.loads(run.metrics_file(f"reference-L{length}").read_text())
+        tag = reference_name(run, cfg, length)
+        m = json.loads(run.metrics_file(tag).read_text())
         rows.append({"model": "human (reference)", "decoder": "–", "length": length, "n": m["n"], **_values(m),
-                     "tag": f"reference-L{length}", "run": str(run.path)})
+                     "tag": tag, "run": str(run.path)})
     return rows
 
 

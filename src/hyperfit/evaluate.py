@@ -1,10 +1,14 @@
-"""Evaluate stage: generations + chosen metrics → metrics/<tag>.json (and metrics/reference.json).
+"""Evaluate stage: generations + chosen metrics → metrics/<tag>.json (and metrics/reference*.json).
 
     hyperfit evaluate runs/demo                      # every generations/*.jsonl
     hyperfit evaluate runs/demo --tag greedy evaluate.window=96
 
 The human continuations of the same contexts get the same metrics as a reference row, cut to the same
-number of tokens as the generations, so "human level" is measured, not assumed.
+number of tokens as the generations, so "human level" is measured, not assumed. At the run's own settings
+(generate.max_new_tokens, evaluate.window) that row is metrics/reference.json; generations of another
+length, or a window given to this stage, get their own, e.g. reference-L128.json or reference-L256-w64.json,
+so evaluating one of them never rewrites the row that the others were measured against. Each metrics file
+names its reference row ("reference").
 """
 
 from __future__ import annotations
@@ -14,7 +18,7 @@ from pathlib import Path
 from hyperfit.config import EvaluateConfig, ModelConfig
 from hyperfit.data import continuation_text, load_vocabulary
 from hyperfit.metrics.registry import GenerationSet, compute
-from hyperfit.runs import RunDir, RunError, file_sha256, provenance, read_jsonl, write_json
+from hyperfit.runs import RunDir, RunError, file_sha256, load_run_config, provenance, read_jsonl, write_json
 
 REFERENCE_TAG = "reference"
 
@@ -28,6 +32,20 @@ def training_side(run: RunDir, train_rows, tokenizer) -> dict:
     train_ids = [r["input_ids"] for r in train_rows]
     train_texts = [tokenizer.decode(t, skip_special_tokens=True) for t in train_ids] if tokenizer else None
     return {"train_ids": train_ids, "train_texts": train_texts, "vocabulary": load_vocabulary(run)}
+
+
+def reference_tag(length: int, window: int, run_length: int | None, run_window: int) -> str:
+    """The human row's name at these settings: plain "reference" at the run's own, otherwise the length
+    (and the window, where it is not the run's) in the name, as compare names its per-length rows."""
+    if (length, window) == (run_length, run_window):
+        return REFERENCE_TAG
+    return f"{REFERENCE_TAG}-L{length}" + ("" if window == run_window else f"-w{window}")
+
+
+def generated_length(rows: list[dict]) -> int:
+    """The length the generations were asked for (rows cut at EOS are shorter), else the longest row."""
+    asked = {r.get("decoder_config", {}).get("max_new_tokens") for r in rows} - {None}
+    return max(asked) if asked else max((len(r["continuation_ids"]) for r in rows), default=0)
 
 
 def generation_set(cfg: EvaluateConfig, token_ids, texts, side: dict) -> GenerationSet:
@@ -54,13 +72,17 @@ def evaluate(cfg: EvaluateConfig, model_cfg: ModelConfig, run: RunDir, tags: lis
     val_ids = [r["input_ids"] for r in run.read_samples("val")]
     tokenizer = load_tokenizer(model_cfg, run.final if run.final.is_dir() else None)
     side = training_side(run, train_rows, tokenizer)
-    written, lengths, predictive_cache = [], [], {}
+    run_cfg = load_run_config(run)
+    written, references, predictive_cache = [], {}, {}
     for tag, path in zip(tags, files):
         rows = read_jsonl(path)
         token_ids = [r["continuation_ids"] for r in rows]
-        lengths += [len(t) for t in token_ids]
+        length = generated_length(rows)
+        ref = reference_tag(length, cfg.window, run_cfg.generate.max_new_tokens, run_cfg.evaluate.window)
+        references[ref] = length
         gens = generation_set(cfg, token_ids, [r["continuation"] for r in rows], side)
-        result = {"tag": tag, "n": len(rows), "window": cfg.window, "generations_sha256": file_sha256(path),
+        result = {"tag": tag, "n": len(rows), "window": cfg.window, "reference": ref if reference else None,
+                  "generations_sha256": file_sha256(path),
                   "checkpoint": rows[0]["checkpoint"] if rows else None,
                   "decoder": rows[0]["decoder"] if rows else None,
                   "decoder_config": rows[0]["decoder_config"] if rows else None,
@@ -77,8 +99,8 @@ def evaluate(cfg: EvaluateConfig, model_cfg: ModelConfig, run: RunDir, tags: lis
         write_json(run.metrics_file(tag), result)
         written.append(run.metrics_file(tag))
     if reference:
-        written.append(evaluate_reference(cfg, run, max(lengths) if lengths else None, train_rows, tokenizer,
-                                          side=side))
+        written += [evaluate_reference(cfg, run, length, train_rows, tokenizer, ref, side)
+                    for ref, length in sorted(references.items())]
     return written
 
 
