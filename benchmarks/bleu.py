@@ -51,13 +51,28 @@ def compare(name, ours_fn, sacre_fn, total, sample):
           f"mean {mean:.3f}, max |difference| on the checked hypotheses {worst:.1e}")  # fmt: skip
 
 
-def main():
+def count_problems(args) -> list[str]:
+    """Every bad count, each with its value and fix (compare() divides by the sampled hypotheses)."""
+    # Self-BLEU's references are the other texts: with one text sacrebleu gets none and raises IndexError.
+    minimum = {"texts": 2, "train": 1, "words": 1, "sample": 1}
+    return [f"--{name}={getattr(args, name)} must be >= {least}; use --{name} {least} or more"
+            for name, least in minimum.items() if getattr(args, name) < least]
+
+
+def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--texts", type=int, default=1000, help="continuations")
     parser.add_argument("--train", type=int, default=2000, help="training texts (paper: 2000)")
     parser.add_argument("--words", type=int, default=200, help="words per text (~256 tokens)")
     parser.add_argument("--sample", type=int, default=10, help="hypotheses the sacrebleu loop runs on")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
+    if problems := count_problems(args):
+        parser.error("; ".join(problems))
+    return args
+
+
+def main(argv=None):
+    args = parse_args(argv)
     rng = random.Random(0)
     words = corpus_words()
     texts = windows(words, args.texts, args.words, rng)

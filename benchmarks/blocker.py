@@ -122,7 +122,20 @@ def versus_no_bad_words(args, device, train):
               f" per step ours {t_ours * 1e3:7.3f} ms, NoBadWords {t_hf * 1e3:8.3f} ms ({t_hf / t_ours:6.1f}x)")  # fmt: skip
 
 
-def main():
+def count_problems(args) -> list[str]:
+    """Every bad count, each with its value and fix. The comparison's corpora are the first N of the
+    --samples training samples (train[:N] would silently stop at --samples), so none can exceed it."""
+    problems = [f"--{name.replace('_', '-')}={getattr(args, name)} must be >= 1; use 1 or more"
+                for name in ("samples", "batch", "repeats", "new_tokens") if getattr(args, name) < 1]
+    if too_many := [s for s in args.compare_samples if s > args.samples]:
+        problems.append(f"--compare-samples {' '.join(map(str, too_many))}: more than --samples={args.samples}, "
+                        f"the training samples they are taken from; use --samples {max(too_many)} or smaller sizes")
+    if too_few := [s for s in args.compare_samples if s < 1]:
+        problems.append(f"--compare-samples {' '.join(map(str, too_few))}: each corpus needs at least 1 sample")
+    return problems
+
+
+def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=0, help="CPU threads for torch (0: torch's default)")
@@ -136,8 +149,16 @@ def main():
     parser.add_argument("--new-tokens", type=int, default=64)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--compare-samples", type=int, nargs="*", default=[50, 400],
-                        help="corpus sizes (samples) for the NoBadWords comparison")  # fmt: skip
-    args = parser.parse_args()
+                        help="corpus sizes (samples) for the NoBadWords comparison: the first N of "
+                             "--samples")  # fmt: skip
+    args = parser.parse_args(argv)
+    if problems := count_problems(args):
+        parser.error("; ".join(problems))
+    return args
+
+
+def main(argv=None):
+    args = parse_args(argv)
     device = torch.device(args.device)
     if args.threads:
         torch.set_num_threads(args.threads)

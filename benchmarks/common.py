@@ -51,6 +51,20 @@ def peak_gib(device) -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
 
 
+def peak_kind(device) -> str:
+    """What peak_gib measures, stored beside it in the JSON (the two are not comparable)."""
+    return "torch.cuda.max_memory_allocated" if torch.device(device).type == "cuda" else "process max RSS (CPU)"
+
+
+def peak_note(device) -> str:
+    """The footnote under a table's "peak GiB" column. On CPU the max RSS never resets, so a row's peak
+    includes every row run before it in the process: only the first row's (or a rise) means much."""
+    if torch.device(device).type == "cuda":
+        return "peak GiB: torch.cuda.max_memory_allocated, reset before each row"
+    return ("peak GiB: process max RSS (CPU), which never resets: each row includes every row before it "
+            "(and the process's own memory)")
+
+
 def peak_flops(device) -> float | None:
     if torch.device(device).type != "cuda":
         return None

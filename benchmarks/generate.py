@@ -3,13 +3,15 @@
     python benchmarks/generate.py                                  # tiny model on CPU
     python benchmarks/generate.py --size 1b --dtype bf16           # TinyLlama-1.1B shape on one GPU
 
-Modes: generate (transformers, default dynamic cache: the baseline), eager (static-cache loop), graph
-(decode step as a CUDA graph: generate.fast's default on CUDA), graph_block (graph + the citation
-blocker, N = 6, indexed over a paper-sized training set of 2000 × 256 tokens that holds generate()'s own
-continuations, so the blocker really bans), generate_block (generate() + the same blocker), compile
-(torch.compile mode="reduce-overhead"). Each is timed on its second call (the first records/compiles;
-its time is printed as setup). `agree` is the share of tokens equal to generate()'s (for the blocked
-modes: to generate_block's, and `changed` says how many the blocker changed against unblocked).
+Modes: generate (transformers, default dynamic cache: the speed baseline; when it does not run, the
+first mode that did, named in the table's "x <mode>" header and as "baseline" in the JSON), eager
+(static-cache loop), graph (decode step as a CUDA graph: generate.fast's default on CUDA), graph_block
+(graph + the citation blocker, N = 6, indexed over a paper-sized training set of 2000 × 256 tokens that
+holds generate()'s own continuations, so the blocker really bans), generate_block (generate() + the same
+blocker), compile (torch.compile mode="reduce-overhead"). Each is timed on its second call (the first
+records/compiles; its time is printed as setup). `agree` is the share of tokens equal to generate()'s
+(for the blocked modes: to generate_block's; graph's or graph_block's when those did not run; the JSON
+names it as `agree_vs`), and `changed` says how many the blocker changed against unblocked.
 """
 
 from __future__ import annotations
@@ -21,7 +23,8 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import SIZES, build_model, device_name, dump, kernel_table, now, peak_gib, reset_peak  # noqa: E402
+from common import (SIZES, build_model, device_name, dump, kernel_table, now, peak_gib, peak_kind,  # noqa: E402
+                    peak_note, reset_peak)
 
 DTYPES = {"bf16": torch.bfloat16, "fp32": torch.float32}
 
@@ -74,11 +77,47 @@ def run_mode(mode, model, ids, n, device, blocker=None):
                  "peak_gib": peak_gib(device)}
 
 
-def reference(outs, mode):
-    """What a mode's tokens are compared with: generate()'s (blocked modes: generate() + blocker), else the
-    graph mode's when generate() was not run."""
+def reference(outs, mode) -> str | None:
+    """The mode whose tokens `mode`'s are compared with: generate() (blocked modes: generate() + blocker),
+    else the graph mode when generate() was not run; None while neither has run."""
     names = ("generate_block", "graph_block") if mode.endswith("_block") else ("generate", "graph")
-    return next((outs[n] for n in names if n in outs and (n != mode or n.startswith("generate"))), None)
+    return next((n for n in names if n in outs and (n != mode or n.startswith("generate"))), None)
+
+
+def compare(row, outs) -> None:
+    """Fill row's `agree` (share of all tokens equal to its reference's: `agree_vs`) and `agree_first` (of
+    the first new token's), None while the reference has not run; for a blocked mode also `changed`, the
+    share the blocker changed against the same mode unblocked. Called again at the end, for modes timed
+    before their reference (or unblocked counterpart) ran."""
+    out, ref = outs[row["mode"]], reference(outs, row["mode"])
+    row["agree_vs"] = ref
+    row["agree"] = None if ref is None else (out == outs[ref]).float().mean().item()
+    # bf16 on random weights: near-tied logits make kernels' rounding flip an argmax, and a row then
+    # diverges for good; the first new token shows whether the paths agree before any such flip.
+    row["agree_first"] = None if ref is None else (out[:, 0] == outs[ref][:, 0]).float().mean().item()
+    plain = outs.get(row["mode"].removesuffix("_block"))
+    if row["mode"].endswith("_block") and plain is not None:
+        row["changed"] = (out != plain).float().mean().item()
+
+
+def speed_baseline(ok: list[dict]) -> dict | None:
+    """The row the speed ratios divide: generate() when it ran, else the first mode that did."""
+    return next((r for r in ok if r["mode"] == "generate"), ok[0] if ok else None)
+
+
+def table(ok: list[dict], base: dict, device) -> list[str]:
+    """The summary table's lines; the ratio column names the mode it compares with (not always generate)."""
+    ratio = f"x {base['mode']}"
+    w = max(10, len(ratio))
+    lines = [f"{'mode':14s} {'seconds':>8s} {'tokens/s':>10s} {ratio:>{w}s} {'setup s':>8s} {'peak GiB':>9s} "
+             f"{'agree':>6s}"]
+    for r in ok:
+        agree = "" if r["agree"] is None else f"{r['agree']:6.1%}"
+        lines.append(f"{r['mode']:14s} {r['seconds']:8.3f} {r['tokens_per_s']:10.0f} "
+                     f"{base['seconds'] / r['seconds']:{w}.2f} {r['setup_s']:8.2f} {r['peak_gib']:9.2f} {agree:>6s}")
+    if base["mode"] != "generate":
+        lines.append(f"(generate did not run: ratios are against {base['mode']}, the first mode that did)")
+    return lines + [peak_note(device)]
 
 
 def main(argv=None) -> int:
@@ -123,30 +162,20 @@ def main(argv=None) -> int:
             rows.append({"mode": mode, "error": f"{type(e).__name__}: {e}"[:2000]})
             continue
         outs[mode] = out
-        ref = reference(outs, mode)
-        row["agree"] = (out == ref).float().mean().item() if ref is not None else None
-        # bf16 on random weights: near-tied logits make kernels' rounding flip an argmax, and a row then
-        # diverges for good; the first new token shows whether the paths agree before any such flip.
-        row["agree_first"] = (out[:, 0] == ref[:, 0]).float().mean().item() if ref is not None else None
-        plain = outs.get(mode.removesuffix("_block"))
-        if mode.endswith("_block") and plain is not None:
-            row["changed"] = (out != plain).float().mean().item()
+        compare(row, outs)
         rows.append(row)
         print(f"  {mode}: {row['seconds']:.3f} s (setup {row['setup_s']:.1f} s), agree {row['agree']} "
               f"(first token {row['agree_first']}), "
               f"changed by the blocker {row.get('changed')}", flush=True)
-    for r in rows:  # modes timed before their reference ran
-        if r.get("agree") is None and r["mode"] in outs:
-            ref = reference(outs, r["mode"])
-            r["agree"] = None if ref is None else (outs[r["mode"]] == ref).float().mean().item()
+    for r in rows:  # again, now that every reference has run (its `agree` stays None if it never did)
+        if r["mode"] in outs:
+            compare(r, outs)
     ok = [r for r in rows if "error" not in r]
-    base = next((r for r in ok if r["mode"] == "generate"), ok[0] if ok else None)
-    print(f"{'mode':11s} {'seconds':>8s} {'tokens/s':>10s} {'x generate':>10s} {'setup s':>8s} {'peak GiB':>9s} {'agree':>6s}")
-    for r in ok:
-        agree = "" if r["agree"] is None else f"{r['agree']:6.1%}"
-        print(f"{r['mode']:11s} {r['seconds']:8.3f} {r['tokens_per_s']:10.0f} {base['seconds'] / r['seconds']:10.2f} "
-              f"{r['setup_s']:8.2f} {r['peak_gib']:9.2f} {agree:>6s}")
-    dump(args.json, {"device": device_name(device), "args": vars(args), "rows": rows})
+    base = speed_baseline(ok)
+    if base is not None:
+        print("\n".join(table(ok, base, device)))
+    dump(args.json, {"device": device_name(device), "args": vars(args), "baseline": base and base["mode"],
+                     "peak_kind": peak_kind(device), "rows": rows})
     if args.profile:
         from hyperfit.fast_greedy import GreedyDecoder
 

@@ -9,8 +9,11 @@ header and stored as "reference" in the JSON (rows: "max_dloss_vs_ref"): `plain`
 autocast + fused AdamW, eager: the loop train.py ran before these levers), else the first variant that
 ran (on a CPU, where `plain` is not a default, that is fp32_eager). Speed-ups are also given against
 fp32_eager (stored as "baseline"); when it did not run, the reference stands in and the header says so.
-MFU is "–" where the device's peak is unknown (any CPU). The fast variants call hyperfit.fast_train and
-hyperfit.optim, the code train.py runs.
+MFU counts 6·N FLOPs per token for the N matmul parameters (all but the input embedding, a lookup; a tied
+output head once) plus attention's 12·L·d·T (step_flops); it is "–" where the device's peak is unknown
+(any CPU). "peak GiB" is torch.cuda.max_memory_allocated per variant on CUDA, but on a CPU the process's
+max RSS, which never resets (the JSON's "peak_kind" says which). The fast variants call
+hyperfit.fast_train and hyperfit.optim, the code train.py runs.
 
 Variants: fp32_eager (fp32 compute, torch's default AdamW), plain (bf16 autocast, fused AdamW),
 compile_model (+ torch.compile of the model), compile (+ compiled cross-entropy: train.compile=true),
@@ -36,7 +39,8 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import SIZES, build_model, device_name, dump, kernel_table, now, peak_flops, peak_gib, reset_peak  # noqa: E402
+from common import (SIZES, build_model, device_name, dump, kernel_table, now, peak_flops, peak_gib,  # noqa: E402
+                    peak_kind, peak_note, reset_peak)
 
 VARIANTS = ("fp32_eager", "plain", "compile_model", "compile", "loop", "master", "kahan", "master_eager",
             "kahan_eager")  # every name setup() knows; anything else would silently run as plain fp32 AdamW
@@ -158,7 +162,7 @@ def run_variant(variant, args, device, batches):
     if variant in args.profile:
         print(f"kernels of one {variant} update (after the timed ones):")
         print(kernel_table(partial(breakdown, loss_fn, opt, batches, tokens, device, 1), device))
-    n_params = sum(p.numel() for p in model.parameters())
+    n_params, n_matmul = sum(p.numel() for p in model.parameters()), matmul_params(model)
     peak = peak_gib(device)
     del model, opt, loss_fn
     gc.collect()  # the next variant builds a fresh 1.1B model: free this one's ~18 GB first
@@ -166,7 +170,8 @@ def run_variant(variant, args, device, batches):
     reset_peak(device)
     return {"variant": variant, "s_per_step": per_step, "fwd_bwd_s": fwd_bwd, "opt_s": opt_s,
             "first_step_s": t_first, "steps": steps,
-            "peak_gib": peak, "losses": torch.stack(losses).float().tolist(), "params": n_params}
+            "peak_gib": peak, "losses": torch.stack(losses).float().tolist(), "params": n_params,
+            "matmul_params": n_matmul}
 
 
 def _row(rows, variant):
@@ -179,14 +184,27 @@ def dloss(row, ref) -> float:
     return max(abs(a - b) for a, b in zip(row["losses"][:n], ref["losses"][:n]))
 
 
+def matmul_params(model) -> int:
+    """Parameters that cost FLOPs per token: all but the input embedding (a lookup: no FLOPs), plus the output
+    head counted once even when tied to that embedding (the head's matmul runs either way). Tiny shape,
+    untied: 2 layers × 36,992 + final norm 64 + head 512 × 64 = 106,816 (of 139,584 parameters)."""
+    emb, head = model.get_input_embeddings().weight, model.get_output_embeddings().weight
+    return sum(p.numel() for p in model.parameters() if p is not emb) + (head.numel() if head is emb else 0)
+
+
+def step_flops(n_matmul: int, shape: dict, seq: int, batch: int = 8) -> int:
+    """FLOPs of one update (forward + backward) by the usual MFU convention (PaLM, appendix B): 6·N per token
+    for the N matmul parameters (2 forward, 4 backward), plus 12·L·d·T per token for attention's scores and
+    weighted sum (counted in full although the mask is causal)."""
+    L, d = shape["num_hidden_layers"], shape["hidden_size"]
+    return (6 * n_matmul + 12 * L * d * seq) * batch * seq
+
+
 def mfu(row, args, device) -> float | None:
     peak = peak_flops(device)
     if peak is None:
         return None
-    shape = SIZES[args.size]
-    L, d, T = shape["num_hidden_layers"], shape["hidden_size"], args.seq
-    flops = 6 * row["params"] * 8 * T + 12 * L * d * T * T * 8  # weights + attention, fwd + bwd
-    return flops / row["s_per_step"] / peak
+    return step_flops(row["matmul_params"], SIZES[args.size], args.seq) / row["s_per_step"] / peak
 
 
 def references(ok: list[dict]) -> tuple[dict | None, dict | None]:
@@ -221,17 +239,39 @@ def report(rows: list[dict], args, device) -> dict:
     if ref is None:
         print("no variant ran to the end: nothing to compare")
         return {"device": device_name(device), "args": vars(args), "reference": None, "baseline": None,
-                "rows": rows}
+                "peak_kind": peak_kind(device), "rows": rows}
     for r in ok:
         r["max_dloss_vs_ref"] = dloss(r, ref)
         r["mfu"] = mfu(r, args, device)
     why = "" if ref["variant"] == "plain" else " (plain did not run: the first variant that did)"
     print(f"reference: {ref['variant']}{why}; speed baseline: {base['variant']}")
     print("\n".join(table(ok, ref, base)))
+    print(peak_note(device))
     print(f"reference {ref['variant']} loss: {ref['losses'][0]:.5f} → {ref['losses'][-1]:.5f} "
           f"over {len(ref['losses'])} steps")
     return {"device": device_name(device), "args": vars(args), "reference": ref["variant"],
-            "baseline": base["variant"], "rows": rows}
+            "baseline": base["variant"], "peak_kind": peak_kind(device), "rows": rows}
+
+
+def count_problems(args) -> list[str]:
+    """Every bad step count, each with its value and fix, checked before any model is built. run_variant
+    starts its clock at update --warmup, so a variant that runs no more updates than that has no timing
+    (fp32_eager runs min(--steps, --baseline-steps) of them)."""
+    problems = []
+    if args.warmup < 0:
+        problems.append(f"--warmup={args.warmup} must be >= 0 (the untimed updates); use --warmup 0 or more")
+    least = max(args.warmup, 0) + 1
+    if args.steps <= args.warmup:
+        problems.append(f"--steps={args.steps} must exceed --warmup={args.warmup}; use --steps {least} or more")
+    if "fp32_eager" in args.variants and args.baseline_steps <= args.warmup:
+        problems.append(f"--baseline-steps={args.baseline_steps} (fp32_eager's updates) must exceed "
+                        f"--warmup={args.warmup}; use --baseline-steps {least} or more")
+    if args.split_steps < 1:
+        problems.append(f"--split-steps={args.split_steps} must be >= 1 (updates timed as fwd+bwd / optimizer); "
+                        "use --split-steps 1 or more")
+    if args.seq < 2:
+        problems.append(f"--seq={args.seq} must be >= 2 (a sample needs a token to predict); use --seq 2 or more")
+    return problems
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -252,11 +292,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--profile", type=variant_list, nargs="?", const=PROFILE_ALL, default=(),
                    help="print the kernels by device time of these variants (comma list); alone: of every variant run")
     args = p.parse_args(argv)
-    args.seq = args.seq or (256 if args.size == "1b" else 64)
-    if args.steps <= args.warmup:
-        p.error(f"--steps={args.steps} must exceed --warmup={args.warmup}")
+    if args.seq is None:  # not `or`: --seq 0 must be refused below, not replaced
+        args.seq = 256 if args.size == "1b" else 64
     cuda = torch.device(args.device).type == "cuda"
     args.variants = args.variants or (GPU_VARIANTS if cuda else CPU_VARIANTS)
+    if problems := count_problems(args):
+        p.error("; ".join(problems))
     if args.profile is PROFILE_ALL:
         args.profile = args.variants
     return args

@@ -33,6 +33,8 @@ def test_train_step_benchmark_tiny(tmp_path, capsys):
     header = [line for line in out.splitlines() if line.startswith("variant ")][0]
     assert "plain" not in header and "x fp32_eager" in header and "max|Δloss| vs fp32_eager" in header
     assert "plain did not run" in out and "0.0%" not in out  # and MFU is "–" on a CPU, not 0 %
+    # On a CPU "peak GiB" is the process's max RSS, which never resets: the table and the JSON say so.
+    assert doc["peak_kind"] == "process max RSS (CPU)" and "each row includes every row before it" in out
 
 
 @pytest.mark.parametrize("flag", ["--variants", "--profile"])
@@ -85,6 +87,65 @@ def test_train_step_reference_is_plain_when_it_ran():
     assert train_step.references(rows) == (rows[1], rows[3])
 
 
+@pytest.mark.parametrize("argv, bad", [
+    (["--variants", "fp32_eager,kahan_eager", "--baseline-steps", "2", "--steps", "4"], "--baseline-steps=2"),
+    (["--warmup", "-1"], "--warmup=-1"),
+    (["--steps", "2"], "--steps=2 must exceed --warmup=2"),
+    (["--split-steps", "0", "--seq", "0"], "--split-steps=0"),
+])
+def test_train_step_refuses_step_counts_that_leave_nothing_to_time(argv, bad, monkeypatch, capsys):
+    import train_step
+
+    def must_not_run(*args, **kwargs):
+        raise AssertionError("a model was built for step counts that cannot be timed")
+
+    monkeypatch.setattr(train_step, "build_model", must_not_run)
+    monkeypatch.setattr(train_step, "run_variant", must_not_run)
+    with pytest.raises(SystemExit) as exit_info:
+        train_step.main(argv + ["--device", "cpu"])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert bad in err and "use --" in err  # what is wrong, the value, the fix
+    if "--seq" in argv:
+        assert "--seq=0" in err  # every problem at once, not the first only
+
+
+def test_train_step_times_fp32_eager_with_no_warmup(tmp_path):
+    import train_step
+
+    # fp32_eager runs --baseline-steps=1 update; with --warmup 0 that one update is the timed one.
+    assert train_step.main(["--variants", "fp32_eager", "--steps", "3", "--baseline-steps", "1", "--warmup", "0",
+                            "--seq", "8", "--split-steps", "1", "--device", "cpu",
+                            "--json", str(tmp_path / "t.json")]) == 0
+    row = json.loads((tmp_path / "t.json").read_text())["rows"][0]
+    assert row["steps"] == 1 and row["s_per_step"] > 0
+    # --baseline-steps only caps fp32_eager: without it, a small value is no error.
+    assert train_step.parse_args(["--variants", "kahan_eager", "--baseline-steps", "1", "--device", "cpu"])
+
+
+def test_mfu_counts_matmul_parameters_not_the_embedding_lookup(monkeypatch):
+    import train_step
+    from common import SIZES, build_model
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    # Tiny shape by hand: per layer q 64·64 + k, v 64·32 each + o 64·64 = 12,288, MLP 3·64·128 = 24,576,
+    # two norms 128: 36,992. Two layers + final norm 64 + head 512·64 = 32,768: 106,816. The input
+    # embedding (another 32,768) is a lookup and costs no FLOPs.
+    untied = build_model("tiny", "cpu")
+    assert sum(p.numel() for p in untied.parameters()) == 139_584
+    assert train_step.matmul_params(untied) == 106_816
+    # Tied: one tensor, but the head's matmul still runs, so it is counted once.
+    torch.manual_seed(0)
+    tied = LlamaForCausalLM(LlamaConfig(**SIZES["tiny"], tie_word_embeddings=True))
+    assert sum(p.numel() for p in tied.parameters()) == 106_816 and train_step.matmul_params(tied) == 106_816
+    # One update of 8 × 16 tokens: (6·106,816 + 12·2 layers·64·16) per token × 128 tokens.
+    assert train_step.step_flops(106_816, SIZES["tiny"], seq=16) == (640_896 + 24_576) * 128 == 85_180_416
+    monkeypatch.setattr(train_step, "peak_flops", lambda device: 1e12)
+    args = train_step.parse_args(["--seq", "16", "--device", "cpu"])
+    row = {"params": 139_584, "matmul_params": 106_816, "s_per_step": 1e-3}
+    assert train_step.mfu(row, args, "cpu") == pytest.approx(0.085180416)
+
+
 def test_gpu_suite_reports_a_failing_part(tmp_path):
     env = {**os.environ, "SIZE": "tiny", "STEPS": "3", "PARTS": "train", "VARIANTS": "fp32_eager", "T_TRAIN": "1",
            "OUT": str(tmp_path), "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
@@ -110,13 +171,71 @@ def test_generate_benchmark_tiny(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "kernels of one eager call" in out and "aten::" in out
     out = out[: out.index("kernels of one eager call")]  # the timing table comes before the profile
-    assert "generate" in out and "100.0%" in out and "%" in out.splitlines()[-1]
+    assert "generate" in out and "100.0%" in out and "%" in out.splitlines()[-2]  # the last row, above the footnote
     eager = [l for l in out.splitlines() if l.startswith("eager ")][0]
     assert eager.endswith("100.0%")  # the fast path gives generate()'s tokens (CPU, fp32)
     blocked = [l for l in out.splitlines() if l.startswith("eager_block ")][0]
     assert blocked.endswith("100.0%")  # ... and, with the citation blocker, generate()'s blocked tokens
     changed = [l for l in out.splitlines() if l.startswith("  eager_block:")][0]
     assert float(changed.rsplit(" ", 1)[1]) > 0.1  # the blocker really changed the continuations
+    assert json.loads((tmp_path / "g.json").read_text())["peak_kind"] == "process max RSS (CPU)"
+    assert "peak GiB: process max RSS (CPU), which never resets" in out
+
+
+def test_generate_fills_agreement_of_modes_timed_before_their_reference(tmp_path, capsys):
+    import generate as bench
+
+    assert bench.main(["--modes", "eager,generate", "--contexts", "2", "--new", "4", "--device", "cpu",
+                       "--json", str(tmp_path / "g.json")]) == 0
+    doc = json.loads((tmp_path / "g.json").read_text())
+    eager = doc["rows"][0]  # timed before generate() ran, compared at the end: all of it, first token too
+    assert (eager["agree_vs"], eager["agree"], eager["agree_first"]) == ("generate", 1.0, 1.0)
+    assert doc["baseline"] == "generate" and "x generate" in capsys.readouterr().out
+
+
+def test_generate_names_the_speed_baseline_when_generate_did_not_run(tmp_path, capsys):
+    import generate as bench
+
+    assert bench.main(["--modes", "eager_block,eager", "--contexts", "2", "--new", "4", "--device", "cpu",
+                       "--json", str(tmp_path / "g.json")]) == 0
+    out = capsys.readouterr().out
+    header = [line for line in out.splitlines() if line.startswith("mode ")][0]
+    assert "x eager_block" in header and "x generate" not in header
+    assert "generate did not run: ratios are against eager_block" in out
+    doc = json.loads((tmp_path / "g.json").read_text())
+    assert doc["baseline"] == "eager_block"
+    # eager ran after eager_block: how much the blocker changed is filled in at the end.
+    assert doc["rows"][0]["changed"] is not None and doc["rows"][0]["agree"] is None  # no generate_block ran
+
+
+def test_blocker_refuses_comparison_corpora_larger_than_the_training_set(capsys):
+    import blocker as bench
+
+    with pytest.raises(SystemExit) as exit_info:
+        bench.parse_args(["--samples", "10", "--compare-samples", "5", "50"])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert "--compare-samples 50: more than --samples=10" in err and "use --samples 50" in err
+    assert "--compare-samples 5 " not in err  # 5 of 10 is fine
+    assert bench.parse_args(["--samples", "50", "--compare-samples", "5", "50"]).compare_samples == [5, 50]
+
+
+@pytest.mark.parametrize("argv, bad", [(["--texts", "0"], "--texts=0 must be >= 2"),
+                                       (["--texts", "1", "--sample", "0"], "--sample=0 must be >= 1")])
+def test_bleu_refuses_counts_it_cannot_measure(argv, bad, capsys):
+    import bleu as bench
+
+    with pytest.raises(SystemExit) as exit_info:
+        bench.main(argv)
+    assert exit_info.value.code == 2 and bad in capsys.readouterr().err
+
+
+def test_bleu_benchmark_tiny(capsys):
+    import bleu as bench
+
+    bench.main(["--texts", "3", "--train", "3", "--sample", "3", "--words", "20"])
+    out = capsys.readouterr().out
+    assert "Self-BLEU: ours" in out and "Dataset BLEU: ours" in out and "estimated" not in out
 
 
 def test_master_weights_follow_fp32_adamw_while_the_model_holds_bf16():
