@@ -8,9 +8,10 @@
 Counts come from the model's config alone: the model is built on the meta device (no memory, no
 weights), so the parameter count is exact for any architecture transformers knows. Memory per
 parameter is the paper's recipe with fp32 master weights: 4 B weights + 4 B gradients + 8 B AdamW
-moments = 16 B. Activations are an estimate (Korthikanti et al., 2022, with fused attention: ~34 bytes ×
-tokens × hidden per layer in bf16, plus fp32 logits for the loss); treat the table as a plan, and
-`benchmarks/train_step.py` as the measurement.
+moments = 16 B, on the GPUs (sharded under FSDP2); ZeRO-3 with CPU offload moves all of it, and more, to
+host RAM (20 B; see OFFLOAD_HOST_BYTES). Activations are an estimate (Korthikanti et al., 2022, with fused
+attention: ~34 bytes × tokens × hidden per layer in bf16, plus fp32 logits for the loss); treat the table
+as a plan, and `benchmarks/train_step.py` as the measurement.
 """
 
 from __future__ import annotations
@@ -36,8 +37,30 @@ PRESETS = {
     "llama-3.1-70b": dict(hidden_size=8192, intermediate_size=28672, num_hidden_layers=80, num_attention_heads=64,
                           num_key_value_heads=8, vocab_size=128256),
 }
-STATE_BYTES = 16     # per parameter: fp32 weight 4 + fp32 grad 4 + AdamW exp_avg 4 + exp_avg_sq 4
+# Per parameter: fp32 weight 4 + fp32 grad 4 + AdamW exp_avg 4 + exp_avg_sq 4. DDP stays at 16 only because
+# hyperfit wraps it with gradient_as_bucket_view=True (grads are views into the all-reduce buckets); without
+# it the buckets are a second fp32 gradient copy: 20 B/param.
+STATE_BYTES = 16
 OVERHEAD = 2 * GIB   # per GPU: CUDA context, cuBLAS workspaces, allocator slack
+# ZeRO-3 with offload_param and offload_optimizer to the CPU (zero3_offload.json): host RAM per parameter,
+# from the buffers of DeepSpeed's runtime/zero/stage3.py, counted after one step on CPU:
+#   fp16_partitioned_groups_flat, the bf16 parameter partitions (offload_param)          2
+#   fp32_partitioned_groups_flat, the fp32 master weights                                 4
+#   fp32_partitioned_groups_flat[i].grad, the masters' fp32 gradients                     4
+#   grad_partitions_flat_buffer, the bf16 gradient partitions (pinned)                    2
+#   DeepSpeedCPUAdam exp_avg + exp_avg_sq (fp32)                                          8
+# Their total over all ranks does not depend on the GPU count: the partitions just get smaller.
+OFFLOAD_HOST_BYTES = 2 + 4 + 4 + 2 + 8
+# DeepSpeed's own estimate_zero3_model_states_mem_needs (same file) asks 18 B/param × its
+# additional_buffer_factor 1.5, slack it does not itemise; printed beside ours as the cautious figure.
+DEEPSPEED_HOST_BYTES = 18 * 1.5
+# ZeRO-3's gradient reduce (IPG) bucket, allocated on each GPU with contiguous_gradients: reduce_bucket_size
+# elements (DeepSpeed's default 5e8; zero3_offload.json leaves it) in bf16.
+REDUCE_BUCKET_BYTES = 500_000_000 * 2
+# Launch files that turn activation checkpointing on themselves, whatever train.activation_checkpointing says:
+# fsdp2.yaml (fsdp_activation_checkpointing: true). zero3_offload.{yaml,json} turn nothing on, so that row
+# follows --checkpointing (train.activation_checkpointing), as single_gpu and ddp do.
+CHECKPOINTED_BY_LAUNCH_FILE = ("fsdp2",)
 STRATEGIES = ("single_gpu", "ddp", "fsdp2", "zero3_offload")
 
 
@@ -127,8 +150,13 @@ def shape_of(config) -> Shape:
     import torch
     from transformers import AutoModelForCausalLM
 
-    with torch.device("meta"):
-        model = AutoModelForCausalLM.from_config(config)
+    try:
+        with torch.device("meta"):
+            model = AutoModelForCausalLM.from_config(config)
+    except ValueError as e:  # an encoder-decoder (T5), an encoder (BERT): transformers has no causal LM for it
+        raise PlanError(f"{type(config).__name__} (model_type {getattr(config, 'model_type', None)!r}) is not a "
+                        f"causal LM ({_first_line(e)}); hyperfit trains decoder-only models that "
+                        "AutoModelForCausalLM builds: plan one of those, e.g. a preset or a Llama folder") from e
     text = config.get_text_config(decoder=True)
     return Shape(params=sum(p.numel() for p in model.parameters()), layers=text.num_hidden_layers,
                  hidden=text.hidden_size, vocab=text.vocab_size)
@@ -143,16 +171,25 @@ def activation_bytes(s: Shape, samples: int, seq: int, checkpointing: bool) -> i
     return kept + logits
 
 
+def checkpointed(strategy: str, checkpointing: bool) -> bool:
+    """Whether `strategy`'s row recomputes activations: its launch file may turn it on whatever the flag says."""
+    return checkpointing or strategy in CHECKPOINTED_BY_LAUNCH_FILE
+
+
 def per_gpu(s: Shape, strategy: str, ranks: int, batch: int, seq: int, checkpointing: bool) -> tuple[int, int]:
     """(bytes on each GPU, bytes of host memory in total) for `strategy` over `ranks` GPUs."""
-    act = activation_bytes(s, batch // ranks, seq, checkpointing)
+    act = activation_bytes(s, batch // ranks, seq, checkpointed(strategy, checkpointing))
     if strategy in ("single_gpu", "ddp"):
         return STATE_BYTES * s.params + act + OVERHEAD, 0
     gathered = 2 * 2 * s.layer_params  # bf16 copy of one layer being used + one prefetched
     if strategy == "fsdp2":
         return STATE_BYTES * s.params // ranks + gathered + act + OVERHEAD, 0
-    # ZeRO-3 offload: bf16 weights + bf16 grads sharded on GPU; fp32 masters + moments (12 B) on the host.
-    return 4 * s.params // ranks + gathered + act + OVERHEAD, 12 * s.params
+    # ZeRO-3 offload keeps no shard on the GPUs (only tensors under stage3_param_persistence_threshold, the
+    # norms, stay whole there): the gathered layers, the bf16 gradients of the layer in backward before they
+    # are copied into the reduce bucket, and the bucket. (DeepSpeed's estimator says 4 B × the largest layer:
+    # its bf16 weights and gradients; ours adds the prefetched layer.)
+    working = gathered + 2 * s.layer_params + REDUCE_BUCKET_BYTES
+    return working + act + OVERHEAD, OFFLOAD_HOST_BYTES * s.params
 
 
 def gpu_size(gpu_gib: float | None = None, gpu_gb: float | None = None) -> tuple[float, str]:
@@ -175,8 +212,12 @@ def require_positive(flag: str, value: float, fix: str) -> None:
 
 
 def rank_options(strategy: str, batch: int) -> list[int]:
-    """GPU counts to try: 1 for single_gpu; else the divisors of the batch from 2 up (each rank takes batch/N)."""
-    return [1] if strategy == "single_gpu" else [r for r in range(2, batch + 1) if batch % r == 0]
+    """GPU counts to try, each a divisor of the batch (each rank takes batch/N): 1 for single_gpu; from 1 for
+    zero3_offload, whose model state is in host RAM, so one GPU is a valid (slow) option; else from 2."""
+    if strategy == "single_gpu":
+        return [1]
+    first = 1 if strategy == "zero3_offload" else 2
+    return [r for r in range(first, batch + 1) if batch % r == 0]
 
 
 def table(s: Shape, gpu_gib: float = DEFAULT_GPU_GIB, batch: int = 8, seq: int = 256,
@@ -203,18 +244,54 @@ def table(s: Shape, gpu_gib: float = DEFAULT_GPU_GIB, batch: int = 8, seq: int =
 
 def render(name: str, s: Shape, rows: list[dict], gpu_label: str, batch: int, seq: int, checkpointing: bool) -> str:
     lines = [f"{name}: {s.params / 1e9:.2f} B parameters, {s.layers} layers, hidden {s.hidden}, vocab {s.vocab}",
-             f"training state {STATE_BYTES} B/param (fp32 weights + grads + AdamW) = {STATE_BYTES * s.params / GIB:,.1f} GiB; "
-             f"batch {batch} × {seq} tokens; activation checkpointing {'on' if checkpointing else 'off'}",
+             f"training state {STATE_BYTES} B/param (fp32 weights + grads + AdamW) = "
+             f"{STATE_BYTES * s.params / GIB:,.1f} GiB; batch {batch} × {seq} tokens",
+             checkpointing_line(checkpointing),
              f"{'strategy':14s} {'per-GPU GiB':>12s} {'host GiB':>9s}  GPUs of {gpu_label} needed"]
-    for r in rows:
-        if r["ranks_tried"] is None:
-            lines.append(f"{r['strategy']:14s} {'-':>12s} {'-':>9s}  needs a batch of 2 or more to split over GPUs")
-            continue
-        need = (str(r["gpus"]) if r["gpus"] else
-                f"does not fit (at {r['ranks_tried']}, the most ranks a batch of {batch} allows)")
-        lines.append(f"{r['strategy']:14s} {r['per_gpu_gib']:12,.1f} {r['host_gib']:9,.0f}  {need}")
-    lines.append("Launch: accelerate launch --config_file configs/accelerate/<strategy>.yaml -m hyperfit train RUN_DIR")
+    lines += [row_line(r, batch) for r in rows]
+    lines += offload_note(s, next(r for r in rows if r["strategy"] == "zero3_offload"))
+    lines += launch_lines(rows, gpu_label, checkpointing)
     return "\n".join(lines)
+
+
+def checkpointing_line(checkpointing: bool) -> str:
+    # fsdp2.yaml sets fsdp_activation_checkpointing, so a row without it would plan a run that never happens.
+    return ("activation checkpointing on (--checkpointing); fsdp2 has it on in any case, as fsdp2.yaml does"
+            if checkpointing else
+            "activation checkpointing off (--checkpointing turns it on), but on for fsdp2, as fsdp2.yaml does")
+
+
+def row_line(r: dict, batch: int) -> str:
+    if r["ranks_tried"] is None:
+        return f"{r['strategy']:14s} {'-':>12s} {'-':>9s}  needs a batch of 2 or more to split over GPUs"
+    if r["gpus"]:
+        need = str(r["gpus"])
+    elif r["strategy"] == "single_gpu":
+        need = "does not fit one GPU: shard the model with fsdp2 or zero3_offload"
+    else:
+        need = f"does not fit (at {r['ranks_tried']}, the most ranks a batch of {batch} allows)"
+    return f"{r['strategy']:14s} {r['per_gpu_gib']:12,.1f} {r['host_gib']:9,.0f}  {need}"
+
+
+def offload_note(s: Shape, row: dict) -> list[str]:
+    # The GPU column alone would suggest the GPU count is what limits ZeRO-3 offload; it is the host's RAM.
+    cautious = DEEPSPEED_HOST_BYTES * s.params / GIB
+    return [f"Host RAM bounds zero3_offload, not GPUs: ~{row['host_gib']:,.0f} GiB in total ({OFFLOAD_HOST_BYTES} "
+            f"B/param; DeepSpeed's estimator asks {DEEPSPEED_HOST_BYTES:g} B/param = {cautious:,.0f} GiB).",
+            "  Its GPUs hold no model shard, only the layers in use, a reduce bucket and activations; more GPUs",
+            "  split the CPU AdamW step and the host→GPU traffic: faster, not needed for memory."]
+
+
+def launch_lines(rows: list[dict], gpu_label: str, checkpointing: bool) -> list[str]:
+    """The launch command of the first row that fits (rows are in order of preference), with its GPU count."""
+    fit = next((r for r in rows if r["gpus"]), None)
+    if fit is None:
+        fix = "larger GPUs or a shorter --seq" if checkpointing else "larger GPUs, a shorter --seq or --checkpointing"
+        return [f"Launch: no strategy fits GPUs of {gpu_label}; try {fix}"]
+    n = fit["gpus"]
+    return [f"Launch ({fit['strategy']} on {n} GPU{'s' if n > 1 else ''}, the first row that fits):",
+            f"  accelerate launch --config_file configs/accelerate/{fit['strategy']}.yaml --num_processes {n} "
+            "-m hyperfit train RUN_DIR"]
 
 
 def plan(name: str, *, gpu_gib: float | None = None, gpu_gb: float | None = None, batch: int = 8, seq: int = 256,
