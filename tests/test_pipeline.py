@@ -99,3 +99,17 @@ def test_the_stage_functions_take_a_run_folder_as_a_path(tmp_path, tiny_llama, c
     generations = hyperfit.generate(cfg.generate, cfg.model, folder)
     assert [p.name for p in hyperfit.evaluate(cfg.evaluate, cfg.model, folder)] == ["greedy.json", "reference.json"]
     assert hyperfit.report([folder]).is_file() and generations.is_file()
+
+
+def test_a_process_count_the_batch_cannot_split_over_is_refused_before_anything_is_written(
+        tmp_path, tiny_llama, corpus_file, monkeypatch):
+    # Under `accelerate launch --num_processes 3` with the batch of 8: the refusal came from train(), after
+    # config.yaml and data/ were written, and the corrected command then met "already exists".
+    import hyperfit.pipeline
+    from hyperfit.train import TrainError
+
+    monkeypatch.setattr(hyperfit.pipeline, "world", lambda: (0, 3))
+    cfg = load_config(None, tiny_overrides(tiny_llama, corpus_file, tmp_path, "three") + ["train.batch_size=8"])
+    with pytest.raises(TrainError, match="cannot be split over 3 process"):
+        run(cfg)
+    assert not (tmp_path / "three").exists()

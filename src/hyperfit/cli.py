@@ -162,6 +162,10 @@ def _dispatch(args) -> int:
     from hyperfit.ranks import world
     from hyperfit.runs import RunDir, load_run_config, record_stage_overrides
 
+    def say(text: str) -> None:  # once under a launch, not once per process
+        if world()[0] == 0:
+            print(text)
+
     if args.command == "run":
         from hyperfit.pipeline import run
 
@@ -170,8 +174,7 @@ def _dispatch(args) -> int:
             config, overrides = None, [config] + overrides  # `hyperfit run key=value ...` without a YAML
         overrides += [f"train.push_to_hub={args.push_to_hub}"] if args.push_to_hub else []
         run_dir = run(load_config(config, overrides), resume=args.resume)
-        if world()[0] == 0:
-            print(f"done: {run_dir.path}")
+        say(f"done: {run_dir.path}")
     elif args.command in ("data", "train", "generate", "evaluate"):
         run_dir = RunDir(args.run_dir)
         push = [f"train.push_to_hub={args.push_to_hub}"] if getattr(args, "push_to_hub", None) else []
@@ -181,26 +184,24 @@ def _dispatch(args) -> int:
             from hyperfit.data import prepare_data
             from hyperfit.models import load_tokenizer
 
-            print(prepare_data(cfg.data, load_tokenizer(cfg.model), run_dir))
+            say(prepare_data(cfg.data, load_tokenizer(cfg.model), run_dir))
         elif args.command == "train":
             from hyperfit.train import train
 
-            summary = train(cfg.train, cfg.model, run_dir, resume=args.resume)
-            if world()[0] == 0:  # once, not once per launched process
-                print(summary)
+            say(train(cfg.train, cfg.model, run_dir, resume=args.resume))
         elif args.command == "generate":
             from hyperfit.generate import generate
 
-            print(f"wrote {generate(cfg.generate, cfg.model, run_dir)}")
+            say(f"wrote {generate(cfg.generate, cfg.model, run_dir)}")
         else:
             from hyperfit.evaluate import evaluate
 
             for path in evaluate(cfg.evaluate, cfg.model, run_dir, args.tag):
-                print(f"wrote {path}")
+                say(f"wrote {path}")
     elif args.command == "report":
         from hyperfit.report import report
 
-        print(f"wrote {report([RunDir(p) for p in args.run_dirs], Path(args.out) if args.out else None)}")
+        say(f"wrote {report([RunDir(p) for p in args.run_dirs], Path(args.out) if args.out else None)}")
     elif args.command == "compare":
         from hyperfit.compare import compare
 
@@ -209,8 +210,8 @@ def _dispatch(args) -> int:
         lengths = [int(x) for x in args.lengths.split(",")] if args.lengths else None
         decoders = [d.strip() for d in args.decoders.split(",") if d.strip()]
         result = compare(runs, decoders, lengths, args.block_ngrams, args.out, overrides, args.contexts_from_first)
-        print(f"wrote {result['markdown']} and {result['csv']} ({len(result['generated'])} generated, "
-              f"{len(result['cached'])} reused)")
+        say(f"wrote {result['markdown']} and {result['csv']} ({len(result['generated'])} generated, "
+            f"{len(result['cached'])} reused)")
     elif args.command == "demo":
         from hyperfit.demo import demo
 
@@ -224,7 +225,7 @@ def _dispatch(args) -> int:
 
         result = agreement(args.run_dirs, args.base, args.out)
         for name, row in zip(result["models"], result["matrix"]):
-            print(f"{name:>20s} " + " ".join(f"{v:.3f}" for v in row))
+            say(f"{name:>20s} " + " ".join(f"{v:.3f}" for v in row))
     elif args.command == "plan":
         from hyperfit.plan import plan
 

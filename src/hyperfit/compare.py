@@ -28,6 +28,7 @@ from types import SimpleNamespace
 from typing import Sequence
 
 from hyperfit.config import RunConfig, to_dict
+from hyperfit.ranks import world
 from hyperfit.runs import RunDir, RunError, load_run_config, read_jsonl, write_json, write_jsonl, write_text
 
 # Columns of compare.md (those registered in this installation); compare.csv has every metric.
@@ -205,7 +206,8 @@ def run_jobs(jobs: Sequence[Job], contexts: list[dict]) -> list[Job]:
         for job in (j for j in todo if j.model == model):
             cfg = dataclasses.replace(gen_cfg, decoder=job.decoder, max_new_tokens=job.length)
             rows = generation_rows(cfg, model.cfg.model, model.run, weights, tokenizer, contexts)
-            print(f"generated {job.model.label} / {job.decoder} / L{job.length} → {job.model.run.generation_file(job.tag)}")
+            if world()[0] == 0:
+                print(f"generated {job.model.label} / {job.decoder} / L{job.length} → {job.model.run.generation_file(job.tag)}")
             write_jsonl(job.model.run.generation_file(job.tag), [{**r, "cache_key": job.key} for r in rows])
         del weights
     return todo
@@ -315,7 +317,8 @@ def compare(run_dirs: Sequence[str | Path], decoders: Sequence[str], lengths: Se
     text = markdown(rows, notes)
     write_text(md, f"# hyperfit compare\n\nRuns: {', '.join(f'`{r.path}`' for r in runs)}\n\n{text}")
     write_csv(csv_path, rows)
-    print(text)
+    if world()[0] == 0:
+        print(text)
     return {"markdown": md, "csv": csv_path, "generated": [j.tag for j in generated],
             "cached": [j.tag for j in jobs if j not in generated], "config": to_dict(cfgs[0].generate)}
 

@@ -29,23 +29,26 @@ def contrastive_search(model, contexts: Sequence[Sequence[int]], gen_config, pen
                        top_k: int = 4, batch_size: int = 32, logits_processor=None) -> list[list[int]]:
     """Continuations (new tokens only) of each context; length and EOS rules come from `gen_config`."""
     from hyperfit.generate import cut_at_eos
+    from hyperfit.ranks import map_batches
 
     device = next(model.parameters()).device
     was_training = model.training
     model.eval()
-    outputs: list[list[int]] = []
+    batches = [[list(c) for c in contexts[s : s + batch_size]] for s in range(0, len(contexts), batch_size)]
+
+    def search(b: int) -> list[list[int]]:
+        batch = batches[b]
+        width = max(len(c) for c in batch)
+        pad = gen_config.pad_token_id
+        ids = torch.tensor([[pad] * (width - len(c)) + c for c in batch], device=device)
+        mask = torch.tensor([[0] * (width - len(c)) + [1] * len(c) for c in batch], device=device)
+        new = _search_batch(model, ids, mask, gen_config, penalty_alpha, top_k, logits_processor)
+        return [cut_at_eos(row, gen_config) for row in new.tolist()]
+
     try:
-        for start in range(0, len(contexts), batch_size):
-            batch = [list(c) for c in contexts[start : start + batch_size]]
-            width = max(len(c) for c in batch)
-            pad = gen_config.pad_token_id
-            ids = torch.tensor([[pad] * (width - len(c)) + c for c in batch], device=device)
-            mask = torch.tensor([[0] * (width - len(c)) + [1] * len(c) for c in batch], device=device)
-            new = _search_batch(model, ids, mask, gen_config, penalty_alpha, top_k, logits_processor)
-            outputs += [cut_at_eos(row, gen_config) for row in new.tolist()]
+        return map_batches(len(batches), search)  # under a launch, the batches are dealt out over the ranks
     finally:
         model.train(was_training)
-    return outputs
 
 
 def _search_batch(model, ids, mask, gen_config, alpha: float, top_k: int, logits_processor) -> torch.Tensor:

@@ -27,13 +27,16 @@ NEXT_UNDER_FSDP2 = ("to generate, evaluate and report, run the same `hyperfit ru
                     "stages")
 
 
-def check(cfg: RunConfig) -> None:
-    """Everything that can be checked cheaply: the model's config loads and lengths fit its context."""
+def check(cfg: RunConfig, trains: bool = True) -> None:
+    """Everything that can be checked cheaply: the model's config loads, lengths fit its context, and
+    (when the run will train) the batch splits over the launched processes."""
     from hyperfit.decoding import resolve
     from hyperfit.metrics.registry import get_metric
     from hyperfit.models import check_lengths, load_model_config
-    from hyperfit.train import check_tracker
+    from hyperfit.train import check_tracker, local_batch_size
 
+    if trains:
+        local_batch_size(cfg.train, world()[1], cfg.data.num_train)
     resolve(cfg.generate.decoder, cfg.generate.params)
     for name in cfg.evaluate.metrics:
         get_metric(name)
@@ -84,7 +87,7 @@ def run(cfg: RunConfig, resume: bool = False) -> RunDir:
         if to_dict(saved.data) != to_dict(cfg.data) or to_dict(saved.model) != to_dict(cfg.model):
             raise RunError(f"--resume: the data or model settings differ from those saved in {run_dir.config}; "
                            "resuming would mix two experiments. Use the saved settings or a new run name")
-    check(cfg)
+    check(cfg, trains=not (resume and run_dir.final.is_dir()))
     main = world()[0] == 0
     stop_after_training = deepspeed_launch()
     if stop_after_training and main:
@@ -110,7 +113,9 @@ def run(cfg: RunConfig, resume: bool = False) -> RunDir:
         base_tag = f"base-{cfg.generate.tag}" if cfg.generate.tag else None
         jobs.append(dataclasses.replace(cfg.generate, checkpoint="base", tag=base_tag))
     for job in jobs:
-        print(f"generate: {generate(job, cfg.model, run_dir)}")
+        path = generate(job, cfg.model, run_dir)
+        print(f"generate: {path}") if main else None
     evaluate(cfg.evaluate, cfg.model, run_dir)
-    print(f"report: {report([run_dir])}")
+    path = report([run_dir])
+    print(f"report: {path}") if main else None
     return run_dir

@@ -3,6 +3,7 @@
     for b in my_batches(n):          # rank r runs batches r, r + R, r + 2R, ... (-1: a padding batch)
         results[b] = work(b)
     rows = gather_batches(results, n)  # every rank gets all n batches' rows, in batch order
+    rows = map_batches(n, work)        # the same two steps, for work that keeps no state between batches
 
 Batches, not rows, are dealt out, so each batch is built exactly as in one process (same contexts, same
 sampling seed `seed + b`): the gathered rows equal a one-process run's. Every rank runs the same number
@@ -27,7 +28,30 @@ def world() -> tuple[int, int]:
     # Idempotent: reuses the training Accelerator's process group if there is one. CPU processes need
     # cpu=True to form a (gloo) group: PartialState, unlike the Accelerator, ignores ACCELERATE_USE_CPU.
     state = PartialState(cpu=parse_flag_from_env("ACCELERATE_USE_CPU"))
+    check_group(state.num_processes)
     return state.process_index, state.num_processes
+
+
+def check_group(formed: int) -> None:
+    """Refuse a launch whose processes formed no group of their own number.
+
+    A GPU launch config (distributed_type: MULTI_GPU) on a process that sees no GPU makes accelerate
+    fall back to one process each, silently: every process would then train the whole run and write the
+    same files. Called with the group size accelerate formed."""
+    import os
+
+    launched = int(os.environ.get("WORLD_SIZE", "1"))
+    if launched != formed:
+        from hyperfit.runs import RunError
+
+        import torch
+
+        sees = "sees no GPU (torch.cuda.is_available() is False)" if not torch.cuda.is_available() else \
+            f"sees {torch.cuda.device_count()} GPU(s)"
+        raise RunError(
+            f"launched as {launched} processes (WORLD_SIZE={launched}), but accelerate formed a group of {formed}: "
+            f"each process would run the whole job alone. This process {sees}. On GPUs, check the driver and "
+            "CUDA_VISIBLE_DEVICES; on CPUs, launch with ACCELERATE_USE_CPU=true (gloo)")
 
 
 def barrier() -> None:
@@ -43,6 +67,21 @@ def my_batches(n: int) -> list[int]:
     rank, size = world()
     per_rank = math.ceil(n / size)
     return [b if b < n else -1 for b in range(rank, per_rank * size, size)]
+
+
+def map_batches(n: int, work) -> list:
+    """The rows of work(0), ..., work(n - 1), concatenated in order, with the batches dealt out over the
+    launched processes (one process: simply every batch in turn).
+
+    A padding batch (-1) runs batch 0 again and is dropped, so every rank enters as many forwards (a
+    collective for sharded weights). Tensors in the rows are moved to the CPU before the gather: a pickled
+    CUDA tensor would be unpickled onto the sending rank's device."""
+    results = {b: work(max(b, 0)) for b in my_batches(n)}
+    if world()[1] > 1:
+        from torch.utils._pytree import tree_map
+
+        results = tree_map(lambda x: x.cpu() if hasattr(x, "cpu") else x, results)
+    return gather_batches(results, n)
 
 
 def gather_batches(results: dict[int, list], n: int) -> list:

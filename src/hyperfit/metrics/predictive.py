@@ -47,18 +47,25 @@ def predictive_metrics(model, sequences: Sequence[Sequence[int]], batch_size: in
     Returns loss (nats/token), perplexity, entropy (nats), top-1/3/5 probability mass, mean gold rank.
     `temperature` divides the logits first (the entropy-matched temperature control searches over it).
     """
+    from hyperfit.ranks import map_batches
+
     if not sequences:
         return {}
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
     ctx = torch.autocast(device.type, dtype=torch.bfloat16) if autocast == "bf16" else nullcontext()
-    totals: dict[str, torch.Tensor] = {}
-    for start in range(0, len(sequences), batch_size):
-        ids = torch.tensor([list(s) for s in sequences[start : start + batch_size]], device=device)
+    batches = [sequences[s : s + batch_size] for s in range(0, len(sequences), batch_size)]
+
+    def batch_stats(b: int) -> list[dict[str, torch.Tensor]]:
+        ids = torch.tensor([list(s) for s in batches[b]], device=device)
         with ctx:
             logits = model(input_ids=ids, use_cache=False).logits  # no KV cache to build for one pass
-        stats = token_stats(logits[:, :-1] / temperature, ids[:, 1:])
+        return [token_stats(logits[:, :-1] / temperature, ids[:, 1:])]
+
+    totals: dict[str, torch.Tensor] = {}
+    # Summed in batch order whichever rank ran a batch: the same numbers as one process.
+    for stats in map_batches(len(batches), batch_stats):
         for k, v in stats.items():
             totals[k] = totals.get(k, 0) + v
     model.train(was_training)
@@ -72,12 +79,16 @@ def predictive_metrics(model, sequences: Sequence[Sequence[int]], batch_size: in
 @torch.no_grad()
 def top1_predictions(model, sequences: Sequence[Sequence[int]], batch_size: int = 16) -> torch.Tensor:
     """Argmax next-token predictions [N, T-1] (for top-1 agreement between models)."""
+    from hyperfit.ranks import map_batches
+
     device = next(model.parameters()).device
-    outs = []
-    for start in range(0, len(sequences), batch_size):
-        ids = torch.tensor([list(s) for s in sequences[start : start + batch_size]], device=device)
-        outs.append(model(input_ids=ids, use_cache=False).logits[:, :-1].argmax(-1).cpu())
-    return torch.cat(outs)
+    batches = [sequences[s : s + batch_size] for s in range(0, len(sequences), batch_size)]
+
+    def predict(b: int) -> list[torch.Tensor]:
+        ids = torch.tensor([list(s) for s in batches[b]], device=device)
+        return [model(input_ids=ids, use_cache=False).logits[:, :-1].argmax(-1).cpu()]
+
+    return torch.cat(map_batches(len(batches), predict))
 
 
 def top1_agreement(predictions: Sequence[torch.Tensor]) -> list[list[float]]:
