@@ -18,6 +18,7 @@ from safetensors.torch import load_file
 from hyperfit.generate import generate
 from hyperfit.runs import RunDir, read_jsonl
 from test_train import prepared, step_losses
+from tinymodels import ASSETS, needs_assets
 
 REPO = Path(__file__).resolve().parents[1]
 SRC = str(REPO / "src")
@@ -81,7 +82,7 @@ def test_one_process_accumulation_and_two_processes_train_the_same(tmp_path, tin
     assert (runs["ddp"].final / "model.safetensors").is_file() and runs["ddp"].epoch_checkpoints()
 
 
-@pytest.mark.parametrize("decoder", ["greedy", "top_p"])
+@pytest.mark.parametrize("decoder", ["greedy", "top_p", "contrastive"])
 def test_generation_over_two_processes_writes_the_one_process_file(tmp_path, tiny_llama, corpus_file, decoder):
     # 8 contexts in batches of 3: rank 0 runs batches 0 and 2, rank 1 runs batch 1 and a padding batch.
     cfg, run = prepared(tmp_path, tiny_llama, corpus_file, "generate.checkpoint=base", f"generate.decoder={decoder}",
@@ -117,6 +118,8 @@ def test_whole_pipeline_over_two_processes_writes_the_one_process_run(tmp_path, 
         assert [{**r, "model": None} for r in rows_two] == [{**r, "model": None} for r in rows_one]
         metrics_one, metrics_two = (json.loads(RunDir(p).metrics_file(tag).read_text()) for p in (one.path, two))
         assert metrics_two["metrics"] == metrics_one["metrics"]
+        # Validation forwards split over the ranks, summed in batch order: the same numbers, not close ones.
+        assert metrics_two["predictive"] == metrics_one["predictive"]
     # `hyperfit compare` (decoders × base/final, citation blocker on): launched, then in one process.
     from hyperfit.compare import compare
 
@@ -128,6 +131,21 @@ def test_whole_pipeline_over_two_processes_writes_the_one_process_run(tmp_path, 
     compare([str(one.path)], ["greedy", "top_p"], None, 6, str(tmp_path / "c1"))
     assert len(launched) == 4 and {p.name: p.read_text() for p in one.generations.glob("*block6.jsonl")} == launched
     assert (tmp_path / "c2" / "compare.csv").read_text() == (tmp_path / "c1" / "compare.csv").read_text()
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs processes that see no GPU")
+def test_a_gpu_launch_on_processes_that_see_no_gpu_is_refused_before_training(tmp_path, tiny_llama, corpus_file):
+    # ddp.yaml asks for GPUs; without one accelerate made each process a one-process run of its own, and
+    # both trained the whole run into the same folder (6 probe rows for 3), exiting 0.
+    _, run = prepared(tmp_path, tiny_llama, corpus_file, name="nogpu")
+    env = {**os.environ, "PYTHONPATH": SRC + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    env.pop("ACCELERATE_USE_CPU", None)
+    out = subprocess.run([sys.executable, "-m", "accelerate.commands.launch", "--config_file", shipped("ddp"),
+                          "--num_processes", "2", "--main_process_port", "0", "-m", "hyperfit", "train", str(run.path)],
+                         env=env, capture_output=True, text=True, timeout=300, cwd=REPO)
+    assert out.returncode != 0
+    assert "launched as 2 processes (WORLD_SIZE=2), but accelerate formed a group of 1" in out.stderr, out.stderr[-3000:]
+    assert not run.train_log.exists() and not run.checkpoints.exists()
 
 
 @pytest.mark.parametrize("decoder", ["greedy", "top_p"])
@@ -158,6 +176,27 @@ def test_generation_with_the_model_sharded_over_two_processes_writes_the_one_pro
         assert sharded["metrics"] == reference["metrics"]
 
 
+@needs_assets()
+def test_sharded_bf16_greedy_takes_the_fast_loop_and_writes_the_one_process_tokens(tmp_path):
+    # On CUDA generate.fast and bf16 are the defaults. Sharded weights fell back to generate(), which in bf16
+    # rounds differently from the static-cache loop: an FSDP2 launch wrote other tokens than one GPU (the
+    # real 260K model: 3 to 6 of 11 rows). Sharded, the loop now runs eagerly (no CUDA graph can hold the
+    # collectives) and gives the same tokens.
+    from hyperfit.llama2c import import_llama2c
+
+    model = import_llama2c(ASSETS / "stories260K", tmp_path / "stories260K")
+    cfg, run = prepared(tmp_path, model, ASSETS / "text/tinystories/tinystories_val.txt", "data.seq_len=96",
+                        "data.context_len=16", "data.num_train=8", "data.num_val=8", "data.num_contexts=11",
+                        "generate.max_new_tokens=64", "generate.checkpoint=base", "generate.dtype=bfloat16",
+                        "generate.fast=true", "generate.batch_size=4", name="bf16")
+    path = generate(cfg.generate, cfg.model, run)
+    rows = read_jsonl(path)
+    path.unlink()
+    launch(2, "generate", str(run.path), config=shipped("fsdp2"), engine_on_cpu=True)
+    sharded = read_jsonl(path)
+    assert [r["dtype"] for r in sharded] == ["bfloat16"] * 11 and sharded == rows
+
+
 needs_deepspeed = pytest.mark.skipif(importlib.util.find_spec("deepspeed") is None,
                                      reason="DeepSpeed is not installed (.ci/run installs it)")
 
@@ -168,6 +207,8 @@ def sharded_runs(tmp_path, model, corpus, nproc: int, config: str, *extra: str, 
     _, full = prepared(tmp_path, model, corpus, *common, name="full")
     out = launch(nproc, "train", str(full.path), config=config, engine_on_cpu=engine_on_cpu)
     assert "weights float32" in out  # what the updates land on: fp32 masters under every engine
+    if config.endswith("fsdp2.yaml"):  # accelerate's policy would reduce bf16 gradients in bf16
+        assert "FSDP2 gradients reduced in float32" in out, out[-2000:]
     _, cut = prepared(tmp_path, model, corpus, *common, name="cut")
     launch(nproc, "train", str(cut.path), "train.epochs=2", config=config, engine_on_cpu=engine_on_cpu)
     launch(nproc, "train", str(cut.path), "--resume", config=config, engine_on_cpu=engine_on_cpu)

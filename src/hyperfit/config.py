@@ -159,8 +159,9 @@ class GenerateConfig:
     """Seed for sampling decoders."""
     fast: Optional[bool] = None
     """Greedy decoding with hyperfit.fast_greedy (static KV cache, decode step replayed as a CUDA graph):
-    the same tokens as generate(), without its per-token Python overhead (benchmarks/generate.py measures
-    it). None: on with CUDA. Other decoders, or contexts of unequal length, use generate()."""
+    the same tokens as generate() in fp32, without its per-token Python overhead (benchmarks/generate.py
+    measures it); in bf16 the two round differently and rows can part where two logits nearly tie. None: on
+    with CUDA. Other decoders, or contexts of unequal length, use generate()."""
     dtype: str = "auto"
     """Weights dtype while generating: auto (bfloat16 on CUDA, as the speed numbers in the README are; float32
     elsewhere), float32, bfloat16 or float16. Greedy tokens can differ between dtypes where two logits

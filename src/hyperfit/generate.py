@@ -42,7 +42,7 @@ def continue_contexts(model, contexts: Sequence[Sequence[int]], gen_config, batc
 
     Under `accelerate launch` the batches are dealt out over the processes and gathered back in order
     (hyperfit.ranks). Greedy decoding of equal-length contexts goes through hyperfit.fast_greedy when
-    `fast` (None: on CUDA); it gives the same tokens as generate().
+    `fast` (None: on CUDA); in fp32 it gives the tokens of generate() (bf16 rounds differently there).
     """
     from hyperfit.fast_greedy import fast_greedy_applies
     from hyperfit.models import has_sharded_weights
@@ -51,7 +51,6 @@ def continue_contexts(model, contexts: Sequence[Sequence[int]], gen_config, batc
     device = next(model.parameters()).device
     sharded = has_sharded_weights(model)
     fast = (device.type == "cuda" if fast is None else fast) and fast_greedy_applies(gen_config, contexts)
-    fast = fast and not sharded  # the fast loop's static cache and CUDA graph hold no collectives
     batches = [[list(c) for c in contexts[s : s + batch_size]] for s in range(0, len(contexts), batch_size)]
     saved = model.generation_config
     # generate() fills "unset" fields from model.generation_config; installing ours means nothing the
@@ -64,7 +63,7 @@ def continue_contexts(model, contexts: Sequence[Sequence[int]], gen_config, batc
         for b in my_batches(len(batches)):
             batch = batches[max(b, 0)]  # b = -1: padding batch, so every rank runs as many forwards
             if fast:
-                rows, decoder = _fast_batch(model, batch, gen_config, logits_processor, decoder, batch_size)
+                rows, decoder = _fast_batch(model, batch, gen_config, logits_processor, decoder, sharded)
             else:
                 rows = _generate_batch(model, batch, gen_config, logits_processor, seed + max(b, 0), device, sharded)
             results[b] = [cut_at_eos(row, gen_config) for row in rows]
@@ -89,15 +88,17 @@ def _generate_batch(model, batch, gen_config, logits_processor, seed: int, devic
     return out[:, width:].tolist()
 
 
-def _fast_batch(model, batch, gen_config, logits_processor, decoder, batch_size: int):
+def _fast_batch(model, batch, gen_config, logits_processor, decoder, sharded: bool):
     """One batch through a GreedyDecoder built once per call (a short last batch is padded with its first
-    row, so the recorded shapes never change)."""
+    row, so the recorded shapes never change). Sharded weights: the eager loop, since every forward is a
+    collective that a recorded CUDA graph cannot hold; it computes what the graph replays, so a sharded
+    launch writes the tokens one process writes, in bf16 too (generate() rounds differently there)."""
     from hyperfit.fast_greedy import GreedyDecoder, eos_ban
 
     if decoder is None:
         # The first batch is full unless it is the only one, so its size fits every later batch.
         decoder = GreedyDecoder(model, len(batch), len(batch[0]), gen_config.max_new_tokens, ban_ids=eos_ban(gen_config),
-                                processor=logits_processor)
+                                processor=logits_processor, mode="eager" if sharded else "auto")
     rows = batch + [batch[0]] * (decoder.B - len(batch))
     out = decoder(torch.tensor(rows, device=decoder.device))
     return out[: len(batch)].tolist(), decoder
