@@ -60,6 +60,14 @@ def test_compare_end_to_end_then_reuses_its_generations(trained_run, capsys):
     assert result["generated"] == ["base-top_p-L8", "final-top_p-L8"]
     assert read_jsonl(run / "generations/final-top_p-L8.jsonl")[0]["decoder_config"]["top_p"] == 0.5
 
+    # The greedy loop (static cache or generate(); in bf16 they can part) is part of greedy's key only.
+    assert read_jsonl(run / "generations/final-greedy-L8.jsonl")[0]["fast_greedy"] is False  # CPU default
+    result = compare([run], ["greedy", "top_p"], [8], overrides=["generate.num_samples=2", "generate.fast=true"])
+    assert sorted(result["generated"]) == ["base-greedy-L8", "base-top_p-L8", "final-greedy-L8", "final-top_p-L8"]
+    result = compare([run], ["greedy", "top_p"], [8], overrides=["generate.num_samples=2", "generate.fast=false"])
+    assert result["generated"] == ["base-greedy-L8", "final-greedy-L8"]  # top_p (back to 0.9) is cached now
+    assert read_jsonl(run / "generations/final-greedy-L8.jsonl")[0]["fast_greedy"] is False
+
 
 def test_weights_hash_is_remembered_and_follows_the_content(tmp_path, tiny_llama):
     model = shutil.copytree(tiny_llama, tmp_path / "m")

@@ -140,6 +140,8 @@ def check_contexts(runs: Sequence[RunDir], contexts_from_first: bool) -> list[di
 
 def plan(models: Sequence[Model], decoders: Sequence[str], lengths: Sequence[int], contexts: list[dict]) -> tuple[list[Job], list[str]]:
     """(jobs, notes): one job per model × decoder × length, with its tag and cache key."""
+    import torch
+
     from hyperfit.decoding import effective_settings, generation_config
     from hyperfit.generate import inference_dtype
 
@@ -163,6 +165,9 @@ def plan(models: Sequence[Model], decoders: Sequence[str], lengths: Sequence[int
                        "seed": g.seed, "num_samples": g.num_samples, "batch_size": g.batch_size,
                        "block_ngrams": g.block_ngrams, "block_until_word_end": g.block_until_word_end,
                        "dtype": inference_dtype(g)}
+                if decoder.preset.method == "generate" and not settings.get("do_sample"):
+                    # Greedy: the static-cache loop or generate(), which in bf16 can part where logits nearly tie.
+                    key["fast"] = g.fast if g.fast is not None else torch.cuda.is_available()
                 if g.block_ngrams is not None:  # the blocker's index is the training data
                     key["train"] = _json_hash([r["input_ids"] for r in model.run.read_samples("train")])
                 if target is not None:  # entropy matching measures the target model on the val text

@@ -44,13 +44,12 @@ def continue_contexts(model, contexts: Sequence[Sequence[int]], gen_config, batc
     (hyperfit.ranks). Greedy decoding of equal-length contexts goes through hyperfit.fast_greedy when
     `fast` (None: on CUDA); in fp32 it gives the tokens of generate() (bf16 rounds differently there).
     """
-    from hyperfit.fast_greedy import fast_greedy_applies
     from hyperfit.models import has_sharded_weights
     from hyperfit.ranks import gather_batches, my_batches
 
     device = next(model.parameters()).device
     sharded = has_sharded_weights(model)
-    fast = (device.type == "cuda" if fast is None else fast) and fast_greedy_applies(gen_config, contexts)
+    fast = uses_fast_loop(model, gen_config, contexts, fast)
     batches = [[list(c) for c in contexts[s : s + batch_size]] for s in range(0, len(contexts), batch_size)]
     saved = model.generation_config
     # generate() fills "unset" fields from model.generation_config; installing ours means nothing the
@@ -71,6 +70,15 @@ def continue_contexts(model, contexts: Sequence[Sequence[int]], gen_config, batc
         model.generation_config = saved
         model.train(was_training)
     return gather_batches(results, len(batches))
+
+
+def uses_fast_loop(model, gen_config, contexts: Sequence[Sequence[int]], fast: bool | None) -> bool:
+    """Whether continue_contexts decodes with hyperfit.fast_greedy: generate.fast (None: on CUDA) and a
+    plain greedy config over equal-length contexts."""
+    from hyperfit.fast_greedy import fast_greedy_applies
+
+    on = next(model.parameters()).device.type == "cuda" if fast is None else fast
+    return on and fast_greedy_applies(gen_config, contexts)
 
 
 def _generate_batch(model, batch, gen_config, logits_processor, seed: int, device, sharded: bool = False
@@ -182,6 +190,9 @@ def generation_rows(cfg: GenerateConfig, model_cfg: ModelConfig, run: RunDir, mo
     samples = decode(model, [c["context_ids"] for c in contexts], decoder, gen_config, cfg,
                      blocker_processor(run, cfg, tokenizer))
     settings = effective_settings(gen_config, decoder)
+    # Which loop wrote the rows: in bf16 the static-cache loop and generate() can part where logits nearly tie.
+    fast = decoder.preset.method != "contrastive" and uses_fast_loop(model, gen_config,
+                                                                      [c["context_ids"] for c in contexts], cfg.fast)
     source = checkpoint_path(run, model_cfg, cfg.checkpoint)
     dtype = str(next(model.parameters()).dtype).removeprefix("torch.")
     return [
@@ -189,7 +200,7 @@ def generation_rows(cfg: GenerateConfig, model_cfg: ModelConfig, run: RunDir, mo
          "continuation": continuation_text(tokenizer, c["context_ids"], ids), "decoder": cfg.decoder,
          "decoder_config": settings, "block_ngrams": cfg.block_ngrams,
          "block_until_word_end": cfg.block_until_word_end if cfg.block_ngrams else None, "checkpoint": cfg.checkpoint,
-         "model": str(source), "dtype": dtype, "sample": s, "seed": sample_seed(cfg.seed, s) if decoder.samples else None}
+         "model": str(source), "dtype": dtype, "fast_greedy": fast, "sample": s, "seed": sample_seed(cfg.seed, s) if decoder.samples else None}
         for s, conts in enumerate(samples) for c, ids in zip(contexts, conts)
     ]
 
