@@ -68,7 +68,7 @@ def metrics_rows(runs: Sequence[RunDir]) -> tuple[list[str], list[list]]:
         for f in files:
             m = json.loads(f.read_text())
             if "metrics" not in m:
-                continue  # e.g. human_study.json, reported in its own section
+                continue  # e.g. human_study-<study>.json, reported in its own section
             metric = lambda k: m["metrics"].get(k, {}).get("value")  # noqa: E731
             pred = m.get("predictive", {})
             label = "human (reference)" if m.get("decoder") == "human" else f"{m['checkpoint']} / {m['decoder']}"
@@ -203,9 +203,10 @@ def report(runs: Sequence[RunDir], out: Path | None = None) -> Path:
             shown = rows if len(rows) <= 12 else rows[:1] + rows[1:-1][:: max(1, len(rows) // 10)] + rows[-1:]
             lines += markdown_table(PROBE_COLUMNS, [[r.get(k) for k in PROBE_COLUMNS] for r in shown])
             lines.append("")
-        study = run.metrics / "human_study.json"
-        if study.is_file():
-            lines += [f"## Human study: {label}", "", "```json", study.read_text().strip(), "```", ""]
+        for study in sorted(run.metrics.glob("human_study*.json")):  # human_study-<study>.json, one per study
+            name = study.stem.removeprefix("human_study").lstrip("-")
+            lines += [f"## Human study{' ' + name if name else ''}: {label}", "", "```json",
+                      study.read_text().strip(), "```", ""]
     if plot:
         lines += ["## Training curves", "", f"![training curves]({plot.relative_to(out)})", ""]
     for run, label in zip(runs, labels):

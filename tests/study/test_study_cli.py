@@ -52,7 +52,7 @@ def test_create_status_results_export_end_to_end(tmp_path, gen_file, capsys):
 
     assert main(["results", str(study)]) == 0
     out = capsys.readouterr().out
-    metrics = tmp_path / "runs" / RUN_NAME / "metrics" / "human_study.json"
+    metrics = tmp_path / "runs" / RUN_NAME / "metrics" / "human_study-study.json"  # named after the study
     assert f"wrote {metrics.resolve()}" in out or f"wrote {metrics}" in out
     md = (study / "results.md").read_text()
     assert "Preferred or equal" in md and f"{RUN_NAME}/original (human reference)" in md
@@ -62,6 +62,12 @@ def test_create_status_results_export_end_to_end(tmp_path, gen_file, capsys):
     assert csv_lines[1].startswith(f"humans,{RUN_NAME}/greedy,{RUN_NAME}/original,12,24,")
     report = json.loads(metrics.read_text())
     assert report["results"]["judgements"] == 27 and report["design"]["raters_per_item"] == 2
+    # A second study of the same run keeps its own file: it replaced the first study's results.
+    second = create(tmp_path / "second", gen_file, "--annotators", "2", "--raters-per-item", "1", "--seed", "8")
+    assert main(["results", str(second)]) == 0
+    assert json.loads(metrics.read_text())["results"]["judgements"] == 27
+    assert (metrics.parent / "human_study-second.json").is_file()
+    capsys.readouterr()
 
     out_file = tmp_path / "judgements.csv"
     assert main(["export", str(study), "--format", "csv", "--out", str(out_file)]) == 0

@@ -21,6 +21,17 @@ def test_truncate_pair_cuts_both_sides_to_the_same_whole_words():
     assert a == "lots of space here" and len(a.split()) == len(b.split())
 
 
+def test_truncate_pair_ends_both_sides_mid_sentence_so_the_ending_gives_no_side_away():
+    # A human story shorter than the model's text: cut to its length, it ended at its final full stop
+    # while the model's side stopped mid-sentence (60 of 64 pairs in the demo gave the human side away).
+    story = "Tom had a red ball. He played with it all day. Then he went home."
+    model = "Tom had a big dog. The dog liked to run in the park with Tom every single day and night."
+    a, b = truncate_pair(model, story, 200)
+    assert (a, b) == ("Tom had a big dog. The dog liked to run in the park with",
+                      "Tom had a red ball. He played with it all day. Then he went")
+    assert truncate_pair("Hi! Ok? “Yes.”", "a b c", 10) == ("Hi! Ok? “Yes.”", "a b c")  # nowhere else to cut
+
+
 def test_last_sentence_and_degenerate_loop():
     context = "It was late. The old dog slept by the fire. Yes."
     assert last_sentence(context) == "The old dog slept by the fire."
@@ -53,8 +64,17 @@ def test_distribute_property(n_items, n_people, data):
 @given(a=st.text(), b=st.text(), n=st.integers(1, 30))
 def test_truncate_pair_property(a, b, n):
     ta, tb = truncate_pair(a, b, n)
-    assert len(ta.split()) == len(tb.split()) == min(n, len(a.split()), len(b.split()))
-    assert ta.split() == a.split()[:len(ta.split())] and "  " not in ta and ta == ta.strip()
+    k, most = len(ta.split()), min(n, len(a.split()), len(b.split()))
+    assert len(tb.split()) == k <= most
+    assert ta.split() == a.split()[:k] and tb.split() == b.split()[:k] and "  " not in ta and ta == ta.strip()
+    # Shorter than it could be only to end where neither side ends a sentence.
+    assert k == most or (k > 0 and not any(_ends(w) for w in (ta.split()[-1], tb.split()[-1])))
+
+
+def _ends(word: str) -> bool:
+    import re
+
+    return re.search(r"[.!?…][\"'”’)\]]*$", word) is not None
 
 
 def test_distribute_rejects_k_above_annotators():
@@ -77,15 +97,33 @@ def test_queues_are_shuffled_per_annotator_and_reproducible(gen_file):
 def test_attention_checks_are_added_at_the_rate_and_have_a_real_good_side(gen_file):
     systems, opponent = load_systems([gen_file], "original")
     pairs = assign.build_pairs(systems, opponent, shared_context_ids([*systems, opponent], False), "vs", 20)
-    plan = assign.plan_study(pairs, ["a", "b"], 2, 0.2, seed=0)  # 12 real each -> round(2.4) = 2 checks
+    plan = assign.plan_study(pairs, ["a", "b", "c", "d"], 2, 0.4, seed=0)  # 6 real each -> round(2.4) = 2 checks
     for queue in plan.queues.values():
         kinds = Counter(plan.items[i].kind for i in queue)
-        assert kinds == {"pair": 12, "check": 2}
+        assert kinds == {"pair": 6, "check": 2}
     check = next(it for it in plan.items if it.kind == "check")
     assert check.system_b is None and check.system_a.endswith("/original")
     assert len(check.text_a.split()) == len(check.text_b.split())
     assert check.text_b.startswith("The ") and "very old and tired." in check.text_b
     assert assign.n_checks(9, 0.05) == 1 and assign.n_checks(40, 0.05) == 2 and assign.n_checks(40, 0) == 0
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_attention_checks_never_show_the_good_side_of_a_pair_the_annotator_judges(gen_file, seed):
+    # A check's good side is shown as the right answer; from a context in the annotator's own queue it
+    # marked that pair's original before the pair came up (about half the checks, in a hunt).
+    systems, opponent = load_systems([gen_file], "original")
+    pairs = assign.build_pairs(systems, opponent, shared_context_ids([*systems, opponent], False), "vs", 20)
+    plan = assign.plan_study(pairs, ["a", "b", "c", "d", "e", "f"], 3, 0.5, seed=seed)
+    for queue in plan.queues.values():
+        judged = {plan.items[i].context_id for i in queue if plan.items[i].kind == "pair"}
+        checks = [plan.items[i] for i in queue if plan.items[i].kind == "check"]
+        assert len(checks) == 3 and not {c.context_id for c in checks} & judged
+    # Everyone judges every context: the good side is either system's, so it says nothing about the source.
+    everyone = assign.plan_study(pairs, ["a", "b"], 2, 0.5, seed=seed)
+    good = {everyone.items[i].system_a.rsplit("/", 1)[-1] for q in everyone.queues.values() for i in q
+            if everyone.items[i].kind == "check"}
+    assert good <= {"original", "greedy"}
 
 
 def test_placement_is_an_hmac_stable_and_roughly_balanced():

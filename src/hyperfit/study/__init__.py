@@ -4,7 +4,7 @@
         --annotators 6 --raters-per-item 3 --attention-checks 5%
     hyperfit study serve STUDY_DIR            # prints one private link per annotator
     hyperfit study status STUDY_DIR
-    hyperfit study results STUDY_DIR          # results.md / results.csv (+ RUN_DIR/metrics/human_study.json)
+    hyperfit study results STUDY_DIR          # results.md / results.csv (+ RUN_DIR/metrics/human_study-STUDY.json)
 
 Modules: `sources` reads generations and applies the truncation rule, `assign` builds items, attention
 checks, queues and the blinding, `store` is the SQLite study directory, `server` the annotation web app,

@@ -67,14 +67,27 @@ def degenerate_loop(context: str, n_words: int) -> str:
     return " ".join(itertools.islice(itertools.cycle(loop), n_words))
 
 
-def build_check(pair: Item) -> Item:
-    """An attention check from a real item: its b side (the reference, in the paper's design) against a loop.
-
-    The loop has exactly as many words as the good side, so length gives nothing away either.
+def build_check(pair: Item, side: str = "b") -> Item:
+    """An attention check from a real item: one of its sides (b: the reference, in the paper's design)
+    against a loop. The loop has exactly as many words as the good side, so length gives nothing away.
     """
-    n = len(pair.text_b.split())
-    return Item(CHECK, pair.context_id, pair.context, pair.text_b, degenerate_loop(pair.context, n),
-                pair.system_b or pair.system_a, None)
+    text, system = (pair.text_b, pair.system_b or pair.system_a) if side == "b" else (pair.text_a, pair.system_a)
+    n = len(text.split())
+    return Item(CHECK, pair.context_id, pair.context, text, degenerate_loop(pair.context, n), system, None)
+
+
+def check_for(annotator_contexts: set[str], pairs: list[Item], rng: random.Random) -> Item:
+    """An attention check that teaches the annotator nothing about the pairs they judge.
+
+    A check's good side is a real continuation, shown as the right answer: built from a pair in the
+    annotator's own queue, it marked that pair's b side (the original, in the paper's design) before the
+    pair came up. So checks come from contexts the annotator does not judge; when they judge every
+    context, the good side is a or b at random, and seeing it again says nothing about which system wrote it.
+    """
+    unseen = [p for p in pairs if p.context_id not in annotator_contexts]
+    if unseen:
+        return build_check(rng.choice(unseen))
+    return build_check(rng.choice(pairs), side=rng.choice("ab"))
 
 
 def n_checks(n_real: int, rate: float) -> int:
@@ -125,8 +138,9 @@ def plan_study(pairs: list[Item], annotators: list[str], k: int, check_rate: flo
     for annotator in annotators:
         # Seeded per annotator, so adding an annotator to a new study does not reshuffle the others.
         own = random.Random(f"{seed}:{annotator}")
+        judged = {pairs[i].context_id for i in queues[annotator]}
         for _ in range(n_checks(len(queues[annotator]), check_rate)):
-            items.append(build_check(own.choice(pairs)))
+            items.append(check_for(judged, pairs, own))
             queues[annotator].append(len(items) - 1)
         own.shuffle(queues[annotator])
     return Plan(items, queues)

@@ -210,7 +210,7 @@ def build_parser() -> argparse.ArgumentParser:
     st.add_argument("--json", action="store_true")
     st.set_defaults(fn=cmd_status)
 
-    r = sub.add_parser("results", help="write results.md, results.csv (and RUN_DIR/metrics/human_study.json)")
+    r = sub.add_parser("results", help="write results.md, results.csv (and RUN_DIR/metrics/human_study-STUDY.json)")
     r.add_argument("study_dir", metavar="STUDY_DIR")
     r.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
     r.add_argument("--drop-failed-checks", action="store_true",

@@ -1,4 +1,4 @@
-"""Write a study's results: STUDY_DIR/results.md, results.csv, and RUN_DIR/metrics/human_study.json.
+"""Write a study's results: STUDY_DIR/results.md, results.csv, and RUN_DIR/metrics/human_study-STUDY.json.
 
     hyperfit study results STUDY_DIR [--drop-failed-checks]
 
@@ -123,7 +123,8 @@ def write_results(study_dir: Path, seed: int = 0, drop_failed: bool = False) -> 
     for run_dir in map(Path, config["run_dirs"]):
         if not run_dir.is_dir():  # moved or deleted since `create`: never recreate a run directory
             continue
-        path = run_dir / "metrics" / "human_study.json"
+        # One file per study: a second study of the same run (top-p after greedy) replaced the first's.
+        path = run_dir / "metrics" / f"human_study-{study_dir.resolve().name}.json"
         write_text(path, payload)
         written.append(path)
     return written

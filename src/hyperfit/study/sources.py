@@ -2,7 +2,7 @@
 
 A generations file is `runs/<name>/generations/<tag>.jsonl` (one row per context and sample, written by
 `hyperfit generate`); its run directory is the file's grandparent, which is where `--vs original` finds
-`data/contexts.jsonl` and where `results` later writes `metrics/human_study.json`.
+`data/contexts.jsonl` and where `results` later writes `metrics/human_study-STUDY.json`.
 
 Everything here is pure reading and checking: `create` calls it before it writes anything, so a bad input
 leaves no half-made study behind.
@@ -178,14 +178,22 @@ def normalise(text: str) -> str:
 
 
 def truncate_pair(a: str, b: str, max_words: int) -> tuple[str, str]:
-    """Both sides cut to the same number of whole words, whitespace normalised.
+    """Both sides cut to the same number of whole words, whitespace normalised, and both ending mid-sentence.
 
-    The shared length is min(max_words, words in a, words in b), so a side's length cannot give away
-    which system wrote it: `truncate_pair("x y z", "p  q\\nr s", 10)` -> `("x y z", "p q r")`.
+    The shared length is at most min(max_words, words in a, words in b), so a side's length cannot give
+    away which system wrote it: `truncate_pair("x y z", "p  q\\nr s", 10)` -> `("x y z", "p q r")`.
+    Nor can its ending: the shorter side would otherwise end where its text ends (a human story's last
+    full stop) and the other mid-sentence where it was cut. So the cut moves back to the last word where
+    neither side ends a sentence: `truncate_pair("A b. C d.", "W x y z q", 10)` -> `("A b. C", "W x y")`.
     """
     wa, wb = a.split(), b.split()
     n = min(max_words, len(wa), len(wb))
-    return " ".join(wa[:n]), " ".join(wb[:n])
+    cut = next((k for k in range(n, 0, -1) if not (_ENDS_SENTENCE.search(wa[k - 1])
+                                                    or _ENDS_SENTENCE.search(wb[k - 1]))), n)
+    return " ".join(wa[:cut]), " ".join(wb[:cut])
+
+
+_ENDS_SENTENCE = re.compile(r"[.!?…][\"'”’)\]]*$")
 
 
 _SENTENCE_END = re.compile(r"(?<=[.!?])[\"')\]]*\s+")
