@@ -24,6 +24,22 @@ def test_words_and_nonwords():
     assert nonword_rate(["the", "dog", "dogg", "zzz"], {"the", "dog"}) == 0.5
 
 
+def test_words_of_any_script():
+    # An ASCII-only pattern cut accented words apart and found no word in Cyrillic: a Russian run's
+    # non-word rate read 0 whatever the model wrote.
+    assert words("Café naïve, Zoë's don’t 42") == ["café", "naïve", "zoë's", "don’t"]
+    assert words("Привет мир, как дела?") == ["привет", "мир", "как", "дела"]
+    assert nonword_rate(words("Прывет мир"), set(words("Привет мир"))) == 0.5
+
+
+def test_lexical_doctests():
+    import doctest
+
+    import hyperfit.metrics.lexical as lexical
+
+    assert doctest.testmod(lexical).failed == 0
+
+
 def test_registry_compute_and_skips():
     gens = GenerationSet(token_ids=[[1, 2, 3, 1], [4, 4, 4, 4]], texts=["a b a", "c c"], window=4)
     out = compute(["ttr", "distinct_1", "nonword_rate"], gens)
