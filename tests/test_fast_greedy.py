@@ -78,3 +78,45 @@ def test_decoder_refuses_wrong_shapes_and_gpu_modes_on_cpu(tiny_llama):
         dec(torch.ones(3, 4, dtype=torch.long))
     with pytest.raises(ValueError, match="needs a CUDA model"):
         GreedyDecoder(model, 2, 4, 3, mode="graph")
+
+
+def sliding_window_model():
+    from transformers import MistralConfig, MistralForCausalLM
+
+    torch.manual_seed(0)
+    return MistralForCausalLM(MistralConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                                            num_attention_heads=4, num_key_value_heads=2, vocab_size=120,
+                                            sliding_window=8, max_position_embeddings=64)).eval()
+
+
+def test_sliding_window_models_are_never_recorded_and_decode_like_generate():
+    # Their cache keeps its fill level as a Python int: a recorded CUDA graph replays the capture step's
+    # position and mask at every token (30 % of tokens right, emulated; or an index_copy_ out of range).
+    from hyperfit.fast_greedy import recordable, resolve_mode
+    from transformers import GenerationConfig, StaticCache
+
+    model = sliding_window_model()
+    cache = StaticCache(config=model.config, max_cache_len=40)
+    assert not recordable(cache)
+    assert resolve_mode("auto", torch.device("cuda"), recordable(cache)) == "eager"
+    with pytest.raises(ValueError, match="sliding-window attention"):
+        resolve_mode("graph", torch.device("cuda"), False)
+    assert resolve_mode("auto", torch.device("cuda"), True) == "graph"
+    # Eagerly, the loop gives generate()'s tokens past the window (8) too.
+    ctx = torch.randint(3, 120, (3, 6), generator=torch.Generator().manual_seed(1)).tolist()
+    gen = GenerationConfig(max_new_tokens=20, min_new_tokens=20, do_sample=False, eos_token_id=1, pad_token_id=0)
+    assert continue_contexts(model, ctx, gen, 3, fast=True) == continue_contexts(model, ctx, gen, 3, fast=False)
+
+
+def test_attention_kernels_that_need_a_mask_take_generate(tiny_llama):
+    # Given no mask, flash attention reads every slot of the static cache, the empty future ones included.
+    from hyperfit.generate import uses_fast_loop
+
+    cfg = ModelConfig(name=str(tiny_llama))
+    model, tok = load_model(cfg), load_tokenizer(cfg)
+    gen = generation_config("greedy", tok, max_new_tokens=8)
+    assert uses_fast_loop(model, gen, contexts(tok), True)
+    model.config._attn_implementation = "flash_attention_2"
+    assert not uses_fast_loop(model, gen, contexts(tok), True)
+    with pytest.raises(ValueError, match="attn_implementation sdpa or eager.*'flash_attention_2'"):
+        GreedyDecoder(model, 5, 6, 8)

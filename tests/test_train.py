@@ -346,3 +346,27 @@ def test_the_loop_reads_nothing_back_from_the_device_per_update(tmp_path, tiny_l
         counts[num_train, log_every] = syncs.count
     assert counts[4, 1000] == counts[16, 1000] > 0
     assert counts[16, 1] == counts[16, 1000] + 16  # one per logged update: the counter sees what a sync costs
+
+
+def test_resume_loads_the_saved_state_onto_the_cpu_and_restores_the_gpus_this_machine_has(
+        tmp_path, tiny_llama, corpus_file, monkeypatch):
+    # Saved on rank 0's GPU, the optimizer state was loaded back onto GPU 0 by every rank of a launch (no
+    # map_location), before any rank had chosen its device, and kept there for the run.
+    import hyperfit.train as train_module
+
+    cfg, run = prepared(tmp_path, tiny_llama, corpus_file, "train.epochs=1", "train.probe_every=0")
+    train(cfg.train, cfg.model, run)
+    loads, real_load = [], torch.load
+    monkeypatch.setattr(torch, "load", lambda *a, **k: loads.append(k.get("map_location")) or real_load(*a, **k))
+    cfg2 = dataclasses.replace(cfg.train, epochs=2)
+    train(cfg2, cfg.model, run, resume=True)
+    assert loads and set(loads) == {"cpu"}
+    # Saved on a machine with 8 GPUs, resumed on one with 2: set_rng_state_all indexed past the devices.
+    restored = []
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    monkeypatch.setattr(torch.cuda, "set_rng_state", lambda state, index: restored.append((int(state[0]), index)))
+    rng = {"python": __import__("random").getstate(), "numpy": __import__("numpy").random.get_state(),
+           "torch": torch.get_rng_state(), "cuda": [torch.tensor([i], dtype=torch.uint8) for i in range(8)]}
+    train_module._set_rng_state(rng)
+    assert restored == [(0, 0), (1, 1)]

@@ -16,7 +16,9 @@ Modes (`mode=`):
            torch.cuda.CUDAGraph on the eager model: no compiler, capture takes one forward.
   compile  the same step through torch.compile(mode="reduce-overhead") (inductor kernels + CUDA graphs);
            costs a compile (tens of seconds for 1B) per process.
-  auto     graph on CUDA, eager elsewhere (see benchmarks/generate.py for the measurements behind it).
+  auto     graph on CUDA, eager elsewhere (see benchmarks/generate.py for the measurements behind it);
+           eager for sliding-window models (Mistral, Gemma, Phi-3), whose cache cannot be recorded.
+Attention must be sdpa or eager (the loop passes no mask; flash attention would read the empty cache slots).
 
 A logits processor `(input_ids, logits) -> logits` (the same signature as a transformers LogitsProcessor,
 e.g. the citation blocker) runs between the recorded forward and the argmax, on the tokens so far. It
@@ -45,15 +47,12 @@ class GreedyDecoder:
 
         if mode not in MODES:
             raise ValueError(f"mode={mode!r} must be one of {', '.join(MODES)}")
+        check_attention(model)
         self.model, self.processor = model, processor
         self.B, self.T, self.N = batch_size, context_len, max_new_tokens
         self.device = next(model.parameters()).device
-        if mode == "auto":
-            mode = "graph" if self.device.type == "cuda" else "eager"
-        if mode != "eager" and self.device.type != "cuda":
-            raise ValueError(f"mode={mode!r} needs a CUDA model; this one is on {self.device}. Use mode='eager'")
-        self.mode = mode
         self.cache = StaticCache(config=model.config, max_cache_len=context_len + max_new_tokens)
+        self.mode = resolve_mode(mode, self.device, recordable(self.cache))
         # transformers renamed past_key_values → cache (5.2x) and dropped cache_position; speak both.
         self.cache_kw = cache_argument(model)
         self.pass_position = "cache_position" in inspect.signature(type(model).forward).parameters
@@ -155,6 +154,40 @@ class GreedyDecoder:
         self.cur.fill_(self.T)
         self._width = self.T
         self._pick(self._forward(ids, torch.arange(self.T, device=self.device)))
+
+
+ATTENTION = ("sdpa", "eager")  # implementations that read the static cache through the mask it builds
+
+
+def check_attention(model) -> None:
+    """Refuse attention kernels the loop would feed wrongly: given no attention mask, flash attention
+    attends over every slot of the static cache, the empty future ones included (transformers trims the
+    keys only for a 2-D mask)."""
+    kind = getattr(model.config, "_attn_implementation", None) or "sdpa"
+    if kind not in ATTENTION:
+        raise ValueError(f"the fast greedy loop needs attn_implementation {' or '.join(ATTENTION)}; this model "
+                         f"uses {kind!r}. Decode with generate() (generate.fast=false) or load it with sdpa")
+
+
+def recordable(cache) -> bool:
+    """Whether a decode step over `cache` can be recorded once and replayed. Sliding-window layers (Mistral,
+    Gemma, Phi-3) keep their fill level as a Python int: a CUDA graph would replay the capture step's
+    position and mask at every token (wrong tokens, or an out-of-range index_copy_)."""
+    return not any(getattr(layer, "is_sliding", False) for layer in getattr(cache, "layers", ()))
+
+
+def resolve_mode(mode: str, device: torch.device, can_record: bool) -> str:
+    """`auto` → graph on CUDA when the cache can be recorded, else eager; graph/compile refused where they
+    cannot run (off CUDA, or a cache that cannot be recorded)."""
+    if mode == "auto":
+        return "graph" if device.type == "cuda" and can_record else "eager"
+    if mode != "eager" and device.type != "cuda":
+        raise ValueError(f"mode={mode!r} needs a CUDA model; this one is on {device}. Use mode='eager'")
+    if mode != "eager" and not can_record:
+        raise ValueError(f"mode={mode!r} records the decode step, but this model has sliding-window attention, "
+                         "whose cache keeps its length on the host; a recording would replay one position. "
+                         "Use mode='eager' (or 'auto')")
+    return mode
 
 
 def fast_greedy_applies(gen_config, contexts: Sequence[Sequence[int]]) -> bool:

@@ -73,12 +73,13 @@ def continue_contexts(model, contexts: Sequence[Sequence[int]], gen_config, batc
 
 
 def uses_fast_loop(model, gen_config, contexts: Sequence[Sequence[int]], fast: bool | None) -> bool:
-    """Whether continue_contexts decodes with hyperfit.fast_greedy: generate.fast (None: on CUDA) and a
-    plain greedy config over equal-length contexts."""
-    from hyperfit.fast_greedy import fast_greedy_applies
+    """Whether continue_contexts decodes with hyperfit.fast_greedy: generate.fast (None: on CUDA), a plain
+    greedy config over equal-length contexts, and an attention kernel the loop supports (sdpa, eager)."""
+    from hyperfit.fast_greedy import ATTENTION, fast_greedy_applies
 
     on = next(model.parameters()).device.type == "cuda" if fast is None else fast
-    return on and fast_greedy_applies(gen_config, contexts)
+    attention = getattr(model.config, "_attn_implementation", None) or "sdpa"
+    return on and attention in ATTENTION and fast_greedy_applies(gen_config, contexts)
 
 
 def _generate_batch(model, batch, gen_config, logits_processor, seed: int, device, sharded: bool = False

@@ -231,7 +231,10 @@ def _set_rng_state(state: dict) -> None:
     np.random.set_state(state["numpy"])
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+        # One state per GPU of the machine that saved; a machine with fewer GPUs takes the first ones
+        # (set_rng_state_all would index past its devices).
+        for index, rng in enumerate(state["cuda"][: torch.cuda.device_count()]):
+            torch.cuda.set_rng_state(rng, index)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -375,7 +378,9 @@ def train(cfg: TrainConfig, model_cfg: ModelConfig, run: RunDir, resume: bool = 
         run.train_log.unlink(missing_ok=True)
         resume = False
     if resume:
-        resume_state = torch.load(ckpts[-1] / STATE_FILE, weights_only=False)
+        # To the CPU: saved from rank 0's GPU, the optimizer state would otherwise be loaded onto GPU 0 by every
+        # rank (before any has picked its device) and kept there for the whole run.
+        resume_state = torch.load(ckpts[-1] / STATE_FILE, map_location="cpu", weights_only=False)
         start_epoch, step = resume_state["epoch"], resume_state["step"]
         load_from = ckpts[-1]
     else:
@@ -411,7 +416,7 @@ def train(cfg: TrainConfig, model_cfg: ModelConfig, run: RunDir, resume: bool = 
         if (load_from / SHARDED_DIR).is_dir():
             accelerator.load_state(str(load_from / SHARDED_DIR))  # every rank loads its shard
         else:
-            optimizer.load_state_dict(resume_state["optimizer"])
+            optimizer.load_state_dict(resume_state.pop("optimizer"))  # copied to the device: drop the CPU copy
         _set_rng_state(resume_state["rng"])
         # Rows logged after the checkpoint belong to the interrupted attempt; the resumed run rewrites them.
         if accelerator.is_main_process:
