@@ -213,3 +213,14 @@ def test_several_systems_get_bradley_terry(tmp_path, capsys):
     assert "Bradley-Terry" in md
     ranks = [line for line in md.splitlines() if line.startswith("| 1 |") or line.startswith("| 3 |")]
     assert "original" in ranks[0] and "topk" in ranks[1]
+
+
+def test_create_names_the_contexts_left_out_for_an_empty_side(tmp_path, capsys):
+    gen = make_run(tmp_path, n=6)
+    rows = [json.loads(line) for line in gen.read_text().splitlines()]
+    rows[4]["continuation"] = ""  # e.g. a model that emitted EOS at once
+    gen.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    create(tmp_path / "s", gen, "--annotators", "2", "--raters-per-item", "1")
+    out = capsys.readouterr().out
+    assert "5 items from 6 contexts" in out
+    assert "note: 1 context(s) had an empty continuation on a side and are not in the study (e.g. ctx-00004)" in out

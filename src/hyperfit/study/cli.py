@@ -84,6 +84,10 @@ def cmd_create(args) -> int:
     print(f"created {study_dir}: {len(pairs)} items from {len(ids)} contexts "
           f"({', '.join(s.name for s in everyone)}), {config['n_check_items']} attention checks, "
           f"{len(annotators)} annotators with {'-'.join(map(str, lengths))} items each")
+    dropped = [cid for cid in ids if cid not in {p.context_id for p in pairs}]
+    if dropped:  # build_pairs skips a pair with an empty side: nothing to judge, but say which
+        print(f"note: {len(dropped)} context(s) had an empty continuation on a side and are not in the study "
+              f"(e.g. {', '.join(dropped[:5])})")
     print(f"next: hyperfit study serve {study_dir}")
     return 0
 
