@@ -101,6 +101,21 @@ def test_demo_on_the_real_model(tmp_path, capsys):
     probes = [r for r in read_jsonl(tmp_path / "demo" / "train_log.jsonl") if r["type"] == "probe"]
     assert 1.2 < probes[0]["val_loss"] < 1.7  # the real pretrained model before training
     assert probes[-1]["train_loss"] < probes[0]["train_loss"]
+    # Documents are whole stories: a held-out context's story has no paragraph among the training samples.
+    stories = [json.loads(line)["text"] for line in (tmp_path / "assets/tinystories_val_stories.jsonl").open()]
+    trained = {r["doc_id"] for r in read_jsonl(tmp_path / "demo/data/train.jsonl")}
+    held_out = {r["doc_id"] for r in read_jsonl(tmp_path / "demo/data/contexts.jsonl")}
+    assert len(stories) == 714 and not trained & held_out
+    assert all(stories[i].startswith("Once upon a time") for i in held_out | trained if i > 0)
+    # The demo replaces its own run, and refuses a folder it did not write (it deleted one, checkpoints and all).
+    assert main(["demo", "--assets", str(ASSETS), "--out", str(tmp_path), "train.epochs=0", "data.num_train=32",
+                 "generate.max_new_tokens=8", "data.num_contexts=8"]) == 0
+    assert "replacing the previous demo run" in capsys.readouterr().out
+    precious = tmp_path / "precious"
+    (precious / "checkpoints").mkdir(parents=True)
+    (precious / "config.yaml").write_text("name: precious\n")
+    assert main(["demo", "--assets", str(ASSETS), "--out", str(tmp_path), "name=precious"]) == 2
+    assert "was not written by hyperfit demo" in capsys.readouterr().err and (precious / "config.yaml").is_file()
 
 
 def test_any_causal_lm_gpt2_and_the_python_api(tmp_path, tiny_gpt2, corpus_file):

@@ -98,3 +98,59 @@ def test_hub_dataset_id_without_datasets_installed_says_how_to_fix(monkeypatch):
     monkeypatch.setattr(builtins, "__import__", no_datasets)
     with pytest.raises(DataError, match=r"pip install datasets"):
         read_documents(cfg("roneneldan/TinyStories"))
+
+
+def test_held_out_documents_do_not_depend_on_num_train():
+    # The paper's data-quantity sweep: drawn after training, a 128-sample run's contexts and validation
+    # text were all training documents of a 256-sample run, and compare scored that model on them.
+    lengths = [40] * 60
+    small, large = (split_documents(lengths, cfg("x", num_train=n, num_val=8, num_contexts=8)) for n in (10, 40))
+    assert small["contexts"] == large["contexts"] and small["val"] == large["val"]
+    assert set(small["train"]) < set(large["train"])
+    assert not set(large["train"]) & set(small["contexts"] + small["val"])
+
+
+def test_a_repeated_document_never_lands_on_both_sides(tmp_path, tiny_llama):
+    docs = make_corpus(30)
+    path = tmp_path / "repeats.txt"
+    path.write_text("\n\n".join(docs + docs[:10] * 3))  # ten documents four times each
+    run = RunDir(tmp_path / "run")
+    manifest = prepare_data(cfg(path, num_train=12, num_val=6, num_contexts=6), load_tokenizer(ModelConfig(name=str(tiny_llama))), run)
+    hashes = {s: [r["text_hash"] for r in read_jsonl(run.data_file(s))] for s in ("train", "val", "contexts")}
+    every = hashes["train"] + hashes["val"] + hashes["contexts"]
+    assert len(every) == len(set(every)) == 24 and manifest["documents"] == 60
+
+
+def test_the_vocabulary_leaves_out_the_held_out_continuations(tmp_path, tiny_llama):
+    # With the contexts' documents in it, the human row's words were all "real" by construction.
+    tag = lambda i: "zyx" + chr(97 + i % 26) + chr(97 + i // 26) + "qw"  # noqa: E731 - a word only document i has
+    docs = [f"{d} {tag(i).capitalize()}." for i, d in enumerate(make_corpus(40))]
+    path = tmp_path / "tagged.txt"
+    path.write_text("\n\n".join(docs))
+    run = RunDir(tmp_path / "run")
+    prepare_data(cfg(path), load_tokenizer(ModelConfig(name=str(tiny_llama))), run)
+    vocabulary = set((run.data / "vocabulary.txt").read_text().split())
+    held_out = {r["doc_id"] for r in read_jsonl(run.data_file("contexts"))}
+    assert all((tag(i) in vocabulary) == (i not in held_out) for i in range(40)) and held_out
+
+
+def test_files_as_editors_and_spreadsheets_write_them(tmp_path):
+    docs = make_corpus(3)
+    bom = "\ufeff"
+    (tmp_path / "b.jsonl").write_text(bom + "".join(json.dumps({"text": d}) + "\n" for d in docs), encoding="utf-8")
+    assert read_documents(cfg(tmp_path / "b.jsonl")) == docs
+    (tmp_path / "b.csv").write_text(bom + "text,id\n" + "".join(f'"{d}",{i}\n' for i, d in enumerate(docs)))
+    assert read_documents(cfg(tmp_path / "b.csv")) == docs
+    (tmp_path / "a.json").write_text(json.dumps([{"text": d} for d in docs]))
+    assert read_documents(cfg(tmp_path / "a.json")) == docs
+    book = "word " * 40_000  # 200 KB in one cell: over csv's default field limit
+    (tmp_path / "big.csv").write_text(f'text\n"{book}"\n')
+    assert read_documents(cfg(tmp_path / "big.csv")) == [book.strip()]
+    (tmp_path / "nbsp.txt").write_text("first doc\n\u00a0\nsecond doc\r\rthird doc")
+    assert read_documents(cfg(tmp_path / "nbsp.txt")) == ["first doc", "second doc", "third doc"]
+    (tmp_path / "latin1.txt").write_bytes("café au lait".encode("latin-1"))
+    with pytest.raises(DataError, match=r"is not UTF-8 text .*convert it to UTF-8"):
+        read_documents(cfg(tmp_path / "latin1.txt"))
+    (tmp_path / "broken.jsonl").write_text('{"text": "a"}\n{"text": \n')
+    with pytest.raises(DataError, match=r"broken.jsonl:2 is not JSON"):
+        read_documents(cfg(tmp_path / "broken.jsonl"))

@@ -24,6 +24,7 @@ MODEL_FILES = ("stories260K/stories260K.bin", "stories260K/tok512.model")
 TEXT_FILE = "text/tinystories/tinystories_val.txt"
 HUB_MODEL_REPO = "karpathy/tinyllamas"
 HUB_TEXT = ("roneneldan/TinyStories", "TinyStories-valid.txt")
+DEMO_MARKER = ".hyperfit-demo"  # in a run folder the demo made: the only kind it replaces
 
 # Chosen from measurements on this model (see the README's demo section); each is an ordinary override.
 SETTINGS = [
@@ -42,7 +43,7 @@ def find_assets(assets: str | None, workdir: Path) -> tuple[Path, Path]:
             missing = [f for f in (*MODEL_FILES, TEXT_FILE) if not (root / f).is_file()]
             if missing:
                 raise RunError(f"assets folder {root} lacks {missing}; it needs {', '.join((*MODEL_FILES, TEXT_FILE))}")
-            return root / "stories260K", root / TEXT_FILE
+            return root / "stories260K", stories_jsonl(root / TEXT_FILE, workdir)
     try:
         return _from_hub(workdir)
     except Exception as e:  # noqa: BLE001 - offline, no hub access, proxy errors: all mean "not reachable"
@@ -51,6 +52,26 @@ def find_assets(assets: str | None, workdir: Path) -> tuple[Path, Path]:
             f"Hugging Face hub is available ({type(e).__name__}: {str(e)[:200]}). Give a folder holding "
             f"{', '.join((*MODEL_FILES, TEXT_FILE))} with --assets DIR (or HYPERFIT_ASSETS=DIR); in this repository's "
             "development setup that is ../shared/assets") from e
+
+
+def stories_jsonl(text: Path, workdir: Path) -> Path:
+    """The local TinyStories text as one JSONL row per story.
+
+    Its stories are separated by blank lines but also contain them, so read as a .txt each paragraph
+    became a document: 24 of the demo's 64 held-out contexts came from stories with another paragraph in
+    the training set. A paragraph that opens with "Once upon a time" starts a story; the others join the
+    story before them (a merged pair is one document, which cannot leak).
+    """
+    stories: list[list[str]] = []
+    for paragraph in (p.strip() for p in text.read_text(encoding="utf-8-sig").split("\n\n")):
+        if paragraph and (paragraph.startswith("Once upon a time") or not stories):
+            stories.append([paragraph])
+        elif paragraph:
+            stories[-1].append(paragraph)
+    out = workdir / "assets" / "tinystories_val_stories.jsonl"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text("".join(json.dumps({"text": "\n\n".join(s)}) + "\n" for s in stories), encoding="utf-8")
+    return out
 
 
 def _from_hub(workdir: Path) -> tuple[Path, Path]:
@@ -82,10 +103,15 @@ def demo(assets: str | None = None, out_dir: str = "runs", overrides=()) -> RunD
         import_llama2c(llama2c_dir, model_dir)
     cfg = load_config(None, [*SETTINGS, f"out_dir={out}", f"model.name={model_dir}", f"data.source={text}", *overrides])
     run_dir = RunDir(cfg.run_dir)
-    if run_dir.config.is_file():
+    marker = run_dir.path / DEMO_MARKER
+    if run_dir.path.exists() and not marker.is_file():
+        raise RunError(f"{run_dir.path} exists and was not written by hyperfit demo, which replaces only its own "
+                       "runs; choose another name=... or --out DIR, or move that folder")
+    if marker.is_file():
         print(f"replacing the previous demo run in {run_dir.path}")
         shutil.rmtree(run_dir.path)
     run(cfg)
+    marker.write_text("written by hyperfit demo; the next demo with this name and --out replaces this folder\n")
 
     header, rows = metrics_rows([run_dir])
     keep = [header.index(k) for k in ("weights / decoder", "ttr", "distinct_4", "rep_4", "nonword_rate", "val loss",
