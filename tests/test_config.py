@@ -90,3 +90,89 @@ def test_yaml_booleans_and_none_read_as_the_help_text_writes_them(tmp_path):
     path = tmp_path / "c.yaml"
     path.write_text("data:\n  source: x\ntrain:\n  precision: no\n")
     assert load_config(path).train.precision == "no"
+
+
+def problems_of(overrides, path=None) -> str:
+    with pytest.raises(ConfigError) as e:
+        load_config(path, ["data.source=x", *overrides])
+    return str(e.value)
+
+
+def test_numbers_out_of_their_domain_are_refused_together():
+    # Each of these was accepted; lr nan and betas [0.9] then crashed in torch after the run folder was written.
+    msg = problems_of(["train.lr=.nan", "train.betas=[0.9]", "train.weight_decay=-1", "train.max_grad_norm=-1",
+                       "data.max_documents=-5", "train.eps=0", "train.stop_at_loss=-1", "generate.seed=-1",
+                       "evaluate.batch_size=0", "train.grad_accum=0"])
+    for expected in ["train.lr=nan must be a finite number", "train.betas=[0.9] must be two numbers in [0, 1)",
+                     "train.weight_decay=-1.0 must not be negative", "train.max_grad_norm=-1.0 must be positive",
+                     "data.max_documents=-5 must be at least 1", "train.eps=0.0 must be positive",
+                     "train.stop_at_loss=-1.0 must not be negative", "generate.seed=-1 must be in [0,",
+                     "evaluate.batch_size=0 must be at least 1", "train.grad_accum=0 must be at least 1"]:
+        assert expected in msg
+    assert "train.lr=inf must be a finite number" in problems_of(["train.lr=.inf"])
+    assert "train.lr=nan" in problems_of(["train.lr=nan"])  # float("nan") reads the plain word too
+    assert "train.betas=[0.9, 1.0]" in problems_of(["train.betas=[0.9, 1]"])
+    # decoder parameters: transformers would refuse these only when generation starts, after training
+    msg = problems_of(["generate.decoder=top_p", "generate.params={temperature: 0, top_p: 1.5}"])
+    assert "generate.params.temperature=0.0 must be positive" in msg and "generate.params.top_p=1.5" in msg
+    assert "top_k=0 must be at least 1" in problems_of(["generate.decoder=contrastive", "generate.params.top_k=0"])
+
+
+def test_every_numeric_field_and_decoder_parameter_has_a_range():
+    from typing import Optional, get_type_hints
+
+    from hyperfit.config import DECODER_RANGES, RANGES
+    from hyperfit.decoding import PRESETS
+
+    numeric = (int, float, Optional[int], Optional[float])
+    for section in ("data", "model", "train", "generate", "evaluate"):
+        for name, typ in get_type_hints(type(getattr(RunConfig(), section))).items():
+            assert typ not in numeric or f"{section}.{name}" in RANGES, f"{section}.{name} has no range"
+    for preset in PRESETS.values():
+        for name, default in preset.params.items():
+            if isinstance(default, (int, float)) and not isinstance(default, bool):
+                assert name in DECODER_RANGES, f"decoder parameter {name} has no range"
+                assert DECODER_RANGES.get((preset.name, name), DECODER_RANGES[name]).problem(name, default) is None
+
+
+def test_an_empty_section_takes_overrides(tmp_path):
+    # `train:` with every key commented out reads as None; the override said 'train' is a value, not a section.
+    path = tmp_path / "c.yaml"
+    path.write_text("data:\n  source: x\ntrain:\n  # lr: 1e-4\n  # epochs: 3\ngenerate:\n  params:\n")
+    cfg = load_config(path, ["train.lr=1e-3"])
+    assert cfg.train.lr == 1e-3 and cfg.train.epochs == 20 and cfg.generate.params == {}
+    assert load_config(path, ["generate.decoder=top_p", "generate.params.top_p=0.95"]).generate.params == {"top_p": 0.95}
+
+
+def test_a_key_given_twice_is_refused_with_its_lines(tmp_path):
+    # PyYAML keeps the second `train:` silently, dropping lr.
+    path = tmp_path / "c.yaml"
+    path.write_text("data:\n  source: x\ntrain:\n  lr: 1e-3\ntrain:\n  epochs: 2\n")
+    with pytest.raises(ConfigError, match=r"c\.yaml: key 'train' appears twice .*lines 3 and 5"):
+        load_config(path)
+    path.write_text("data:\n  source: x\n  seq_len: 64\n  num_val: 8\n  seq_len: 128\n")
+    with pytest.raises(ConfigError, match=r"key 'seq_len' appears twice .*lines 3 and 5"):
+        load_config(path)
+    with pytest.raises(ConfigError, match="key 'top_p' appears twice"):
+        load_config(None, ["data.source=x", "generate.decoder=top_p", "generate.params={top_p: 0.9, top_p: 0.5}"])
+    # a merge key's values may be overridden: that is what `<<` is for
+    path.write_text("data:\n  <<: {source: x, seq_len: 64}\n  seq_len: 128\n")
+    assert load_config(path).data.seq_len == 128
+
+
+def test_str_fields_keep_the_text_as_written(tmp_path):
+    # YAML 1.1 read off as False ("no"), 2024_01_05 as 20240105 and 0755 as octal 493.
+    cfg = load_config(None, ["data.source=x", "name=off", "generate.tag=2024_01_05", "model.revision=0755",
+                             "model.attn_implementation=None", "train.tracker=null"])
+    assert (cfg.name, cfg.generate.tag, cfg.model.revision) == ("off", "2024_01_05", "0755")
+    assert cfg.model.attn_implementation is None and cfg.train.tracker is None
+    assert replace(cfg, ["model.revision=1.10"]).model.revision == "1.10"
+    assert replace(cfg, ["name='quoted'"]).name == "quoted"  # YAML quotes still work
+    with pytest.raises(ConfigError, match="name=\\['a'\\] is not a valid str"):
+        load_config(None, ["data.source=x", "name=[a]"])
+    path = tmp_path / "c.yaml"
+    path.write_text("name: off\ndata:\n  source: x\nmodel:\n  revision: 0755\n  attn_implementation: null\n"
+                    "generate:\n  tag: 2024_01_05\n")
+    cfg = load_config(path)
+    assert (cfg.name, cfg.model.revision, cfg.generate.tag) == ("off", "0755", "2024_01_05")
+    assert cfg.model.attn_implementation is None

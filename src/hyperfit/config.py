@@ -5,6 +5,12 @@ Each field's docstring (the string literal under it) is the only copy of its hel
 2000 sequences × 256 tokens, 20 epochs, Adam lr 1e-6 constant, weight decay 0, batch 8, greedy decoding.
 
     cfg = load_config("configs/paper.yaml", ["train.lr=1e-4", "data.num_train=64"])
+
+YAML is 1.1 (PyYAML): an unquoted off/yes reads as a bool, 0755 as octal 493, 2024_01_05 as 20240105. A
+field typed str keeps the text as written instead (`name=off` names the run "off", `model.revision: 0755` is
+"0755"), in files and overrides alike; every other field gets YAML's value. A key given twice in one mapping
+is an error (PyYAML would keep the last silently), and an empty section (`train:` with its keys commented
+out) is an empty mapping.
 """
 
 from __future__ import annotations
@@ -13,11 +19,12 @@ import ast
 import dataclasses
 import difflib
 import inspect
+import math
 import textwrap
 from dataclasses import dataclass, field, fields
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Optional, Sequence, Union, get_args, get_origin, get_type_hints
+from typing import Any, NamedTuple, Optional, Sequence, Union, get_args, get_origin, get_type_hints
 
 import yaml
 
@@ -214,14 +221,9 @@ def load_config(path: str | Path | None = None, overrides: Sequence[str] = ()) -
         path = Path(path)
         if not path.is_file():
             raise ConfigError(f"config file {str(path)!r} does not exist; give the path of a YAML file such as configs/paper.yaml")
-        raw = yaml.safe_load(path.read_text()) or {}
-        if not isinstance(raw, dict):
-            raise ConfigError(f"config file {str(path)!r} must hold a mapping of sections, got {type(raw).__name__}")
+        raw = _read_yaml_file(path)
     for item in overrides:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise ConfigError(f"override {item!r} is not of the form key.sub=value (e.g. train.lr=1e-4)")
-        _set_dotted(raw, key.strip(), yaml.safe_load(value) if value.strip() else None)
+        _set_dotted(raw, *_parse_override(item, "train.lr=1e-4"))
     return from_dict(raw)
 
 
@@ -249,40 +251,193 @@ def replace(cfg: RunConfig, overrides: Sequence[str]) -> RunConfig:
     """Apply dotted overrides to an existing config (e.g. one read back from a run directory)."""
     raw = to_dict(cfg)
     for item in overrides:
-        key, sep, value = item.partition("=")
-        if not sep:
-            raise ConfigError(f"override {item!r} is not of the form key.sub=value (e.g. generate.decoder=greedy)")
-        _set_dotted(raw, key.strip(), yaml.safe_load(value) if value.strip() else None)
+        _set_dotted(raw, *_parse_override(item, "generate.decoder=greedy"))
     return from_dict(raw)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# YAML: duplicate keys refused, str fields kept as written
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """SafeLoader that refuses a key given twice in one mapping: PyYAML keeps the last one without a word, so
+    a second `train:` section would silently drop the first one's settings."""
+
+    def construct_mapping(self, node, deep=False):
+        seen: dict = {}
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":  # `<<: *base` may be overridden key by key, by design
+                continue
+            key, line = self.construct_object(key_node, deep=True), key_node.start_mark.line + 1
+            try:
+                first = seen.get(key)
+            except TypeError:  # an unhashable key: the SafeLoader below says so
+                continue
+            if first is not None:
+                raise ConfigError(f"{key_node.start_mark.name}: key {key!r} appears twice in the same mapping (lines "
+                                  f"{first} and {line}); YAML would keep only the second. Merge them into one")
+            seen[key] = line
+        return super().construct_mapping(node, deep)
+
+
+def _load_yaml(text: str, name: str, loader=_UniqueKeyLoader) -> Any:
+    loader = loader(text)
+    loader.name = name  # error marks name the file or override instead of "<unicode string>"
+    try:
+        return loader.get_single_data()
+    finally:
+        loader.dispose()
+
+
+def _read_yaml_file(path: Path) -> dict:
+    text = path.read_text()
+    try:
+        raw = _load_yaml(text, str(path)) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"config file {str(path)!r} is not valid YAML: {e}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"config file {str(path)!r} must hold a mapping of sections, got {type(raw).__name__}")
+    # The same file read without YAML 1.1's typing (every scalar a string), for str fields given unquoted
+    # values such as `revision: 0755`. Cheaper than a loader that knows each key's field type.
+    as_written = _load_yaml(text, str(path), yaml.BaseLoader)
+    return _str_fields_as_written(raw, as_written, RunConfig)
+
+
+def _str_fields_as_written(raw: dict, text: Any, cls) -> dict:
+    """`raw` with every str field of `cls` (nested sections too) set to its `text` where YAML typed it."""
+    hints, out = get_type_hints(cls), dict(raw)
+    for name, value in raw.items():
+        typ, written = hints.get(name), text.get(name) if isinstance(text, dict) else None
+        if typ is not None and dataclasses.is_dataclass(typ) and isinstance(value, dict):
+            out[name] = _str_fields_as_written(value, written, typ)
+        elif typ is not None and isinstance(written, str):
+            out[name] = _as_written(value, written, typ)
+    return out
+
+
+def _as_written(value: Any, text: str, typ: Any) -> Any:
+    """For a str field, `text` in place of the bool, number or date YAML 1.1 read from it (off → False,
+    0755 → 493, 2024_01_05 → 20240105); quoted strings, lists, mappings and null keep YAML's reading, so
+    `key=null` still unsets an Optional[str] and a list is still refused."""
+    if value is None or isinstance(value, (str, list, dict)) or typ not in (str, Optional[str]):
+        return value
+    return text
+
+
+def _field_type(key: str) -> Any:
+    """Type of the field a dotted key names (None for unknown keys and for keys inside generate.params)."""
+    cls: Any = RunConfig
+    for part in key.split("."):
+        if not dataclasses.is_dataclass(cls):
+            return None
+        cls = get_type_hints(cls).get(part)
+    return cls
+
+
+def _parse_override(item: str, example: str) -> tuple[str, Any]:
+    key, sep, text = item.partition("=")
+    key, text = key.strip(), text.strip()
+    if not sep or not key:
+        raise ConfigError(f"override {item!r} is not of the form key.sub=value (e.g. {example})")
+    if not text:
+        return key, None  # `key=` unsets an Optional field
+    typ = _field_type(key)
+    try:
+        value = _load_yaml(text, f"override {key}")
+    except yaml.YAMLError as e:
+        if typ in (str, Optional[str]):
+            return key, text  # a str field takes any text, YAML or not (e.g. name=a: b: c)
+        raise ConfigError(f"override {item!r}: the value is not valid YAML ({e.problem}); quote it or fix it") from None
+    return key, _as_written(value, text, typ)
+
+
+def _set_dotted(raw: dict, key: str, value: Any) -> None:
+    node = raw
+    parts = key.split(".")
+    for part in parts[:-1]:
+        if node.get(part) is None:  # `train:` with every key commented out reads as None: an empty section
+            node[part] = {}
+        node = node[part]
+        if not isinstance(node, dict):
+            raise ConfigError(f"override {key!r}: {part!r} is a value, not a section")
+    node[parts[-1]] = value
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Validation
+
+
+class Range(NamedTuple):
+    """The values a numeric setting may take; a float must also be finite (nan and inf pass `<` tests)."""
+
+    low: float = -math.inf
+    high: float = math.inf
+    open_low: bool = False  # low itself excluded: lr > 0, not lr ≥ 0
+    open_high: bool = False
+    why: str = ""  # appended to the message: what the bound protects, or what null means
+
+    def problem(self, key: str, value: Any) -> str | None:
+        if value is None or isinstance(value, bool):  # None: an Optional left unset; bools are not numbers
+            return None
+        if not math.isfinite(value):
+            return f"{key}={value} must be a finite number" + ("" if self == Range() else f" and {self.bounds()}")
+        above = value > self.low if self.open_low else value >= self.low
+        below = value < self.high if self.open_high else value <= self.high
+        return None if above and below else f"{key}={value} must {self.bounds()}{self.why}"
+
+    def bounds(self) -> str:
+        low, high = self.low, self.high
+        if high == math.inf and low == 0:
+            return "be positive" if self.open_low else "not be negative"
+        if high == math.inf:
+            return f"be greater than {low}" if self.open_low else f"be at least {low}"
+        return f"be in {'(' if self.open_low else '['}{low}, {high}{')' if self.open_high else ']'}"
+
+
+POSITIVE, NON_NEGATIVE, AT_LEAST_1 = Range(0, open_low=True), Range(0), Range(1)
+SEED = Range(0, 2**32, open_high=True, why=" (numpy refuses negative seeds; 32 bits fit every generator)")
+
+# Every int and float field (test_every_numeric_field_and_decoder_parameter_has_a_range checks that none is
+# missing). Values out of range crash late (torch: "Invalid learning rate: nan" after the run folder is
+# written) or run silently wrong (weight_decay -1 grows the weights).
+RANGES: dict[str, Range] = {
+    "data.seq_len": Range(2), "data.num_train": AT_LEAST_1, "data.num_val": NON_NEGATIVE,
+    "data.num_contexts": NON_NEGATIVE, "data.context_len": AT_LEAST_1, "data.seed": SEED,
+    "data.max_documents": Range(1, why=", or null to read them all"),
+    "train.epochs": NON_NEGATIVE, "train.lr": POSITIVE, "train.weight_decay": NON_NEGATIVE, "train.eps": POSITIVE,
+    "train.batch_size": AT_LEAST_1, "train.grad_accum": AT_LEAST_1, "train.seed": SEED,
+    "train.max_grad_norm": Range(0, open_low=True, why=", or null for no clipping"),
+    "train.stop_at_loss": Range(0, why=" (a cross-entropy loss never is), or null to run all epochs"),
+    "train.probe_every": NON_NEGATIVE, "train.probe_contexts": NON_NEGATIVE, "train.probe_new_tokens": NON_NEGATIVE,
+    "train.probe_val": NON_NEGATIVE, "train.save_every": NON_NEGATIVE, "train.log_every": AT_LEAST_1,
+    "train.keep_checkpoints": Range(1, why=" (the checkpoint that --resume needs)"),
+    "generate.num_samples": AT_LEAST_1, "generate.max_new_tokens": AT_LEAST_1, "generate.batch_size": AT_LEAST_1,
+    "generate.block_ngrams": Range(2, why=" (the paper blocks 6-grams), or null"), "generate.seed": SEED,
+    "evaluate.window": AT_LEAST_1, "evaluate.batch_size": AT_LEAST_1,
+}
+
+# Numeric decoder parameters (generate.params), as transformers' logits processors check them when
+# generation starts, i.e. after training; (decoder, name) entries take precedence over name alone.
+DECODER_RANGES: dict[Any, Range] = {
+    "temperature": POSITIVE, "top_p": Range(0, 1), "top_k": Range(0, why=" (0: off)"), "min_p": Range(0, 1),
+    "typical_p": Range(0, 1, True, True), "eta_cutoff": Range(0, 1, True, True),
+    "epsilon_cutoff": Range(0, 1, True, True), "repetition_penalty": Range(0, open_low=True, why=" (1: none)"),
+    "no_repeat_ngram_size": AT_LEAST_1, "num_beams": AT_LEAST_1, "length_penalty": Range(),
+    "penalty_alpha": Range(0, 1), "max_sequences": AT_LEAST_1, "tolerance": POSITIVE,
+    ("contrastive", "top_k"): Range(1, why=" (candidates scored per step)"),
+}
 
 
 def validate(cfg: RunConfig) -> list[str]:
     """Contradictions and out-of-range values, each naming the flag to change."""
-    p = []
+    p = _range_problems(cfg)
     d, t, g = cfg.data, cfg.train, cfg.generate
-    for key, value, low in [
-        ("data.seq_len", d.seq_len, 2), ("data.num_train", d.num_train, 1), ("data.context_len", d.context_len, 1),
-        ("train.batch_size", t.batch_size, 1), ("train.grad_accum", t.grad_accum, 1),
-        ("generate.max_new_tokens", g.max_new_tokens, 1), ("generate.batch_size", g.batch_size, 1),
-        ("evaluate.window", cfg.evaluate.window, 1), ("train.log_every", t.log_every, 1),
-        ("train.keep_checkpoints", t.keep_checkpoints, 1),
-    ]:
-        if value < low:
-            p.append(f"{key}={value} must be at least {low}")
-    for key, value in [("data.num_val", d.num_val), ("data.num_contexts", d.num_contexts), ("train.epochs", t.epochs),
-                       ("train.probe_every", t.probe_every), ("train.save_every", t.save_every),
-                       ("train.probe_val", t.probe_val), ("train.probe_contexts", t.probe_contexts),
-                       ("train.probe_new_tokens", t.probe_new_tokens)]:
-        if value < 0:
-            p.append(f"{key}={value} must not be negative")
     if not d.source:
         p.append("data.source is empty: set it to a text file or a datasets id, e.g. data.source=stories.txt")
     if d.context_len >= d.seq_len:
         p.append(f"data.context_len={d.context_len} must be shorter than data.seq_len={d.seq_len}: contexts are "
                  "the start of held-out documents and the rest is the human continuation")
-    if t.lr <= 0:
-        p.append(f"train.lr={t.lr} must be positive")
-    if t.batch_size % t.grad_accum:
+    if t.grad_accum >= 1 and t.batch_size % t.grad_accum:
         p.append(f"train.batch_size={t.batch_size} is not divisible by train.grad_accum={t.grad_accum}; "
                  "the global batch is fixed, so choose grad_accum among its divisors")
     if t.precision not in ("auto", "bf16", "fp16", "no"):
@@ -296,36 +451,39 @@ def validate(cfg: RunConfig) -> list[str]:
         p.append(f"model.dtype={cfg.model.dtype!r} must be one of float32, bfloat16, float16")
     if g.dtype not in ("auto", "float32", "bfloat16", "float16"):
         p.append(f"generate.dtype={g.dtype!r} must be one of auto, float32, bfloat16, float16")
-    if g.num_samples < 1:
-        p.append(f"generate.num_samples={g.num_samples} must be at least 1")
-    if g.block_ngrams is not None and g.block_ngrams < 2:
-        p.append(f"generate.block_ngrams={g.block_ngrams} must be at least 2 (the paper blocks 6-grams), or null")
     p += _decoder_problems(g)
     if not (g.checkpoint in ("final", "base") or g.checkpoint.startswith("epoch-")):
         p.append(f"generate.checkpoint={g.checkpoint!r} must be final, base or epoch-NNNN")
-    if t.keep_checkpoints < 1:
-        p.append(f"train.keep_checkpoints={t.keep_checkpoints} must be at least 1 (the checkpoint that --resume needs)")
     return p
+
+
+def _range_problems(cfg: RunConfig) -> list[str]:
+    p = [RANGES[key].problem(key, _get(cfg, key)) for key in RANGES]
+    betas = cfg.train.betas
+    if len(betas) != 2 or not all(math.isfinite(b) and 0 <= b < 1 for b in betas):  # torch: IndexError, or refusal
+        p.append(f"train.betas={list(betas)} must be two numbers in [0, 1) (Adam's beta1 and beta2), "
+                 "e.g. train.betas=[0.9,0.999]")
+    return [m for m in p if m]
+
+
+def _get(cfg: RunConfig, key: str) -> Any:
+    section, name = key.split(".")
+    return getattr(getattr(cfg, section), name)
 
 
 def _decoder_problems(g: GenerateConfig) -> list[str]:
     from hyperfit.decoding import DecoderError, resolve  # light: no torch until a GenerationConfig is built
 
     try:
-        resolve(g.decoder, g.params)
+        decoder = resolve(g.decoder, g.params)
     except DecoderError as e:
         return [str(e)]
-    return []
-
-
-def _set_dotted(raw: dict, key: str, value: Any) -> None:
-    node = raw
-    parts = key.split(".")
-    for part in parts[:-1]:
-        node = node.setdefault(part, {})
-        if not isinstance(node, dict):
-            raise ConfigError(f"override {key!r}: {part!r} is a value, not a section")
-    node[parts[-1]] = value
+    p = []
+    for name in g.params:  # the presets' own defaults are in range; check what the user gave
+        rule = DECODER_RANGES.get((g.decoder, name)) or DECODER_RANGES.get(name)
+        if rule is not None and isinstance(decoder.params[name], (int, float)):
+            p.append(rule.problem(f"generate.params.{name}", decoder.params[name]))
+    return [m for m in p if m]
 
 
 SYNONYMS = {"learning_rate": "lr", "num_epochs": "epochs", "num_train_epochs": "epochs", "wd": "weight_decay",
@@ -369,6 +527,8 @@ def _coerce(value: Any, typ: Any) -> Any:
             return None
         return _coerce(value, next(a for a in args if a is not type(None)))
     if origin is dict:
+        if value is None:  # `params:` with every entry commented out: nothing over the preset's defaults
+            return {}
         if not isinstance(value, dict):
             raise TypeError
         return dict(value)
