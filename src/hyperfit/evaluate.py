@@ -8,11 +8,13 @@ number of tokens as the generations, so "human level" is measured, not assumed. 
 (generate.max_new_tokens, evaluate.window) that row is metrics/reference.json; generations of another
 length, or a window given to this stage, get their own, e.g. reference-L128.json or reference-L256-w64.json,
 so evaluating one of them never rewrites the row that the others were measured against. Each metrics file
-names its reference row ("reference").
+names its reference row ("reference"). Human texts that end before that length are not padded: the reference
+file records their real lengths (min / median / max, how many are shorter), and the report marks the row.
 """
 
 from __future__ import annotations
 
+import statistics
 from pathlib import Path
 
 from hyperfit.config import EvaluateConfig, ModelConfig
@@ -104,15 +106,34 @@ def evaluate(cfg: EvaluateConfig, model_cfg: ModelConfig, run: RunDir, tags: lis
     return written
 
 
+def reference_lengths(ids: list[list[int]], asked: int | None, window: int) -> dict:
+    """How long the human texts measured really are. A story may end before the generations' length (the
+    demo's: median 110 of 256 tokens), and distinct-n, Self-BLEU and whole-text TTR depend on length, so
+    the reference file says so instead of "tokens": 256 alone. `asked` None: not cut.
+
+    >>> reference_lengths([[1] * 3, [1] * 5, [1] * 8], 8, 4)["shorter_than_asked"]
+    2
+    """
+    lengths = sorted(len(x) for x in ids)
+    spread = {"min": lengths[0], "median": statistics.median(lengths), "max": lengths[-1]} if lengths else None
+    return {"tokens": asked, "tokens_asked": asked,  # "tokens": the name older readers know
+            "reference_tokens": spread, "shorter_than_asked": sum(n < asked for n in lengths) if asked else 0,
+            "shorter_than_window": sum(n < window for n in lengths)}
+
+
 def evaluate_reference(cfg: EvaluateConfig, run: RunDir, length: int | None, train_rows, tokenizer,
                        tag: str = REFERENCE_TAG, side: dict | None = None) -> Path:
-    """The same metrics on the human continuations, cut to the generations' length."""
+    """The same metrics on the human continuations, cut to the generations' length (those that end
+    earlier stay shorter: the file records their real lengths, and the report marks the row)."""
     contexts = run.read_samples("contexts")
     ids = [c["reference_ids"][:length] if length else c["reference_ids"] for c in contexts]
     texts = [continuation_text(tokenizer, c["context_ids"], x) for c, x in zip(contexts, ids)]
     gens = generation_set(cfg, ids, texts, side or training_side(run, train_rows, tokenizer))
     result = {"tag": tag, "n": len(ids), "window": cfg.window, "checkpoint": None, "decoder": "human",
-              "tokens": length, "metrics": compute(cfg.metrics, gens), "provenance": provenance()}
+              **reference_lengths(ids, length, cfg.window),
+              # which texts these are: `hyperfit data` may rewrite the contexts later (the report then says STALE)
+              "contexts_sha256": file_sha256(run.data_file("contexts")),
+              "metrics": compute(cfg.metrics, gens), "provenance": provenance()}
     write_json(run.metrics_file(tag), result)
     return run.metrics_file(tag)
 

@@ -34,19 +34,80 @@ def markdown_table(header: Sequence[str], rows: Sequence[Sequence]) -> list[str]
 
 
 def staleness(run: RunDir, m: dict) -> str | None:
-    """Why a metrics file no longer describes what is on disk, or None: its generations were rewritten
-    since (another decoder setting under the same tag), or the final model was trained further after them."""
-    if m.get("decoder") == "human" or "tag" not in m:
+    """Why a metrics file no longer describes what is on disk, and what to rerun, or None: its generations
+    were rewritten since (another decoder setting under the same tag), the final model was trained further
+    after them, or `hyperfit data` rewrote the contexts they continue (or, for the human row, measured)."""
+    contexts = run.data_file("contexts")
+    if m.get("decoder") == "human":
+        recorded = m.get("contexts_sha256")  # files from before it was recorded: unknown, not flagged
+        if recorded and contexts.is_file() and recorded != file_sha256(contexts):
+            return "the run's contexts changed since; rerun hyperfit evaluate"
+        return None
+    if "tag" not in m:
         return None
     generations = run.generation_file(m["tag"])
     if not generations.is_file():
-        return "its generations file is gone"
+        return "its generations file is gone; rerun hyperfit evaluate"
     if m.get("generations_sha256") not in (None, file_sha256(generations)):
-        return "the generations changed after it was computed"
+        return "the generations changed after it was computed; rerun hyperfit evaluate"
+    if (contexts.is_file() and contexts.stat().st_mtime > generations.stat().st_mtime
+            and not context_pairs(read_jsonl(generations)) <= own_contexts(run)):
+        # Other contexts written after the generations: `hyperfit data` replaced the ones they continue.
+        # (Older ones are another run's: see contexts_origin.)
+        return "the run's contexts changed since; rerun hyperfit generate"
     weights = run.final / "model.safetensors"
     if m.get("checkpoint") == "final" and weights.is_file() and weights.stat().st_mtime > generations.stat().st_mtime:
-        return "the final model was trained further after these generations"
+        return "the final model was trained further after these generations; rerun hyperfit evaluate"
     return None
+
+
+def context_pairs(rows: Sequence[dict], id_key: str = "context_id") -> set[tuple[str, str]]:
+    """(context id, context text) of generation rows (or of data/contexts.jsonl rows, id_key="id"). Every run
+    numbers its contexts ctx-00000..., so the id alone does not say which text was continued."""
+    return {(r[id_key], r["context"]) for r in rows}
+
+
+def own_contexts(run: RunDir) -> set[tuple[str, str]]:
+    contexts = run.data_file("contexts")
+    return context_pairs(read_jsonl(contexts), "id") if contexts.is_file() else set()
+
+
+def contexts_origin(run: RunDir, m: dict, others: dict[Path, str]) -> str | None:
+    """None when the generations behind a metrics file continue this run's own contexts; otherwise whose
+    they are: `hyperfit compare A B --contexts-from-first` writes continuations of A's contexts into B.
+    Looked for among `others` (resolved run path → report label), then the run's sibling folders."""
+    generations = run.generation_file(m.get("tag", ""))
+    if m.get("decoder") == "human" or not generations.is_file():
+        return None
+    pairs = context_pairs(read_jsonl(generations))
+    if pairs <= own_contexts(run):
+        return None
+    here = run.path.resolve()
+    siblings = {p.resolve(): str(p) for p in sorted(run.path.parent.iterdir()) if (p / "data/contexts.jsonl").is_file()}
+    candidates = {**others, **{p: label for p, label in siblings.items() if p not in others}}
+    for path, label in candidates.items():  # the report's own runs first, by their labels
+        if path != here and pairs <= own_contexts(RunDir(path)):
+            return f"contexts of {label}"
+    return "contexts of another run, not this run's data/contexts.jsonl"
+
+
+SHORT_HUMAN = "shorter than"  # in a human row's label: its texts end before the generations' length
+
+
+def human_label(run: RunDir, m: dict) -> str:
+    """The human row's label; when some of its texts end before the length the generations were cut to (a
+    story may be over first), it says how many, since distinct-n, Self-BLEU and whole-text TTR then differ."""
+    asked, shorter, spread = m.get("tokens_asked"), m.get("shorter_than_asked"), m.get("reference_tokens")
+    if asked is None and m.get("tokens") and run.data_file("contexts").is_file():  # file from before they were recorded
+        from hyperfit.evaluate import reference_lengths
+
+        asked = m["tokens"]
+        ids = [c["reference_ids"][:asked] for c in read_jsonl(run.data_file("contexts"))]
+        recorded = reference_lengths(ids, asked, m.get("window") or 0)
+        shorter, spread = recorded["shorter_than_asked"], recorded["reference_tokens"]
+    if not shorter:
+        return "human (reference)"
+    return f"human (reference; {shorter} of {m['n']} {SHORT_HUMAN} {asked} tokens, median {spread['median']:g})"
 
 
 def run_labels(runs: Sequence[RunDir]) -> list[str]:
@@ -63,7 +124,9 @@ def run_labels(runs: Sequence[RunDir]) -> list[str]:
 def metrics_rows(runs: Sequence[RunDir]) -> tuple[list[str], list[list]]:
     """One row per (run, generations tag), human reference last per run."""
     rows = []
-    for run, run_label in zip(runs, run_labels(runs)):
+    labels = run_labels(runs)
+    others = {r.path.resolve(): label for r, label in zip(runs, labels)}
+    for run, run_label in zip(runs, labels):
         files = sorted(run.metrics.glob("*.json"), key=lambda p: (p.stem.startswith("reference"), p.stem))
         for f in files:
             m = json.loads(f.read_text())
@@ -71,9 +134,10 @@ def metrics_rows(runs: Sequence[RunDir]) -> tuple[list[str], list[list]]:
                 continue  # e.g. human_study-<study>.json, reported in its own section
             metric = lambda k: m["metrics"].get(k, {}).get("value")  # noqa: E731
             pred = m.get("predictive", {})
-            label = "human (reference)" if m.get("decoder") == "human" else f"{m['checkpoint']} / {m['decoder']}"
+            label = human_label(run, m) if m.get("decoder") == "human" else f"{m['checkpoint']} / {m['decoder']}"
             why = staleness(run, m)
-            label += f" (STALE: {why}; rerun hyperfit evaluate)" if why else ""
+            origin = None if why else contexts_origin(run, m, others)
+            label += f" (STALE: {why})" if why else f" ({origin})" if origin else ""
             rows.append([run_label, m["tag"], label] + [metric(k) for k in TABLE_METRICS] +
                         [pred.get(k) for k in PREDICTIVE])
     header = ["run", "tag", "weights / decoder"] + list(TABLE_METRICS) + [f"val {k}" for k in PREDICTIVE]
@@ -144,9 +208,13 @@ def plot_ttr_by_position(run: RunDir, out: Path, window: int = 96, label: str | 
 
     from hyperfit.metrics.repetition import ttr_by_position
 
-    curves = {p.stem: ttr_by_position([r["continuation_ids"] for r in read_jsonl(p)], window)
-              for p in sorted(run.generations.glob("*.jsonl"))}
-    if run.data_file("contexts").is_file():
+    own, curves = own_contexts(run), {}
+    for path in sorted(run.generations.glob("*.jsonl")):
+        rows = read_jsonl(path)
+        mine = not own or context_pairs(rows) <= own  # the human curve beside it is of this run's contexts
+        curves[path.stem if mine else f"{path.stem} (other contexts)"] = ttr_by_position(
+            [r["continuation_ids"] for r in rows], window)
+    if own:
         longest = max((len(c) for c in curves.values()), default=0) + window - 1
         refs = [c["reference_ids"][:longest] for c in read_jsonl(run.data_file("contexts"))]
         curves["human"] = ttr_by_position(refs, window)
@@ -164,7 +232,8 @@ def plot_ttr_by_position(run: RunDir, out: Path, window: int = 96, label: str | 
 
 
 def examples(run: RunDir, n: int = 2, chars: int = 400) -> list[str]:
-    """The first contexts continued by each generations file, side by side with the human text."""
+    """The first contexts continued by each generations file, side by side with the human text; a row
+    is shown only beside the context it continues (same id and text)."""
     lines = []
     gens = {p.stem: read_jsonl(p) for p in sorted(run.generations.glob("*.jsonl"))}
     if not gens or not run.data_file("contexts").is_file():
@@ -174,7 +243,9 @@ def examples(run: RunDir, n: int = 2, chars: int = 400) -> list[str]:
         lines += ["", f"**Context** ({c['id']}): {c['context']!r}", ""]
         for tag, rows in gens.items():
             row = next((r for r in rows if r["context_id"] == c["id"]), None)
-            if row:
+            if row and row["context"] != c["context"]:  # same id, another text: another run's, or old contexts
+                lines.append(f"- *{tag}*: not shown: generated from another text under this id (see the table)")
+            elif row:
                 lines.append(f"- *{tag}*: {row['continuation'][:chars]!r}")
         lines.append(f"- *human*: {c['reference'][:chars]!r}")
     return lines
@@ -194,6 +265,11 @@ def report(runs: Sequence[RunDir], out: Path | None = None) -> Path:
     lines += ["", f"TTR over the last {ttr_windows(runs)} generated tokens (evaluate.window; the paper's measure is "
               "96); nonword_rate: share of generated words absent from the source text's vocabulary — at small "
               "scale part of the new diversity is broken words. val columns: teacher-forced on held-out text.", ""]
+    if any(str(r[2]).startswith("human") and SHORT_HUMAN in str(r[2]) for r in rows):
+        lines[-1:-1] = [f"Human rows marked \"{SHORT_HUMAN}\": those human stories end before the generations' "
+                        "length, so length-dependent metrics (distinct-n, rep-n, Self-BLEU, longest overlap, "
+                        "whole-text TTR; windowed TTR for texts under the window) are not comparable with the "
+                        "generations' rows; metrics/reference*.json records their lengths."]
     plot = plot_training(runs, out / "plots" / "training_curves.png")
     labels = run_labels(runs)
     for run, label in zip(runs, labels):
