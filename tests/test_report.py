@@ -99,3 +99,13 @@ def test_generations_of_another_runs_contexts_are_labelled_and_not_paired(tiny_r
     assert main(["report", str(a)]) == 0
     report_a = (a / "report.md").read_text()
     assert "contexts of" not in report_a and "STALE" not in report_a  # a's rows are its own
+
+
+def test_generations_of_a_model_trained_further_are_stale_and_the_advice_is_to_generate(tiny_run, tmp_path):
+    # Evaluating again would measure the same old generations: the advice said "rerun hyperfit evaluate".
+    run = shutil.copytree(tiny_run, tmp_path / "r")
+    assert main(["train", str(run), "--resume", "train.epochs=2"]) == 0
+    assert main(["report", str(run)]) == 0
+    row = table_row((run / "report.md").read_text(), "r", "greedy")
+    assert "STALE: the final model was trained further after these generations; rerun hyperfit generate, then " \
+           "hyperfit evaluate" in row

@@ -57,7 +57,8 @@ def staleness(run: RunDir, m: dict) -> str | None:
         return "the run's contexts changed since; rerun hyperfit generate"
     weights = run.final / "model.safetensors"
     if m.get("checkpoint") == "final" and weights.is_file() and weights.stat().st_mtime > generations.stat().st_mtime:
-        return "the final model was trained further after these generations; rerun hyperfit evaluate"
+        return ("the final model was trained further after these generations; rerun hyperfit generate, then "
+                "hyperfit evaluate")
     return None
 
 
