@@ -131,3 +131,11 @@ def test_generate_stage_blocks_until_word_end(trained_run):
         seq, start = contexts[row["context_id"]] + row["continuation_ids"], len(contexts[row["context_id"]])
         copied = [i for i in range(start, len(seq)) if tuple(seq[i - n + 1 : i + 1]) in train]
         assert not [i for i in copied if starts[seq[i]]]
+
+
+def test_a_human_row_of_shorter_texts_says_so_in_the_table(trained_run, tmp_path):
+    # Stories that end before the compared length made a human row of shorter texts, unmarked in compare.md.
+    result = compare([trained_run], ["greedy"], [120], out=str(tmp_path / "long"))
+    human = [r for r in csv.DictReader(open(result["csv"])) if r["model"].startswith("human")]
+    assert len(human) == 1 and "shorter than 120 tokens, median" in human[0]["model"]
+    assert "shorter than 120 tokens" in result["markdown"].read_text()

@@ -261,9 +261,12 @@ def table_rows(jobs: Sequence[Job], lengths: Sequence[int]) -> list[dict]:
                      "tag": job.tag, "run": str(job.model.run.path), "cache_key": job.key})
     run, cfg = jobs[0].model.run, jobs[0].model.cfg
     for length in lengths:
+        from hyperfit.report import human_label
+
         tag = reference_name(run, cfg, length)
         m = json.loads(run.metrics_file(tag).read_text())
-        rows.append({"model": "human (reference)", "decoder": "–", "length": length, "n": m["n"], **_values(m),
+        # Says so when human texts end before `length`: their length-dependent metrics are then not comparable.
+        rows.append({"model": human_label(run, m), "decoder": "–", "length": length, "n": m["n"], **_values(m),
                      "tag": tag, "run": str(run.path)})
     return rows
 
