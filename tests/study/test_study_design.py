@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from hyperfit.study import StudyError, assign, store
-from hyperfit.study.sources import last_sentence, load_systems, shared_context_ids, truncate_pair
+from hyperfit.study.sources import last_sentence, load_systems, shared_context_ids, truncate_pair, units
 from study_fixtures import make_run
 
 
@@ -64,17 +64,25 @@ def test_distribute_property(n_items, n_people, data):
 @given(a=st.text(), b=st.text(), n=st.integers(1, 30))
 def test_truncate_pair_property(a, b, n):
     ta, tb = truncate_pair(a, b, n)
-    k, most = len(ta.split()), min(n, len(a.split()), len(b.split()))
-    assert len(tb.split()) == k <= most
-    assert ta.split() == a.split()[:k] and tb.split() == b.split()[:k] and "  " not in ta and ta == ta.strip()
+    bare = lambda t: [u.strip() for u in units(t)]  # noqa: E731
+    k, most = len(bare(ta)), min(n, len(units(a)), len(units(b)))
+    assert len(bare(tb)) == k <= most
+    assert bare(ta) == bare(a)[:k] and bare(tb) == bare(b)[:k] and "  " not in ta and ta == ta.strip()
     # Shorter than it could be only to end where neither side ends a sentence.
-    assert k == most or (k > 0 and not any(_ends(w) for w in (ta.split()[-1], tb.split()[-1])))
+    assert k == most or (k > 0 and not any(_ends(w) for w in (bare(ta)[-1], bare(tb)[-1])))
 
 
 def _ends(word: str) -> bool:
     import re
 
-    return re.search(r"[.!?…][\"'”’)\]]*$", word) is not None
+    return re.search(r"[.!?…。！？][\"'”’」』)\]）]*$", word) is not None
+
+
+def test_truncate_pair_counts_characters_in_scripts_without_spaces():
+    # A Japanese story was one "word": 200 characters stood against 8, and the length gave the side away.
+    long, short = "猫はミルクが好きでした。毎日飲みました。" * 10, "猫は幸せでした。"
+    assert truncate_pair(long, short, 100) == ("猫はミルクが好", "猫は幸せでした")
+    assert truncate_pair("日本 ok fine", "one two three four", 3) == ("日本 ok", "one two three")
 
 
 def test_distribute_rejects_k_above_annotators():

@@ -178,7 +178,8 @@ def normalise(text: str) -> str:
 
 
 def truncate_pair(a: str, b: str, max_words: int) -> tuple[str, str]:
-    """Both sides cut to the same number of whole words, whitespace normalised, and both ending mid-sentence.
+    """Both sides cut to the same number of whole words (characters, in scripts without spaces), whitespace
+    normalised, and both ending mid-sentence.
 
     The shared length is at most min(max_words, words in a, words in b), so a side's length cannot give
     away which system wrote it: `truncate_pair("x y z", "p  q\\nr s", 10)` -> `("x y z", "p q r")`.
@@ -186,14 +187,25 @@ def truncate_pair(a: str, b: str, max_words: int) -> tuple[str, str]:
     full stop) and the other mid-sentence where it was cut. So the cut moves back to the last word where
     neither side ends a sentence: `truncate_pair("A b. C d.", "W x y z q", 10)` -> `("A b. C", "W x y")`.
     """
-    wa, wb = a.split(), b.split()
+    wa, wb = units(a), units(b)
     n = min(max_words, len(wa), len(wb))
     cut = next((k for k in range(n, 0, -1) if not (_ENDS_SENTENCE.search(wa[k - 1])
                                                     or _ENDS_SENTENCE.search(wb[k - 1]))), n)
-    return " ".join(wa[:cut]), " ".join(wb[:cut])
+    return "".join(wa[:cut]).lstrip(), "".join(wb[:cut]).lstrip()
 
 
-_ENDS_SENTENCE = re.compile(r"[.!?…][\"'”’)\]]*$")
+# Scripts written without spaces (Chinese, Japanese kana, Korean syllables, full-width forms): each character is
+# a unit of length there, or a whole Japanese story would count as one "word" and never be cut to length.
+_CJK = "\u3000-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af\uf900-\ufaff\uff00-\uffef"
+_UNIT = re.compile(rf"(\s*)([{_CJK}]|[^\s{_CJK}]+)")
+_ENDS_SENTENCE = re.compile(r"[.!?…。！？][\"'”’」』)\]）]*$")
+
+
+def units(text: str) -> list[str]:
+    """The text as units of length, each carrying the single space that preceded it (if any): words, and
+    single characters of scripts without spaces. `"".join(units(t)).lstrip()` is `t` with whitespace
+    normalised: `units("猫は  ok")` -> `['猫', 'は', ' ok']`."""
+    return [(" " if space else "") + unit for space, unit in _UNIT.findall(text)]
 
 
 _SENTENCE_END = re.compile(r"(?<=[.!?])[\"')\]]*\s+")
