@@ -165,8 +165,10 @@ def split_documents(lengths: list[int], cfg: DataConfig, keys: list[str] | None 
     ...                 num_contexts=1, context_len=32), keys=["a", "b", "a", "c"])  # doc 2 repeats doc 0
     {'train': [1], 'val': [0], 'contexts': [3]}
     """
-    seen: set[str] = set()
-    firsts = [i for i, k in enumerate(keys) if not (k in seen or seen.add(k))] if keys else range(len(lengths))
+    first: dict[str, int] = {}
+    for i, key in enumerate(keys or ()):
+        first.setdefault(key, i)
+    firsts = sorted(first.values()) if keys else range(len(lengths))
     qualifying = [i for i in firsts if lengths[i] >= cfg.seq_len]
     need = cfg.num_train + cfg.num_val + cfg.num_contexts
     if len(qualifying) < need:

@@ -114,8 +114,10 @@ def run(cfg: RunConfig, resume: bool = False) -> RunDir:
         jobs.append(dataclasses.replace(cfg.generate, checkpoint="base", tag=base_tag))
     for job in jobs:
         path = generate(job, cfg.model, run_dir)
-        print(f"generate: {path}") if main else None
+        if main:
+            print(f"generate: {path}")
     evaluate(cfg.evaluate, cfg.model, run_dir)
     path = report([run_dir])
-    print(f"report: {path}") if main else None
+    if main:
+        print(f"report: {path}")
     return run_dir
