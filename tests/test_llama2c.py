@@ -39,3 +39,25 @@ def test_stories260k_imports_and_matches_reference_outputs(tmp_path):
             n += x.shape[1] - 1
     assert 1.2 < nll / n < 1.5, nll / n
     assert math.isfinite(nll)
+
+
+@needs_assets()
+def test_import_refuses_a_folder_it_did_not_write_and_replaces_its_own(tmp_path):
+    # The output folder is replaced whole: a folder holding a user's thesis.txt was deleted, exit 0.
+    precious = tmp_path / "mine"
+    precious.mkdir()
+    (precious / "thesis.txt").write_text("years of work")
+    with pytest.raises(ImportError_, match="not an earlier hyperfit import"):
+        import_llama2c(ASSETS / "stories260K", precious)
+    assert (precious / "thesis.txt").read_text() == "years of work"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["mine"]  # nothing half-written beside it
+    (tmp_path / "afile").write_text("x")
+    with pytest.raises(ImportError_, match="is a file"):
+        import_llama2c(ASSETS / "stories260K", tmp_path / "afile")
+    out = import_llama2c(ASSETS / "stories260K", tmp_path / "hf")
+    (out / "stale.txt").write_text("left by an older import")
+    import_llama2c(ASSETS / "stories260K", out)  # an earlier import is replaced
+    assert (out / "config.json").is_file() and not (out / "stale.txt").exists()
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert (import_llama2c(ASSETS / "stories260K", empty) / "config.json").is_file()

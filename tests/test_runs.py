@@ -42,3 +42,21 @@ def test_a_failed_write_leaves_the_old_content_and_no_temp_files(tmp_path):
             raise RuntimeError("crash mid-write")
     assert (tmp_path / "final" / "model.safetensors").read_bytes() == b"old"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["final"]
+
+
+def test_files_libraries_write_privately_inside_an_atomic_dir_become_readable(tmp_path, umask_022):
+    # transformers' save_pretrained writes model.safetensors through a private temp file (0600): other users
+    # of a shared machine could not load the weights although config.json beside them was 0644.
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    model = LlamaForCausalLM(LlamaConfig(vocab_size=32, hidden_size=16, intermediate_size=32, num_hidden_layers=1,
+                                         num_attention_heads=2, num_key_value_heads=2))
+    with atomic_dir(tmp_path / "final") as tmp:
+        model.save_pretrained(tmp)
+        (tmp / "sub").mkdir(mode=0o700)
+        (tmp / "sub" / "x.bin").write_bytes(b"x")
+        os.chmod(tmp / "sub" / "x.bin", 0o600)
+    modes = {p.relative_to(tmp_path / "final").as_posix(): stat.S_IMODE(p.stat().st_mode)
+             for p in (tmp_path / "final").rglob("*")}
+    assert modes["model.safetensors"] == 0o644 and modes["config.json"] == 0o644
+    assert modes["sub"] == 0o755 and modes["sub/x.bin"] == 0o644

@@ -370,3 +370,47 @@ def test_resume_loads_the_saved_state_onto_the_cpu_and_restores_the_gpus_this_ma
            "torch": torch.get_rng_state(), "cuda": [torch.tensor([i], dtype=torch.uint8) for i in range(8)]}
     train_module._set_rng_state(rng)
     assert restored == [(0, 0), (1, 1)]
+
+
+class _RunsCode:
+    """What a crafted training_state.pt holds: unpickling it calls a function of the attacker's choice."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        import pathlib
+
+        return (pathlib.Path.touch, (pathlib.Path(self.marker),))
+
+
+def test_resume_never_runs_code_from_a_crafted_training_state(tmp_path, tiny_llama, corpus_file):
+    cfg, run = prepared(tmp_path, tiny_llama, corpus_file, "train.epochs=2", "train.probe_every=0")
+    train(cfg.train, cfg.model, run)
+    state_file = run.epoch_checkpoints()[-1] / "training_state.pt"
+    real = torch.load(state_file, weights_only=True)  # hyperfit's own file needs no unpickling code
+    assert set(real) >= {"epoch", "step", "optimizer", "rng"}
+    marker = tmp_path / "pwned"
+    torch.save({**real, "payload": _RunsCode(marker)}, state_file)
+    with pytest.raises(RunError, match="never holds"):
+        train(dataclasses.replace(cfg.train, epochs=3), cfg.model, run, resume=True)
+    assert not marker.exists()
+
+
+def test_resume_loads_a_training_state_saved_with_numpy_arrays(tmp_path, tiny_llama, corpus_file):
+    # Files written before numpy's RNG state was stored as plain numbers hold numpy arrays; they still load.
+    import numpy as np
+
+    from hyperfit.train import load_training_state
+
+    cfg, run = prepared(tmp_path, tiny_llama, corpus_file, "train.epochs=2", "train.probe_every=0")
+    train(cfg.train, cfg.model, run)
+    state_file = run.epoch_checkpoints()[-1] / "training_state.pt"
+    old = torch.load(state_file, weights_only=True)
+    np.random.seed(7)
+    old["rng"]["numpy"] = np.random.get_state()
+    torch.save(old, state_file)
+    loaded = load_training_state(state_file)
+    assert np.array_equal(loaded["rng"]["numpy"][1], np.random.get_state()[1])
+    summary = train(dataclasses.replace(cfg.train, epochs=3), cfg.model, run, resume=True)
+    assert summary["epochs_run"] == 3 and [p.name for p in run.epoch_checkpoints()][-1] == "epoch-0003"

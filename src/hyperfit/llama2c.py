@@ -12,6 +12,7 @@ embedding, attention norms, wq, wk, wv, wo, ffn norms, w1, w2, w3, final norm, R
 
 from __future__ import annotations
 
+import json
 import shutil
 import struct
 import tempfile
@@ -25,6 +26,19 @@ from hyperfit.runs import atomic_dir
 
 class ImportError_(ValueError):
     """A llama2.c source that cannot be converted; the message says what was found."""
+
+
+MARKER = "hyperfit_import.json"  # written into every import, so a later import knows it may replace the folder
+
+
+def check_out_dir(out: Path) -> None:
+    """Refuse to replace anything but an earlier import: the output folder is swapped whole."""
+    if out.exists() and not out.is_dir():
+        raise ImportError_(f"{out} is a file; give a new folder (or an earlier import's) as the output")
+    if out.is_dir() and any(out.iterdir()) and not (out / MARKER).is_file():
+        held = sorted(p.name for p in out.iterdir())[:5]
+        raise ImportError_(f"{out} is not empty (it holds {held}) and is not an earlier hyperfit import, which is the "
+                           "only folder an import replaces; choose a new output folder, or move that one")
 
 
 def find_files(src: Path) -> tuple[Path, Path]:
@@ -129,6 +143,7 @@ def build_tokenizer(model_file: Path):
 def import_llama2c(src: str | Path, out: str | Path) -> Path:
     """Convert a llama2.c folder (checkpoint .bin + tokenizer .model) to an HF model directory at `out`."""
     src, out = Path(src), Path(out)
+    check_out_dir(out)
     ckpt, tok_file = find_files(src)
     hp, arrays = read_checkpoint(ckpt)
     model = build_model(hp, to_hf_state(hp, arrays))
@@ -140,4 +155,5 @@ def import_llama2c(src: str | Path, out: str | Path) -> Path:
     with atomic_dir(out) as tmp:
         model.save_pretrained(tmp)
         tok.save_pretrained(tmp)
+        (tmp / MARKER).write_text(json.dumps({"source": str(ckpt.resolve()), "written_by": "hyperfit import-llama2c"}) + "\n")
     return out

@@ -122,8 +122,21 @@ def _umask() -> int:
 
 def _as_if_created(tmp: str | Path, directory: bool) -> None:
     """Give a temp file/dir the mode a plain open()/mkdir() would have: mkstemp and mkdtemp make them
-    private (0600/0700), which left checkpoints/final/ unreadable to the other users of a shared machine."""
+    private (0600/0700), and other users of a shared machine could not read them."""
     os.chmod(tmp, (0o777 if directory else 0o666) & ~_umask())
+
+
+def _as_if_created_tree(root: Path) -> None:
+    """`_as_if_created` for a folder and everything in it: libraries write through private temp files too
+    (transformers' save_pretrained leaves model.safetensors 0600), so the files need it as much as the folder."""
+    for parent, dirs, files in os.walk(root):
+        for name in dirs:
+            _as_if_created(os.path.join(parent, name), directory=True)
+        for name in files:
+            path = os.path.join(parent, name)
+            executable = os.stat(path).st_mode & 0o100
+            os.chmod(path, ((0o777 if executable else 0o666) & ~_umask()))
+    _as_if_created(root, directory=True)
 
 
 @contextmanager
@@ -150,7 +163,7 @@ def atomic_dir(path: Path) -> Iterator[Path]:
     tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"))
     try:
         yield tmp
-        _as_if_created(tmp, directory=True)
+        _as_if_created_tree(tmp)
         if path.exists():
             # Two renames keep a complete copy on disk at every moment.
             old = path.with_name(f".{path.name}.old")

@@ -13,6 +13,7 @@ loss is summed over target tokens and divided by the global batch's target-token
 from __future__ import annotations
 
 import math
+import pickle
 import random
 import shutil
 import time
@@ -22,6 +23,11 @@ from typing import Callable
 
 import numpy as np
 import torch
+
+try:
+    from numpy._core.multiarray import _reconstruct
+except ImportError:  # numpy 1.x
+    from numpy.core.multiarray import _reconstruct
 
 from hyperfit.config import ModelConfig, TrainConfig
 from hyperfit.runs import RunDir, RunError, append_jsonl, atomic_dir, read_jsonl, write_jsonl
@@ -220,7 +226,10 @@ def precision_mode(cfg: TrainConfig) -> str:
 
 
 def _rng_state() -> dict:
-    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    # numpy's state as plain numbers: training_state.pt then holds nothing that needs unpickling code to load.
+    name, keys, pos, has_gauss, cached = np.random.get_state()
+    state = {"python": random.getstate(), "numpy": (name, keys.tolist(), pos, has_gauss, cached),
+             "torch": torch.get_rng_state()}
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
@@ -228,7 +237,8 @@ def _rng_state() -> dict:
 
 def _set_rng_state(state: dict) -> None:
     random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
+    name, keys, *rest = state["numpy"]
+    np.random.set_state((name, np.asarray(keys, dtype=np.uint32), *rest))
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         # One state per GPU of the machine that saved; a machine with fewer GPUs takes the first ones
@@ -312,6 +322,21 @@ def save_checkpoint(path: Path, accelerator, model, tokenizer, optimizer, state:
     accelerator.wait_for_everyone()
 
 
+# Files written before numpy's state was stored as plain numbers hold these numpy types, and nothing else.
+_OLD_STATE_GLOBALS = (np.ndarray, np.dtype, type(np.dtype(np.uint32)), _reconstruct)
+
+
+def load_training_state(path: Path) -> dict:
+    """training_state.pt with weights_only=True: a crafted file cannot run code while a run resumes."""
+    try:
+        with torch.serialization.safe_globals(list(_OLD_STATE_GLOBALS)):
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        raise RunError(f"{path} holds objects a hyperfit checkpoint never holds, so it was not loaded (it could run "
+                       f"code): {str(e).splitlines()[0]}. Resume from a checkpoint hyperfit wrote, or start the run "
+                       "again without --resume") from None
+
+
 def prune_checkpoints(run: RunDir, keep: int) -> None:
     for old in run.epoch_checkpoints()[:-keep]:
         shutil.rmtree(old, ignore_errors=True)
@@ -380,7 +405,7 @@ def train(cfg: TrainConfig, model_cfg: ModelConfig, run: RunDir, resume: bool = 
     if resume:
         # To the CPU: saved from rank 0's GPU, the optimizer state would otherwise be loaded onto GPU 0 by every
         # rank (before any has picked its device) and kept there for the whole run.
-        resume_state = torch.load(ckpts[-1] / STATE_FILE, map_location="cpu", weights_only=False)
+        resume_state = load_training_state(ckpts[-1] / STATE_FILE)
         start_epoch, step = resume_state["epoch"], resume_state["step"]
         load_from = ckpts[-1]
     else:
