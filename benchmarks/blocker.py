@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM, LogitsProcessorList, NoBadWordsLogitsProcessor
 
-from hyperfit.blocker import NgramBlocker, build_index
+from hyperfit.decoding.blocker import NgramBlocker, build_index
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import SIZES, now  # noqa: E402

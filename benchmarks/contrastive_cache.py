@@ -1,4 +1,4 @@
-"""Contrastive search with the KV cache (hyperfit.contrastive) vs recomputing everything each step.
+"""Contrastive search with the KV cache (hyperfit.decoding.contrastive) vs recomputing everything each step.
 
     PYTHONPATH=src python benchmarks/contrastive_cache.py [MODEL_DIR] [--contexts 8] [--tokens 64]
 
@@ -31,7 +31,7 @@ def from_scratch(model, ctx, steps, alpha, k):
 def main() -> None:
     from transformers import GenerationConfig, LlamaConfig, LlamaForCausalLM
 
-    from hyperfit.contrastive import contrastive_search
+    from hyperfit.decoding.contrastive import contrastive_search
 
     p = argparse.ArgumentParser()
     p.add_argument("model", nargs="?")

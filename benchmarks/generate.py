@@ -1,4 +1,4 @@
-"""Greedy generation speed: transformers generate() against hyperfit.fast_greedy, in one process.
+"""Greedy generation speed: transformers generate() against hyperfit.decoding.fast_greedy, in one process.
 
     python benchmarks/generate.py                                  # tiny model on CPU
     python benchmarks/generate.py --size 1b --dtype bf16           # TinyLlama-1.1B shape on one GPU
@@ -31,7 +31,7 @@ DTYPES = {"bf16": torch.bfloat16, "fp32": torch.float32}
 
 def blocker_for(model, reference: torch.Tensor, samples: int = 2000, length: int = 256):
     """The real citation blocker over random training samples plus `reference`'s rows (so it bans)."""
-    from hyperfit.blocker import NgramBlocker
+    from hyperfit.decoding.blocker import NgramBlocker
 
     vocab = model.config.vocab_size
     g = torch.Generator().manual_seed(1)
@@ -55,7 +55,7 @@ def hf_generate(model, ids, n, processor=None):
 
 
 def run_mode(mode, model, ids, n, device, blocker=None):
-    from hyperfit.fast_greedy import GreedyDecoder
+    from hyperfit.decoding.fast_greedy import GreedyDecoder
 
     reset_peak(device)
     t0 = now(device)
@@ -177,7 +177,7 @@ def main(argv=None) -> int:
     dump(args.json, {"device": device_name(device), "args": vars(args), "baseline": base and base["mode"],
                      "peak_kind": peak_kind(device), "rows": rows})
     if args.profile:
-        from hyperfit.fast_greedy import GreedyDecoder
+        from hyperfit.decoding.fast_greedy import GreedyDecoder
 
         dec = GreedyDecoder(model, ids.shape[0], ids.shape[1], 9, ban_ids=[model.config.eos_token_id], mode="eager")
         dec(ids)  # warm-up

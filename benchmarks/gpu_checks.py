@@ -19,7 +19,7 @@ from generate import blocker_for, hf_generate  # noqa: E402
 
 
 def main() -> int:
-    from hyperfit.fast_greedy import GreedyDecoder
+    from hyperfit.decoding.fast_greedy import GreedyDecoder
 
     model = build_model("tiny", "cuda", torch.float32).eval()
     ids = torch.randint(3, 512, (4, 8), device="cuda", generator=torch.Generator("cuda").manual_seed(0))

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import torch
 
-from hyperfit.optim import _ListAdamW
+from hyperfit.training.optim import _ListAdamW
 
 
 def master_adamw_(w, g, master, m, v, step, lr: float, beta1: float, beta2: float, eps: float, wd: float) -> None:

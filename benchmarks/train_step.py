@@ -13,14 +13,14 @@ MFU counts 6·N FLOPs per token for the N matmul parameters (all but the input e
 output head once) plus attention's 12·L·d·T (step_flops); it is "–" where the device's peak is unknown
 (any CPU). "peak GiB" is torch.cuda.max_memory_allocated per variant on CUDA, but on a CPU the process's
 max RSS, which never resets (the JSON's "peak_kind" says which). The fast variants call
-hyperfit.fast_train and hyperfit.optim, the code train.py runs.
+hyperfit.training.step and hyperfit.training.optim, the code train.py runs.
 
 Variants: fp32_eager (fp32 compute, torch's default AdamW), plain (bf16 autocast, fused AdamW),
 compile_model (+ torch.compile of the model), compile (+ compiled cross-entropy: train.compile=true),
 master (compile + bf16 model weights with fp32 masters in the optimizer: benchmarks/master_adamw.py),
 kahan (bf16 weights + Kahan AdamW, compiled: train.optimizer=adamw_kahan). A `_eager` suffix runs
 master or kahan uncompiled (the CPU defaults). loop: what `hyperfit train` itself runs per update
-(hyperfit.train._update on an accelerate-prepared model and optimizer, with train.py's defaults for this
+(hyperfit.training.loop._update on an accelerate-prepared model and optimizer, with train.py's defaults for this
 device); it should match `compile` on CUDA and `fp32_eager` on a CPU, and a gap means the product does
 work the benchmark does not (twice so far: a foreach instead of the fused AdamW, and fp32 logits).
 Unknown names in --variants or --profile are refused before any model is built. `--profile` alone
@@ -61,8 +61,8 @@ def setup(variant: str, size: str, device, lr: float):
     under the variant's autocast), update(ids, tokens) one whole update that returns its mean loss."""
     if variant == "loop":
         return setup_loop(size, device, lr)
-    from hyperfit.fast_train import ce_sum, compiled_ce_sum
-    from hyperfit.optim import build_optimizer
+    from hyperfit.training.step import ce_sum, compiled_ce_sum
+    from hyperfit.training.optim import build_optimizer
     from master_adamw import MasterAdamW
 
     kahan = variant.startswith("kahan")
@@ -100,8 +100,8 @@ def setup_loop(size: str, device, lr: float):
     from accelerate import Accelerator
 
     from hyperfit.config import TrainConfig
-    from hyperfit.fast_train import make_loss_fn, own_autocast, use_compile
-    from hyperfit.train import _prepare, _update, precision_mode
+    from hyperfit.training.step import make_loss_fn, own_autocast, use_compile
+    from hyperfit.training.loop import _prepare, _update, precision_mode
 
     cfg = TrainConfig(lr=lr, weight_decay=0.0)
     accelerator = Accelerator(mixed_precision=precision_mode(cfg), cpu=torch.device(device).type == "cpu")

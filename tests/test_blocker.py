@@ -17,8 +17,8 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from transformers import LlamaConfig, LlamaForCausalLM, LogitsProcessor, LogitsProcessorList
 
-import hyperfit.blocker as blocker_module
-from hyperfit.blocker import NgramBlocker, banned_mask, build_index, starts_word_from_pieces
+import hyperfit.decoding.blocker as blocker_module
+from hyperfit.decoding.blocker import NgramBlocker, banned_mask, build_index, starts_word_from_pieces
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 ASSETS = Path(__file__).resolve().parents[1] / ".." / "shared" / "assets"

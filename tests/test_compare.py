@@ -6,7 +6,7 @@ import pytest
 
 from tinymodels import tiny_overrides
 from hyperfit.cli import main
-from hyperfit.compare import compare, weights_hash
+from hyperfit.stages.compare import compare, weights_hash
 from hyperfit.runs import read_jsonl, write_jsonl
 
 DECODERS = ["greedy", "top_p", "contrastive", "entropy_matched_temperature"]
@@ -116,7 +116,7 @@ def test_generate_stage_blocks_until_word_end(trained_run):
     """The paper's variant: a copy may finish its word; no training n-gram ends on a word-start token."""
     from transformers import AutoTokenizer
 
-    from hyperfit.blocker import starts_word_from_tokenizer
+    from hyperfit.decoding.blocker import starts_word_from_tokenizer
 
     n = 4
     assert main(["generate", str(trained_run), f"generate.block_ngrams={n}", "generate.block_until_word_end=true",

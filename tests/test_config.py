@@ -122,7 +122,7 @@ def test_every_numeric_field_and_decoder_parameter_has_a_range():
     from typing import Optional, get_type_hints
 
     from hyperfit.config import DECODER_RANGES, RANGES
-    from hyperfit.decoding import PRESETS
+    from hyperfit.decoding.presets import PRESETS
 
     numeric = (int, float, Optional[int], Optional[float])
     for section in ("data", "model", "train", "generate", "evaluate"):

@@ -4,7 +4,7 @@ import pytest
 
 from tinymodels import make_corpus
 from hyperfit.config import DataConfig
-from hyperfit.data import DataError, prepare_data, read_documents, split_documents
+from hyperfit.stages.data import DataError, prepare_data, read_documents, split_documents
 from hyperfit.models import load_tokenizer
 from hyperfit.config import ModelConfig
 from hyperfit.runs import RunDir, read_jsonl

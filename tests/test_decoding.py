@@ -5,10 +5,10 @@ import pytest
 import torch
 
 from hyperfit.config import ConfigError, GenerateConfig, ModelConfig, load_config
-from hyperfit.contrastive import contrastive_search
-from hyperfit.decoding import PRESETS, REPORTED_TOP_P, DecoderError, effective_settings, generation_config, resolve
-from hyperfit.entropy_match import match_temperature, mean_entropy
-from hyperfit.generate import decode
+from hyperfit.decoding.contrastive import contrastive_search
+from hyperfit.decoding.presets import PRESETS, REPORTED_TOP_P, DecoderError, effective_settings, generation_config, resolve
+from hyperfit.decoding.entropy_match import match_temperature, mean_entropy
+from hyperfit.stages.generate import decode
 from hyperfit.models import load_model, load_tokenizer
 
 LOOPED = [name for name, p in PRESETS.items() if p.method != "entropy_matched"]  # that one needs a run: see test_compare

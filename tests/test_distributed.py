@@ -15,7 +15,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from hyperfit.generate import generate
+from hyperfit.stages.generate import generate
 from hyperfit.runs import RunDir, read_jsonl
 from test_train import prepared, step_losses
 from tinymodels import ASSETS, needs_assets
@@ -66,7 +66,7 @@ def test_one_process_accumulation_and_two_processes_train_the_same(tmp_path, tin
     cfgs, runs = {}, {}
     for name, extra in [("single", ()), ("accum", ("train.grad_accum=4",)), ("ddp", ())]:
         cfgs[name], runs[name] = prepared(tmp_path, tiny_llama, corpus_file, *common, *extra, name=name)
-    from hyperfit.train import train
+    from hyperfit.training.loop import train
 
     for name in ("single", "accum"):  # 1 × 8, and 1 × (2 × 4 accumulated)
         train(cfgs[name].train, cfgs[name].model, runs[name])
@@ -98,7 +98,7 @@ def test_whole_pipeline_over_two_processes_writes_the_one_process_run(tmp_path, 
     # `accelerate launch -m hyperfit run`: every stage under 2 processes, each rank writing only what is
     # its to write; the run directory must hold what one process writes.
     from hyperfit.config import load_config
-    from hyperfit.pipeline import run
+    from hyperfit.stages.pipeline import run
     from tinymodels import tiny_overrides
 
     one = run(load_config(None, tiny_overrides(tiny_llama, corpus_file, tmp_path, "one")))
@@ -122,7 +122,7 @@ def test_whole_pipeline_over_two_processes_writes_the_one_process_run(tmp_path, 
         # run one thread each (OMP_NUM_THREADS=1), so matmuls reduce in another order (seen: entropy 7th digit).
         assert metrics_two["predictive"] == pytest.approx(metrics_one["predictive"], rel=1e-6)
     # `hyperfit compare` (decoders × base/final, citation blocker on): launched, then in one process.
-    from hyperfit.compare import compare
+    from hyperfit.stages.compare import compare
 
     launch(2, "compare", str(one.path), "--decoders", "greedy,top_p", "--block-ngrams", "6", "--out",
            str(tmp_path / "c2"), processes_said=False)
@@ -164,7 +164,7 @@ def test_generation_with_the_model_sharded_over_two_processes_writes_the_one_pro
     launch(2, "generate", str(run.path), config=shipped("fsdp2"), engine_on_cpu=True)
     assert read_jsonl(path) == rows and len(rows) == 8
     if decoder == "greedy":  # evaluation's loss metrics: sharded forwards over the validation text
-        from hyperfit.evaluate import evaluate
+        from hyperfit.stages.evaluate import evaluate
 
         evaluate(cfg.evaluate, cfg.model, run, [path.stem])
         metrics_file = run.metrics_file(path.stem)
@@ -217,7 +217,7 @@ def sharded_runs(tmp_path, model, corpus, nproc: int, config: str, *extra: str, 
 
 
 def check_sharded_checkpoints(full, cut) -> None:
-    from hyperfit.train import SHARDED_DIR
+    from hyperfit.training.loop import SHARDED_DIR
 
     assert (full.final / "model.safetensors").is_file() and (full.final / "config.json").is_file()
     assert all((c / SHARDED_DIR).is_dir() for c in full.epoch_checkpoints())
@@ -228,7 +228,7 @@ def check_sharded_checkpoints(full, cut) -> None:
 @pytest.mark.parametrize("engine", ["fsdp2", pytest.param("zero3_offload", marks=needs_deepspeed)])
 def test_sharded_engine_trains_like_one_process_exports_and_resumes(tmp_path, tiny_llama, corpus_file, engine):
     # The shipped FSDP2 / ZeRO-3-offload config on 2 CPU processes (tests/engine_on_cpu.py), bf16 compute.
-    from hyperfit.train import SHARDED_DIR, train
+    from hyperfit.training.loop import SHARDED_DIR, train
 
     cfg, single = prepared(tmp_path, tiny_llama, corpus_file, "train.epochs=3", "train.probe_every=3",
                            "train.probe_contexts=4", name="one")
@@ -281,7 +281,7 @@ def test_deepspeed_config_gets_the_recipe_instead_of_accelerates_defaults():
     import json
 
     from hyperfit.config import TrainConfig
-    from hyperfit.train import fill_deepspeed_config
+    from hyperfit.training.loop import fill_deepspeed_config
 
     shipped_json = json.loads((REPO / "configs" / "accelerate" / "zero3_offload.json").read_text())
     ds = json.loads(json.dumps(shipped_json))

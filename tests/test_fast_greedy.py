@@ -1,12 +1,12 @@
-"""hyperfit.fast_greedy gives exactly generate()'s greedy tokens (fp32, CPU), with and without a logits hook."""
+"""hyperfit.decoding.fast_greedy gives exactly generate()'s greedy tokens (fp32, CPU), with and without a logits hook."""
 
 import pytest
 import torch
 
 from hyperfit.config import ModelConfig
-from hyperfit.decoding import generation_config
-from hyperfit.fast_greedy import GreedyDecoder, fast_greedy_applies
-from hyperfit.generate import continue_contexts
+from hyperfit.decoding.presets import generation_config
+from hyperfit.decoding.fast_greedy import GreedyDecoder, fast_greedy_applies
+from hyperfit.stages.generate import continue_contexts
 from hyperfit.models import load_model, load_tokenizer
 
 
@@ -92,7 +92,7 @@ def sliding_window_model():
 def test_sliding_window_models_are_never_recorded_and_decode_like_generate():
     # Their cache keeps its fill level as a Python int: a recorded CUDA graph replays the capture step's
     # position and mask at every token (30 % of tokens right, emulated; or an index_copy_ out of range).
-    from hyperfit.fast_greedy import recordable, resolve_mode
+    from hyperfit.decoding.fast_greedy import recordable, resolve_mode
     from transformers import GenerationConfig, StaticCache
 
     model = sliding_window_model()
@@ -110,7 +110,7 @@ def test_sliding_window_models_are_never_recorded_and_decode_like_generate():
 
 def test_attention_kernels_that_need_a_mask_take_generate(tiny_llama):
     # Given no mask, flash attention reads every slot of the static cache, the empty future ones included.
-    from hyperfit.generate import uses_fast_loop
+    from hyperfit.stages.generate import uses_fast_loop
 
     cfg = ModelConfig(name=str(tiny_llama))
     model, tok = load_model(cfg), load_tokenizer(cfg)

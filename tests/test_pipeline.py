@@ -1,10 +1,10 @@
-"""`hyperfit run` (hyperfit.pipeline): stage order, and what it does under launches it cannot finish."""
+"""`hyperfit run` (hyperfit.stages.pipeline): stage order, and what it does under launches it cannot finish."""
 
 import pytest
 
 from hyperfit.config import load_config
-from hyperfit.data import DataError
-from hyperfit.pipeline import run
+from hyperfit.stages.data import DataError
+from hyperfit.stages.pipeline import run
 from hyperfit.runs import read_jsonl
 from tinymodels import tiny_overrides
 
@@ -15,11 +15,11 @@ def test_under_deepspeed_the_run_stops_after_training_and_resume_under_another_l
     # used to train for hours and then fail; now it says up front that it stops after training, and how
     # to finish. (The launch is simulated; the training itself is the one-process loop here, and
     # tests/test_models.py checks how a DeepSpeed launch is recognised.)
-    import hyperfit.pipeline
+    import hyperfit.stages.pipeline
 
     cfg = load_config(None, tiny_overrides(tiny_llama, corpus_file, tmp_path, "zero3") + ["train.epochs=1"])
     with monkeypatch.context() as m:
-        m.setattr(hyperfit.pipeline, "deepspeed_launch", lambda: True)
+        m.setattr(hyperfit.stages.pipeline, "deepspeed_launch", lambda: True)
         run_dir = run(cfg)
     out = capsys.readouterr().out
     assert out.index("this run stops after training") < out.index("train: 1 epochs")
@@ -42,14 +42,14 @@ def test_a_tag_of_the_users_keeps_the_trained_and_the_base_rows_apart(tmp_path, 
 
 def test_the_flat_api_stays_callable_after_its_modules_are_imported(monkeypatch):
     # Python binds an imported submodule over the package attribute of the same name: after hyperfit.run()
-    # imported hyperfit.train, `hyperfit.train(...)` (the README's one-stage call) raised "'module' object
+    # imported hyperfit.training.loop, `hyperfit.train(...)` (the README's one-stage call) raised "'module' object
     # is not callable".
     import hyperfit
-    import hyperfit.compare
-    import hyperfit.evaluate
-    import hyperfit.generate
-    import hyperfit.report
-    import hyperfit.train
+    import hyperfit.stages.compare
+    import hyperfit.stages.evaluate
+    import hyperfit.stages.generate
+    import hyperfit.stages.report
+    import hyperfit.training.loop
 
     for name in ("train", "generate", "evaluate", "report", "compare"):
         module = getattr(hyperfit, name)
@@ -73,7 +73,7 @@ def test_a_run_whose_data_fails_leaves_no_folder_behind(tmp_path, tiny_llama, co
 def test_run_resume_after_a_crash_before_the_first_checkpoint_starts_training_over(
         tmp_path, tiny_llama, corpus_file, monkeypatch):
     # `hyperfit run --resume` refused its own leftover train_log.jsonl ("already holds training output").
-    import hyperfit.train as T
+    import hyperfit.training.loop as T
 
     cfg = load_config(None, tiny_overrides(tiny_llama, corpus_file, tmp_path, "early") + ["train.epochs=1"])
     with monkeypatch.context() as m:
@@ -105,10 +105,10 @@ def test_a_process_count_the_batch_cannot_split_over_is_refused_before_anything_
         tmp_path, tiny_llama, corpus_file, monkeypatch):
     # Under `accelerate launch --num_processes 3` with the batch of 8: the refusal came from train(), after
     # config.yaml and data/ were written, and the corrected command then met "already exists".
-    import hyperfit.pipeline
-    from hyperfit.train import TrainError
+    import hyperfit.stages.pipeline
+    from hyperfit.training.loop import TrainError
 
-    monkeypatch.setattr(hyperfit.pipeline, "world", lambda: (0, 3))
+    monkeypatch.setattr(hyperfit.stages.pipeline, "world", lambda: (0, 3))
     cfg = load_config(None, tiny_overrides(tiny_llama, corpus_file, tmp_path, "three") + ["train.batch_size=8"])
     with pytest.raises(TrainError, match="cannot be split over 3 process"):
         run(cfg)

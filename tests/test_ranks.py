@@ -1,9 +1,9 @@
-"""How work is dealt out over launched processes (hyperfit.ranks), without launching: the rank and the
+"""How work is dealt out over launched processes (hyperfit.dist), without launching: the rank and the
 process count are faked; tests/test_distributed.py launches real processes."""
 
 import pytest
 
-import hyperfit.ranks as ranks
+import hyperfit.dist as ranks
 from hyperfit.runs import RunError
 
 

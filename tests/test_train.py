@@ -6,10 +6,10 @@ from safetensors.torch import load_file
 
 from tinymodels import tiny_overrides
 from hyperfit.config import load_config
-from hyperfit.data import prepare_data
+from hyperfit.stages.data import prepare_data
 from hyperfit.models import load_tokenizer
 from hyperfit.runs import RunDir, RunError, read_jsonl, save_config
-from hyperfit.train import TrainError, epoch_order, local_batch_size, train
+from hyperfit.training.loop import TrainError, epoch_order, local_batch_size, train
 
 
 def prepared(tmp_path, model, corpus, *extra, name="t"):
@@ -58,7 +58,7 @@ def test_run_directory_layout(tmp_path, tiny_llama, corpus_file):
 
 
 def test_resume_after_interruption_reproduces_the_uninterrupted_run(tmp_path, tiny_llama, corpus_file, monkeypatch):
-    import hyperfit.train as T
+    import hyperfit.training.loop as T
 
     cfg, full = prepared(tmp_path, tiny_llama, corpus_file, "train.epochs=4", "train.probe_every=0", name="full")
     train(cfg.train, cfg.model, full)
@@ -119,7 +119,7 @@ def test_the_loop_asks_for_fused_adamw_on_cuda_although_the_model_is_still_on_th
     # from where the weights are then gave the slower foreach AdamW on every GPU run.
     from hyperfit.config import ModelConfig, TrainConfig
     from hyperfit.models import load_model
-    from hyperfit.train import _prepare
+    from hyperfit.training.loop import _prepare
 
     class Accelerator:  # what _prepare reads of accelerate's
         distributed_type = "DistributedType.NO"
@@ -142,8 +142,8 @@ def test_mixed_precision_training_keeps_bf16_logits_and_probes_decode_in_the_mod
     # place, each training step wrote fp32 logits, and the probes' greedy decoder ran under autocast although
     # it switches autocast off: its static cache then got fp32 keys beside bf16 values, which transformers
     # 5.17 refuses (the crash seen on an H200). The probes take the fast decoder here as they do on CUDA.
-    import hyperfit.fast_train as F
-    import hyperfit.generate as G
+    import hyperfit.training.step as F
+    import hyperfit.stages.generate as G
 
     logits_dtypes, decode_dtypes = set(), set()
     real_ce, real_continue = F.ce_sum, G.continue_contexts
@@ -203,7 +203,7 @@ def test_counts_that_must_be_positive_are_refused_before_anything_is_written(tmp
 
 
 def test_resume_is_refused_when_the_launch_or_optimizer_cannot_take_the_checkpoint(tmp_path):
-    from hyperfit.train import SHARDED_DIR, check_resume
+    from hyperfit.training.loop import SHARDED_DIR, check_resume
 
     ckpt = tmp_path / "epoch-0003"
     (ckpt / SHARDED_DIR).mkdir(parents=True)
@@ -243,7 +243,7 @@ def test_the_training_forward_builds_no_kv_cache(tiny_llama):
     # the recomputed layer appended its keys to it a second time, and with transformers 5.17 attention then
     # failed (64 keys against a mask of 32): the shipped fsdp2.yaml could not train there.
     from hyperfit.config import ModelConfig
-    from hyperfit.fast_train import make_loss_fn
+    from hyperfit.training.step import make_loss_fn
     from hyperfit.models import load_model
 
     model = load_model(ModelConfig(name=str(tiny_llama))).train()
@@ -301,7 +301,7 @@ def test_a_tracker_that_is_misspelt_or_not_installed_is_refused_up_front(tmp_pat
     # a misspelt name failed with a traceback after the run directory was written.
     import accelerate.tracking
 
-    from hyperfit.pipeline import run
+    from hyperfit.stages.pipeline import run
 
     overrides = tiny_overrides(tiny_llama, corpus_file, tmp_path, "tracked")
     with pytest.raises(TrainError, match="not a tracker accelerate knows; use one of .*tensorboard"):
@@ -352,7 +352,7 @@ def test_resume_loads_the_saved_state_onto_the_cpu_and_restores_the_gpus_this_ma
         tmp_path, tiny_llama, corpus_file, monkeypatch):
     # Saved on rank 0's GPU, the optimizer state was loaded back onto GPU 0 by every rank of a launch (no
     # map_location), before any rank had chosen its device, and kept there for the run.
-    import hyperfit.train as train_module
+    import hyperfit.training.loop as train_module
 
     cfg, run = prepared(tmp_path, tiny_llama, corpus_file, "train.epochs=1", "train.probe_every=0")
     train(cfg.train, cfg.model, run)
@@ -401,7 +401,7 @@ def test_resume_loads_a_training_state_saved_with_numpy_arrays(tmp_path, tiny_ll
     # Files written before numpy's RNG state was stored as plain numbers hold numpy arrays; they still load.
     import numpy as np
 
-    from hyperfit.train import load_training_state
+    from hyperfit.training.loop import load_training_state
 
     cfg, run = prepared(tmp_path, tiny_llama, corpus_file, "train.epochs=2", "train.probe_every=0")
     train(cfg.train, cfg.model, run)

@@ -18,6 +18,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from hyperfit.errors import HyperfitError
+
 
 def _parser() -> argparse.ArgumentParser:
     from hyperfit.config import help_text
@@ -53,7 +55,7 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("items", nargs="+", metavar="RUN_DIR [key.sub=value]",
                    help="run directories, then overrides applied to each run's config (e.g. generate.num_samples=3)")
     c.add_argument("--decoders", default="greedy", help="comma-separated decoders (default: greedy); see "
-                   "hyperfit.decoding: greedy, top_p, top_k, temperature, typical, min_p, eta, epsilon, "
+                   "hyperfit.decoding.presets: greedy, top_p, top_k, temperature, typical, min_p, eta, epsilon, "
                    "repetition_penalty, no_repeat_ngram, beam, contrastive, entropy_matched_temperature")
     c.add_argument("--lengths", help="comma-separated continuation lengths in tokens (default: generate.max_new_tokens)")
     c.add_argument("--block-ngrams", type=int, help="citation blocker: never reproduce a training N-gram (paper: 6)")
@@ -143,23 +145,12 @@ def _quiet_libraries() -> None:
 
 
 def _is_user_error(e: Exception) -> bool:
-    from hyperfit.config import ConfigError
-    from hyperfit.data import DataError
-    from hyperfit.decoding import DecoderError
-    from hyperfit.entropy_match import EntropyMatchError
-    from hyperfit.llama2c import ImportError_
-    from hyperfit.models import ModelError
-    from hyperfit.plan import PlanError
-    from hyperfit.runs import RunError
-    from hyperfit.train import TrainError
-
-    return isinstance(e, (ConfigError, DataError, DecoderError, EntropyMatchError, ImportError_, ModelError, PlanError,
-                          RunError, TrainError, KeyError, FileNotFoundError))
+    return isinstance(e, HyperfitError)
 
 
 def _dispatch(args) -> int:
     from hyperfit.config import load_config
-    from hyperfit.ranks import world
+    from hyperfit.dist import world
     from hyperfit.runs import RunDir, load_run_config, record_stage_overrides
 
     def say(text: str) -> None:  # once under a launch, not once per process
@@ -167,7 +158,7 @@ def _dispatch(args) -> int:
             print(text)
 
     if args.command == "run":
-        from hyperfit.pipeline import run
+        from hyperfit.stages.pipeline import run
 
         config, overrides = args.config, list(args.overrides)
         if config and "=" in config and not Path(config).is_file():
@@ -181,29 +172,29 @@ def _dispatch(args) -> int:
         cfg = load_run_config(run_dir, [*args.overrides, *push])
         record_stage_overrides(run_dir, [*args.overrides, *push])
         if args.command == "data":
-            from hyperfit.data import prepare_data
+            from hyperfit.stages.data import prepare_data
             from hyperfit.models import load_tokenizer
 
             say(prepare_data(cfg.data, load_tokenizer(cfg.model), run_dir))
         elif args.command == "train":
-            from hyperfit.train import train
+            from hyperfit.training.loop import train
 
             say(train(cfg.train, cfg.model, run_dir, resume=args.resume))
         elif args.command == "generate":
-            from hyperfit.generate import generate
+            from hyperfit.stages.generate import generate
 
             say(f"wrote {generate(cfg.generate, cfg.model, run_dir)}")
         else:
-            from hyperfit.evaluate import evaluate
+            from hyperfit.stages.evaluate import evaluate
 
             for path in evaluate(cfg.evaluate, cfg.model, run_dir, args.tag):
                 say(f"wrote {path}")
     elif args.command == "report":
-        from hyperfit.report import report
+        from hyperfit.stages.report import report
 
         say(f"wrote {report([RunDir(p) for p in args.run_dirs], Path(args.out) if args.out else None)}")
     elif args.command == "compare":
-        from hyperfit.compare import compare
+        from hyperfit.stages.compare import compare
 
         runs = [a for a in args.items if "=" not in a]
         overrides = [a for a in args.items if "=" in a]
@@ -221,7 +212,7 @@ def _dispatch(args) -> int:
 
         print(f"wrote {import_llama2c(args.src, args.out)}")
     elif args.command == "agreement":
-        from hyperfit.agreement import agreement
+        from hyperfit.stages.agreement import agreement
 
         result = agreement(args.run_dirs, args.base, args.out)
         for name, row in zip(result["models"], result["matrix"]):

@@ -92,8 +92,8 @@ def _from_hub(workdir: Path) -> tuple[Path, Path]:
 def demo(assets: str | None = None, out_dir: str = "runs", overrides=()) -> RunDir:
     from hyperfit.config import load_config
     from hyperfit.llama2c import import_llama2c
-    from hyperfit.pipeline import run
-    from hyperfit.report import metrics_rows
+    from hyperfit.stages.pipeline import run
+    from hyperfit.stages.report import metrics_rows
 
     out = Path(out_dir)
     llama2c_dir, text = find_assets(assets, out)

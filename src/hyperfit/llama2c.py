@@ -22,10 +22,7 @@ import numpy as np
 import torch
 
 from hyperfit.runs import atomic_dir
-
-
-class ImportError_(ValueError):
-    """A llama2.c source that cannot be converted; the message says what was found."""
+from hyperfit.errors import LlamaImportError as ImportError_  # noqa: F401 - raised here, importable from here
 
 
 MARKER = "hyperfit_import.json"  # written into every import, so a later import knows it may replace the folder

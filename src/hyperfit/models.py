@@ -9,16 +9,9 @@ from pathlib import Path
 import torch
 
 from hyperfit.config import DataConfig, ModelConfig
+from hyperfit.errors import ModelError, PrecisionError  # noqa: F401 - raised here, importable from here
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-
-
-class ModelError(ValueError):
-    """A model that cannot be loaded or used as configured; the message names the fix."""
-
-
-class PrecisionError(ModelError):
-    """Trainable weights whose dtype cannot represent updates of size lr."""
 
 
 def _source(cfg: ModelConfig, path: str | Path | None) -> str:
@@ -84,7 +77,7 @@ def load_for_inference(cfg: ModelConfig, path: str | Path | None = None):
     """
     import os
 
-    from hyperfit.ranks import device, world
+    from hyperfit.dist import device, world
 
     launched = world()[1] > 1
     if deepspeed_launch():
@@ -134,7 +127,7 @@ def deepspeed_launch() -> bool:
     """True under `accelerate launch` with a DeepSpeed config and several processes."""
     import os
 
-    from hyperfit.ranks import world
+    from hyperfit.dist import world
 
     return world()[1] > 1 and os.environ.get("ACCELERATE_USE_DEEPSPEED", "").lower() == "true"
 

@@ -20,6 +20,7 @@ import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from hyperfit.errors import PlanError  # noqa: F401 - raised here, importable from here
 
 GIB = 2**30
 GB = 10**9
@@ -62,10 +63,6 @@ REDUCE_BUCKET_BYTES = 500_000_000 * 2
 # follows --checkpointing (train.activation_checkpointing), as single_gpu and ddp do.
 CHECKPOINTED_BY_LAUNCH_FILE = ("fsdp2",)
 STRATEGIES = ("single_gpu", "ddp", "fsdp2", "zero3_offload")
-
-
-class PlanError(ValueError):
-    """A plan request that cannot be answered as given: unknown model, missing folder, non-positive size."""
 
 
 @dataclass(frozen=True)

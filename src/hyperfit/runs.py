@@ -28,10 +28,7 @@ from pathlib import Path
 from typing import Iterable, Iterator
 
 import yaml
-
-
-class RunError(RuntimeError):
-    """A run directory that is missing something a stage needs; the message says which stage makes it."""
+from hyperfit.errors import RunError  # noqa: F401 - raised here, importable from here
 
 
 @dataclass(frozen=True)
@@ -264,7 +261,7 @@ def record_stage_overrides(run: RunDir, overrides) -> None:
     The config itself stays as the run was created, because later stages read their defaults from it;
     the note is what tells a reader that, say, the run was trained for 6 epochs and not the saved 2.
     Rank 0 writes it under a launch."""
-    from hyperfit.ranks import world
+    from hyperfit.dist import world
 
     if not overrides or world()[0] != 0:
         return

@@ -47,7 +47,7 @@ def predictive_metrics(model, sequences: Sequence[Sequence[int]], batch_size: in
     Returns loss (nats/token), perplexity, entropy (nats), top-1/3/5 probability mass, mean gold rank.
     `temperature` divides the logits first (the entropy-matched temperature control searches over it).
     """
-    from hyperfit.ranks import map_batches
+    from hyperfit.dist import map_batches
 
     if not sequences:
         return {}
@@ -79,7 +79,7 @@ def predictive_metrics(model, sequences: Sequence[Sequence[int]], batch_size: in
 @torch.no_grad()
 def top1_predictions(model, sequences: Sequence[Sequence[int]], batch_size: int = 16) -> torch.Tensor:
     """Argmax next-token predictions [N, T-1] (for top-1 agreement between models)."""
-    from hyperfit.ranks import map_batches
+    from hyperfit.dist import map_batches
 
     device = next(model.parameters()).device
     batches = [sequences[s : s + batch_size] for s in range(0, len(sequences), batch_size)]

@@ -8,9 +8,10 @@ useful for plots. The arithmetic lives in small pure functions beside each regis
 
 from __future__ import annotations
 
-import difflib
 from dataclasses import dataclass, field
 from typing import Callable, Sequence, Union
+
+from hyperfit.errors import MetricError, did_you_mean
 
 MetricValue = Union[float, tuple[float, list[float]]]
 
@@ -59,9 +60,8 @@ def register(name: str, help: str, needs: tuple[str, ...] = ()):
 def get_metric(name: str) -> Metric:
     _load_builtin_metrics()
     if name not in METRICS:
-        close = difflib.get_close_matches(name, METRICS, n=3)
-        hint = f" Did you mean {', '.join(close)}?" if close else ""
-        raise KeyError(f"unknown metric {name!r}.{hint} Known metrics: {', '.join(sorted(METRICS))}.")
+        raise MetricError(f"unknown metric {name!r}.{did_you_mean(name, METRICS)} Known metrics: "
+                          f"{', '.join(sorted(METRICS))}.")
     return METRICS[name]
 
 

@@ -12,15 +12,16 @@ recorded in every output row.
 
 Everything transformers implements (top-k/p, typical, min-p, eta, epsilon, repetition penalty, no-repeat
 n-gram, beam search) is plain GenerationConfig fields. Two presets need more than that:
-`contrastive` (transformers no longer ships it offline; see `hyperfit.contrastive`) and
-`entropy_matched_temperature` (a temperature found by bisection; see `hyperfit.entropy_match`).
+`contrastive` (transformers no longer ships it offline; see `hyperfit.decoding.contrastive`) and
+`entropy_matched_temperature` (a temperature found by bisection; see `hyperfit.decoding.entropy_match`).
 """
 
 from __future__ import annotations
 
-import difflib
 from dataclasses import dataclass, field
 from typing import Any, Mapping
+
+from hyperfit.errors import DecoderError, did_you_mean
 
 # The paper's nucleus-sampling baseline, as reported by Carlsson et al. (2025), §4: p 0.9, temperature 0.7,
 # top-k 50. Keep the values here only.
@@ -29,10 +30,6 @@ REPORTED_TOP_P = {"top_p": 0.9, "temperature": 0.7, "top_k": 50}
 # How a preset runs: "generate" = model.generate() with the GenerationConfig alone; the others are loops
 # or searches of their own built around it.
 METHODS = ("generate", "contrastive", "entropy_matched")
-
-
-class DecoderError(ValueError):
-    """An unknown decoder or parameter; the message lists the valid ones."""
 
 
 @dataclass(frozen=True)
@@ -108,9 +105,7 @@ class Decoder:
 
 def get_preset(name: str) -> Preset:
     if name not in PRESETS:
-        close = difflib.get_close_matches(name, PRESETS, n=3)
-        hint = f" Did you mean {', '.join(close)}?" if close else ""
-        raise DecoderError(f"unknown decoder {name!r}.{hint} Known decoders: {', '.join(PRESETS)}")
+        raise DecoderError(f"unknown decoder {name!r}.{did_you_mean(name, PRESETS)} Known decoders: {', '.join(PRESETS)}")
     return PRESETS[name]
 
 

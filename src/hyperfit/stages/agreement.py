@@ -21,7 +21,7 @@ def agreement(run_dirs: Sequence[str | Path], include_base: bool = False, out: s
     """Agreement matrix of the runs' final models (and the base model); writes agreement.{md,json}."""
     from hyperfit.metrics.predictive import top1_agreement, top1_predictions
     from hyperfit.models import load_for_inference
-    from hyperfit.report import markdown_table
+    from hyperfit.stages.report import markdown_table
     from hyperfit.runs import load_run_config
 
     runs = [RunDir(p) for p in run_dirs]

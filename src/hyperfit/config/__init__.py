@@ -27,10 +27,7 @@ from pathlib import Path
 from typing import Any, NamedTuple, Optional, Sequence, Union, get_args, get_origin, get_type_hints
 
 import yaml
-
-
-class ConfigError(ValueError):
-    """A configuration problem the user can fix; the message names the key, the value and the fix."""
+from hyperfit.errors import ConfigError  # noqa: F401 - raised here, importable from here
 
 
 @dataclass(frozen=True)
@@ -137,7 +134,7 @@ class GenerateConfig:
     decoder: str = "greedy"
     """Decoding preset: greedy (the paper's), top_p (the paper's baseline), top_k, temperature, typical, min_p,
     eta, epsilon, repetition_penalty, no_repeat_ngram, beam, contrastive, entropy_matched_temperature (see
-    `hyperfit.decoding`)."""
+    `hyperfit.decoding.presets`)."""
     params: dict[str, Any] = field(default_factory=dict)
     """Parameters of the decoder over its preset's defaults, e.g. generate.params={top_p: 0.95} or
     generate.params.top_p=0.95; an unknown one is an error listing the preset's parameters."""
@@ -165,7 +162,7 @@ class GenerateConfig:
     seed: int = 0
     """Seed for sampling decoders."""
     fast: Optional[bool] = None
-    """Greedy decoding with hyperfit.fast_greedy (static KV cache, decode step replayed as a CUDA graph):
+    """Greedy decoding with hyperfit.decoding.fast_greedy (static KV cache, decode step replayed as a CUDA graph):
     the same tokens as generate() in fp32, without its per-token Python overhead (benchmarks/generate.py
     measures it); in bf16 the two round differently and rows can part where two logits nearly tie. None: on
     with CUDA. Other decoders, or contexts of unequal length, use generate()."""
@@ -472,7 +469,7 @@ def _get(cfg: RunConfig, key: str) -> Any:
 
 
 def _decoder_problems(g: GenerateConfig) -> list[str]:
-    from hyperfit.decoding import DecoderError, resolve  # light: no torch until a GenerationConfig is built
+    from hyperfit.decoding.presets import DecoderError, resolve  # light: no torch until a GenerationConfig is built
 
     try:
         decoder = resolve(g.decoder, g.params)

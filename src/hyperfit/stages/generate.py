@@ -19,8 +19,8 @@ from typing import Sequence
 import torch
 
 from hyperfit.config import GenerateConfig, ModelConfig
-from hyperfit.data import continuation_text
-from hyperfit.decoding import Decoder, effective_settings, generation_config, resolve
+from hyperfit.stages.data import continuation_text
+from hyperfit.decoding.presets import Decoder, effective_settings, generation_config, resolve
 from hyperfit.runs import RunDir, RunError, write_jsonl
 
 
@@ -41,11 +41,11 @@ def continue_contexts(model, contexts: Sequence[Sequence[int]], gen_config, batc
     """Continuations (new tokens only) of each context, batched, left-padded when lengths differ.
 
     Under `accelerate launch` the batches are dealt out over the processes and gathered back in order
-    (hyperfit.ranks). Greedy decoding of equal-length contexts goes through hyperfit.fast_greedy when
+    (hyperfit.dist). Greedy decoding of equal-length contexts goes through hyperfit.decoding.fast_greedy when
     `fast` (None: on CUDA); in fp32 it gives the tokens of generate() (bf16 rounds differently there).
     """
     from hyperfit.models import has_sharded_weights
-    from hyperfit.ranks import gather_batches, my_batches
+    from hyperfit.dist import gather_batches, my_batches
 
     device = next(model.parameters()).device
     sharded = has_sharded_weights(model)
@@ -73,9 +73,9 @@ def continue_contexts(model, contexts: Sequence[Sequence[int]], gen_config, batc
 
 
 def uses_fast_loop(model, gen_config, contexts: Sequence[Sequence[int]], fast: bool | None) -> bool:
-    """Whether continue_contexts decodes with hyperfit.fast_greedy: generate.fast (None: on CUDA), a plain
+    """Whether continue_contexts decodes with hyperfit.decoding.fast_greedy: generate.fast (None: on CUDA), a plain
     greedy config over equal-length contexts, and an attention kernel the loop supports (sdpa, eager)."""
-    from hyperfit.fast_greedy import ATTENTION, fast_greedy_applies
+    from hyperfit.decoding.fast_greedy import ATTENTION, fast_greedy_applies
 
     on = next(model.parameters()).device.type == "cuda" if fast is None else fast
     attention = getattr(model.config, "_attn_implementation", None) or "sdpa"
@@ -102,7 +102,7 @@ def _fast_batch(model, batch, gen_config, logits_processor, decoder, sharded: bo
     row, so the recorded shapes never change). Sharded weights: the eager loop, since every forward is a
     collective that a recorded CUDA graph cannot hold; it computes what the graph replays, so a sharded
     launch writes the tokens one process writes, in bf16 too (generate() rounds differently there)."""
-    from hyperfit.fast_greedy import GreedyDecoder, eos_ban
+    from hyperfit.decoding.fast_greedy import GreedyDecoder, eos_ban
 
     if decoder is None:
         # The first batch is full unless it is the only one, so its size fits every later batch.
@@ -148,7 +148,7 @@ def blocker_processor(run: RunDir, cfg: GenerateConfig, tokenizer):
         return None
     from transformers import LogitsProcessorList
 
-    from hyperfit.blocker import NgramBlocker, starts_word_from_tokenizer
+    from hyperfit.decoding.blocker import NgramBlocker, starts_word_from_tokenizer
 
     train_ids = [r["input_ids"] for r in run.read_samples("train")]
     starts_word = starts_word_from_tokenizer(tokenizer) if cfg.block_until_word_end else None
@@ -159,7 +159,7 @@ def blocker_processor(run: RunDir, cfg: GenerateConfig, tokenizer):
 def decode(model, contexts: Sequence[Sequence[int]], decoder: Decoder, gen_config, cfg: GenerateConfig,
            logits_processor=None) -> list[list[list[int]]]:
     """Continuations [sample][context] of every context; one sample unless the decoder samples."""
-    from hyperfit.contrastive import contrastive_search
+    from hyperfit.decoding.contrastive import contrastive_search
 
     samples = []
     for s in range(cfg.num_samples if decoder.samples else 1):
@@ -176,7 +176,7 @@ def prepare_decoder(cfg: GenerateConfig, model_cfg: ModelConfig, run: RunDir, mo
     """The resolved decoder; a search that needs the model (entropy matching) runs here."""
     decoder = resolve(cfg.decoder, cfg.params)
     if decoder.preset.method == "entropy_matched":
-        from hyperfit.entropy_match import prepare
+        from hyperfit.decoding.entropy_match import prepare
 
         decoder = prepare(decoder, model, run, model_cfg)
     return decoder
@@ -208,7 +208,7 @@ def generation_rows(cfg: GenerateConfig, model_cfg: ModelConfig, run: RunDir, mo
 
 def inference_dtype(cfg: GenerateConfig) -> str:
     """generate.dtype resolved: auto is bfloat16 when this process decodes on CUDA, float32 otherwise."""
-    from hyperfit.ranks import device
+    from hyperfit.dist import device
 
     if cfg.dtype != "auto":
         return cfg.dtype
@@ -229,7 +229,7 @@ def load_checkpoint(cfg: GenerateConfig, model_cfg: ModelConfig, run: RunDir):
 
 def generate(cfg: GenerateConfig, model_cfg: ModelConfig, run: RunDir, model=None, tokenizer=None) -> Path:
     """Continue data/contexts.jsonl with the configured checkpoint and decoder; returns the output file."""
-    from hyperfit.ranks import barrier, world
+    from hyperfit.dist import barrier, world
 
     run = RunDir.of(run)
 
@@ -246,8 +246,3 @@ def generate(cfg: GenerateConfig, model_cfg: ModelConfig, run: RunDir, model=Non
         print(f"{len(rows)} continuations from {size} process(es)")
     barrier()
     return out
-
-
-from hyperfit import callable_stage  # noqa: E402
-
-callable_stage(__name__)  # hyperfit.generate(...) calls generate(), also once this module is imported

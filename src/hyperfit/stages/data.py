@@ -23,12 +23,9 @@ import numpy as np
 
 from hyperfit.config import DataConfig
 from hyperfit.runs import RunDir, write_json, write_jsonl, write_text
+from hyperfit.errors import DataError  # noqa: F401 - raised here, importable from here
 
 REFERENCE_MAX_TOKENS = 1024  # a held-out book could be 200k tokens; nobody compares continuations that long
-
-
-class DataError(ValueError):
-    """A data source that cannot give the samples asked for; the message names the flags to change."""
 
 
 def read_documents(cfg: DataConfig) -> list[str]:

@@ -18,7 +18,7 @@ import statistics
 from pathlib import Path
 
 from hyperfit.config import EvaluateConfig, ModelConfig
-from hyperfit.data import continuation_text, load_vocabulary
+from hyperfit.stages.data import continuation_text, load_vocabulary
 from hyperfit.metrics.registry import GenerationSet, compute
 from hyperfit.runs import RunDir, RunError, file_sha256, load_run_config, provenance, read_jsonl, write_json
 
@@ -58,7 +58,7 @@ def evaluate(cfg: EvaluateConfig, model_cfg: ModelConfig, run: RunDir, tags: lis
              reference: bool = True) -> list[Path]:
     """Metrics for each generations/<tag>.jsonl (all of them by default) and for the human reference."""
     run = RunDir.of(run)
-    from hyperfit.generate import checkpoint_path
+    from hyperfit.stages.generate import checkpoint_path
     from hyperfit.metrics.predictive import predictive_metrics
     from hyperfit.metrics.registry import get_metric
     from hyperfit.models import load_for_inference, load_tokenizer
@@ -136,8 +136,3 @@ def evaluate_reference(cfg: EvaluateConfig, run: RunDir, length: int | None, tra
               "metrics": compute(cfg.metrics, gens), "provenance": provenance()}
     write_json(run.metrics_file(tag), result)
     return run.metrics_file(tag)
-
-
-from hyperfit import callable_stage  # noqa: E402
-
-callable_stage(__name__)  # hyperfit.evaluate(...) calls evaluate(), also once this module is imported

@@ -28,8 +28,8 @@ from hyperfit.models import cache_argument
 def contrastive_search(model, contexts: Sequence[Sequence[int]], gen_config, penalty_alpha: float = 0.6,
                        top_k: int = 4, batch_size: int = 32, logits_processor=None) -> list[list[int]]:
     """Continuations (new tokens only) of each context; length and EOS rules come from `gen_config`."""
-    from hyperfit.generate import cut_at_eos
-    from hyperfit.ranks import map_batches
+    from hyperfit.stages.generate import cut_at_eos
+    from hyperfit.dist import map_batches
 
     device = next(model.parameters()).device
     was_training = model.training

@@ -31,13 +31,10 @@ except ImportError:  # numpy 1.x
 
 from hyperfit.config import ModelConfig, TrainConfig
 from hyperfit.runs import RunDir, RunError, append_jsonl, atomic_dir, read_jsonl, write_jsonl
+from hyperfit.errors import TrainError  # noqa: F401 - raised here, importable from here
 
 STATE_FILE = "training_state.pt"
 SHARDED_DIR = "sharded_state"  # accelerator.save_state output under FSDP / DeepSpeed
-
-
-class TrainError(ValueError):
-    """A training setup that would not run the recipe as configured; the message names the fix."""
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -77,7 +74,7 @@ def local_batch_size(cfg: TrainConfig, num_processes: int, num_samples: int) -> 
 
 def check_engine(cfg: TrainConfig, accelerator) -> None:
     """Refuse combinations the loop does not run correctly; the message says what to use instead."""
-    from hyperfit.ranks import check_group
+    from hyperfit.dist import check_group
 
     check_group(accelerator.num_processes)
     kind = str(accelerator.distributed_type)
@@ -182,7 +179,7 @@ def release_state_of_an_earlier_run(mixed_precision: str) -> None:
     runs, so it is reset; under `accelerate launch` the launch fixes the precision and it is left alone."""
     from accelerate.state import AcceleratorState
 
-    from hyperfit.ranks import world
+    from hyperfit.dist import world
 
     earlier = AcceleratorState._shared_state.get("_mixed_precision")
     if earlier is not None and earlier != mixed_precision and world()[1] == 1:
@@ -384,7 +381,7 @@ def train(cfg: TrainConfig, model_cfg: ModelConfig, run: RunDir, resume: bool = 
     from accelerate import Accelerator
     from tqdm.auto import tqdm
 
-    from hyperfit.fast_train import enable_activation_checkpointing, make_loss_fn, own_autocast, use_compile
+    from hyperfit.training.step import enable_activation_checkpointing, make_loss_fn, own_autocast, use_compile
     from hyperfit.models import load_model, load_tokenizer, precision_guard
 
     train_rows = run.read_samples("train")
@@ -572,7 +569,7 @@ def _prepare(accelerator, model, cfg: TrainConfig, micro: int, compiled: bool):
         # weight decay from this placeholder.
         optimizer = DummyOptim(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     else:
-        from hyperfit.optim import build_optimizer
+        from hyperfit.training.optim import build_optimizer
 
         optimizer = build_optimizer(model, cfg, compile=compiled, device=accelerator.device)  # model still on CPU
     return accelerator.prepare(model, optimizer)
@@ -609,9 +606,9 @@ class _Probe:
         self.contexts = contexts[: cfg.probe_contexts]
 
     def __call__(self, epoch: int, step: int, epoch_loss: float | None, changed: float | None) -> dict:
-        from hyperfit.data import continuation_text
-        from hyperfit.decoding import generation_config
-        from hyperfit.generate import continue_contexts
+        from hyperfit.stages.data import continuation_text
+        from hyperfit.decoding.presets import generation_config
+        from hyperfit.stages.generate import continue_contexts
         from hyperfit.metrics.lexical import ttr
         from hyperfit.metrics.predictive import predictive_metrics
 
@@ -639,8 +636,3 @@ def push_to_hub(path: Path, repo_id: str) -> None:
     api = HfApi()
     api.create_repo(repo_id, exist_ok=True)
     api.upload_folder(folder_path=str(path), repo_id=repo_id, commit_message="hyperfit: hyperfitted model")
-
-
-from hyperfit import callable_stage  # noqa: E402
-
-callable_stage(__name__)  # hyperfit.train(...) calls train(), also once this module is imported

@@ -19,7 +19,7 @@ import yaml
 
 from hyperfit.config import RunConfig, to_dict
 from hyperfit.models import deepspeed_launch
-from hyperfit.ranks import barrier, world
+from hyperfit.dist import barrier, world
 from hyperfit.runs import RunDir, RunError, load_run_config, save_config
 
 NEXT_UNDER_FSDP2 = ("to generate, evaluate and report, run the same `hyperfit run` command with --resume under "
@@ -30,10 +30,10 @@ NEXT_UNDER_FSDP2 = ("to generate, evaluate and report, run the same `hyperfit ru
 def check(cfg: RunConfig, trains: bool = True) -> None:
     """Everything that can be checked cheaply: the model's config loads, lengths fit its context, and
     (when the run will train) the batch splits over the launched processes."""
-    from hyperfit.decoding import resolve
+    from hyperfit.decoding.presets import resolve
     from hyperfit.metrics.registry import get_metric
     from hyperfit.models import check_lengths, load_model_config
-    from hyperfit.train import check_tracker, local_batch_size
+    from hyperfit.training.loop import check_tracker, local_batch_size
 
     if trains:
         local_batch_size(cfg.train, world()[1], cfg.data.num_train)
@@ -54,7 +54,7 @@ def _write_config_and_data(cfg: RunConfig, run_dir: RunDir, resume: bool) -> Non
     (a missing file, too few documents, a wrong field), so the corrected command can use the same name."""
     import shutil
 
-    from hyperfit.data import prepare_data
+    from hyperfit.stages.data import prepare_data
     from hyperfit.models import load_tokenizer
 
     created = not run_dir.path.exists()
@@ -73,10 +73,10 @@ def _write_config_and_data(cfg: RunConfig, run_dir: RunDir, resume: bool) -> Non
 
 def run(cfg: RunConfig, resume: bool = False) -> RunDir:
     """Run all stages; with resume=True, continue a run directory, skipping stages already done."""
-    from hyperfit.evaluate import evaluate
-    from hyperfit.generate import generate
-    from hyperfit.report import report
-    from hyperfit.train import train
+    from hyperfit.stages.evaluate import evaluate
+    from hyperfit.stages.generate import generate
+    from hyperfit.stages.report import report
+    from hyperfit.training.loop import train
 
     run_dir = RunDir(cfg.run_dir)
     if run_dir.config.exists() and not resume:

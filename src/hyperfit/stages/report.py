@@ -100,7 +100,7 @@ def human_label(run: RunDir, m: dict) -> str:
     story may be over first), it says how many, since distinct-n, Self-BLEU and whole-text TTR then differ."""
     asked, shorter, spread = m.get("tokens_asked"), m.get("shorter_than_asked"), m.get("reference_tokens")
     if asked is None and m.get("tokens") and run.data_file("contexts").is_file():  # file from before they were recorded
-        from hyperfit.evaluate import reference_lengths
+        from hyperfit.stages.evaluate import reference_lengths
 
         asked = m["tokens"]
         ids = [c["reference_ids"][:asked] for c in read_jsonl(run.data_file("contexts"))]
@@ -299,8 +299,3 @@ def report(runs: Sequence[RunDir], out: Path | None = None) -> Path:
     path = out / "report.md"
     write_text(path, "\n".join(lines) + "\n")
     return path
-
-
-from hyperfit import callable_stage  # noqa: E402
-
-callable_stage(__name__)  # hyperfit.report(...) calls report(), also once this module is imported

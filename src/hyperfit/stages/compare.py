@@ -28,7 +28,7 @@ from types import SimpleNamespace
 from typing import Sequence
 
 from hyperfit.config import RunConfig, to_dict
-from hyperfit.ranks import world
+from hyperfit.dist import world
 from hyperfit.runs import RunDir, RunError, load_run_config, read_jsonl, write_json, write_jsonl, write_text
 
 # Columns of compare.md (those registered in this installation); compare.csv has every metric.
@@ -106,7 +106,7 @@ def _json_hash(obj) -> str:
 
 
 def _weights_of(model: Model, checkpoint: str) -> str:
-    from hyperfit.generate import checkpoint_path
+    from hyperfit.stages.generate import checkpoint_path
 
     return weights_hash(checkpoint_path(model.run, model.cfg.model, checkpoint), model.cfg.model.revision)
 
@@ -142,8 +142,8 @@ def plan(models: Sequence[Model], decoders: Sequence[str], lengths: Sequence[int
     """(jobs, notes): one job per model × decoder × length, with its tag and cache key."""
     import torch
 
-    from hyperfit.decoding import effective_settings, generation_config
-    from hyperfit.generate import inference_dtype
+    from hyperfit.decoding.presets import effective_settings, generation_config
+    from hyperfit.stages.generate import inference_dtype
 
     for model in models:  # every decoder checked before any work (hashing writes a memo file)
         for name in decoders:
@@ -180,7 +180,7 @@ def plan(models: Sequence[Model], decoders: Sequence[str], lengths: Sequence[int
 
 
 def _resolve(name: str, params: dict):
-    from hyperfit.decoding import DecoderError, resolve
+    from hyperfit.decoding.presets import DecoderError, resolve
 
     try:
         return resolve(name, params)
@@ -202,7 +202,7 @@ def is_cached(job: Job) -> bool:
 
 def run_jobs(jobs: Sequence[Job], contexts: list[dict]) -> list[Job]:
     """Generate every job whose cache key has no generations file yet; returns those generated."""
-    from hyperfit.generate import generation_rows, load_checkpoint
+    from hyperfit.stages.generate import generation_rows, load_checkpoint
 
     todo = [j for j in jobs if not is_cached(j)]
     for model in dict.fromkeys(j.model for j in todo):  # load each model once, in plan order
@@ -221,14 +221,14 @@ def run_jobs(jobs: Sequence[Job], contexts: list[dict]) -> list[Job]:
 def reference_name(run: RunDir, cfg, length: int) -> str:
     """metrics/<this>.json: the human row at `length`, named as evaluate names it (reference-L<length>,
     with -w<window> when this comparison's evaluate.window is not the run's own)."""
-    from hyperfit.evaluate import reference_tag
+    from hyperfit.stages.evaluate import reference_tag
 
     return reference_tag(length, cfg.evaluate.window, None, load_run_config(run).evaluate.window)
 
 
 def evaluate_jobs(jobs: Sequence[Job], lengths: Sequence[int]) -> None:
     """metrics/<tag>.json for every job (every registered metric) and the human row per length."""
-    from hyperfit.evaluate import evaluate, evaluate_reference, training_side
+    from hyperfit.stages.evaluate import evaluate, evaluate_reference, training_side
     from hyperfit.metrics.registry import available_metrics
     from hyperfit.models import load_tokenizer
 
@@ -261,7 +261,7 @@ def table_rows(jobs: Sequence[Job], lengths: Sequence[int]) -> list[dict]:
                      "tag": job.tag, "run": str(job.model.run.path), "cache_key": job.key})
     run, cfg = jobs[0].model.run, jobs[0].model.cfg
     for length in lengths:
-        from hyperfit.report import human_label
+        from hyperfit.stages.report import human_label
 
         tag = reference_name(run, cfg, length)
         m = json.loads(run.metrics_file(tag).read_text())
@@ -276,7 +276,7 @@ def _values(m: dict) -> dict:
 
 
 def markdown(rows: list[dict], notes: Sequence[str]) -> str:
-    from hyperfit.report import markdown_table
+    from hyperfit.stages.report import markdown_table
 
     metric_cols = [c for c in TABLE_COLUMNS if any(c in r for r in rows)]
     header = ["model", "decoder", "length", "n", *metric_cols, "val_entropy"]
@@ -329,8 +329,3 @@ def compare(run_dirs: Sequence[str | Path], decoders: Sequence[str], lengths: Se
         print(text)
     return {"markdown": md, "csv": csv_path, "generated": [j.tag for j in generated],
             "cached": [j.tag for j in jobs if j not in generated], "config": to_dict(cfgs[0].generate)}
-
-
-from hyperfit import callable_stage  # noqa: E402
-
-callable_stage(__name__)  # hyperfit.compare(...) calls compare(), also once this module is imported

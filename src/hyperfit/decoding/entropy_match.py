@@ -18,13 +18,10 @@ import math
 from dataclasses import replace
 from typing import Callable, Sequence
 
-from hyperfit.decoding import Decoder
+from hyperfit.decoding.presets import Decoder
+from hyperfit.errors import EntropyMatchError  # noqa: F401 - raised here, importable from here
 
 T_RANGE = (1e-2, 1e2)  # a target outside entropy(T_RANGE) is an error, not a silently clamped T
-
-
-class EntropyMatchError(ValueError):
-    """No temperature in T_RANGE reaches the target entropy, or no validation text to measure it on."""
 
 
 def mean_entropy(model, sequences: Sequence[Sequence[int]], temperature: float = 1.0, batch_size: int = 16) -> float:
@@ -69,7 +66,7 @@ def match_temperature(model, target_model, sequences: Sequence[Sequence[int]], t
 
 def prepare(decoder: Decoder, model, run, model_cfg, batch_size: int = 16) -> Decoder:
     """The decoder with its temperature found against run's `target` checkpoint on data/val.jsonl."""
-    from hyperfit.generate import checkpoint_path
+    from hyperfit.stages.generate import checkpoint_path
     from hyperfit.models import load_for_inference
 
     val = [r["input_ids"] for r in run.read_samples("val")][: decoder.params["max_sequences"]]

@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import math
 
+from hyperfit.errors import RunError
+
 
 def world() -> tuple[int, int]:
     """(rank, number of processes); starts the process group when launched by accelerate/torchrun."""
@@ -42,8 +44,6 @@ def check_group(formed: int) -> None:
 
     launched = int(os.environ.get("WORLD_SIZE", "1"))
     if launched != formed:
-        from hyperfit.runs import RunError
-
         import torch
 
         sees = "sees no GPU (torch.cuda.is_available() is False)" if not torch.cuda.is_available() else \
