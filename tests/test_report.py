@@ -109,3 +109,23 @@ def test_generations_of_a_model_trained_further_are_stale_and_the_advice_is_to_g
     row = table_row((run / "report.md").read_text(), "r", "greedy")
     assert "STALE: the final model was trained further after these generations; rerun hyperfit generate, then " \
            "hyperfit evaluate" in row
+
+
+def test_a_ttr_window_longer_than_the_continuations_is_reported_as_the_tokens_measured(tiny_run, tmp_path):
+    # The report said "TTR over the last 500 tokens" for 24-token continuations; TTR covered the whole text.
+    run = shutil.copytree(tiny_run, tmp_path / "r")
+    assert main(["evaluate", str(run), "evaluate.window=500"]) == 0
+    measured = json.loads((run / "metrics/greedy.json").read_text())
+    assert measured["window"] == 500 and measured["ttr_tokens"] == 24
+    assert main(["report", str(run)]) == 0
+    report = (run / "report.md").read_text()
+    # 16: the run's own files, measured with its evaluate.window=16 before
+    assert "TTR over the last 16 / 24 generated tokens" in report and "last 500" not in report
+
+
+def test_evaluating_generations_without_rows_is_refused(tiny_run, tmp_path):
+    # data.num_contexts=0 made empty generation files, reported as rows of 0.000 labelled "None / None".
+    run = shutil.copytree(tiny_run, tmp_path / "r")
+    (run / "generations/empty.jsonl").write_text("")
+    assert main(["evaluate", str(run), "--tag", "empty"]) == 2
+    assert not (run / "metrics/empty.json").exists()

@@ -78,12 +78,16 @@ def evaluate(cfg: EvaluateConfig, model_cfg: ModelConfig, run: RunDir, tags: lis
     written, references, predictive_cache = [], {}, {}
     for tag, path in zip(tags, files):
         rows = read_jsonl(path)
+        if not rows:
+            raise RunError(f"{path} holds no continuations (a run with data.num_contexts=0 has none to measure); "
+                           "prepare contexts (data.num_contexts >= 1) and rerun `hyperfit generate`")
         token_ids = [r["continuation_ids"] for r in rows]
         length = generated_length(rows)
         ref = reference_tag(length, cfg.window, run_cfg.generate.max_new_tokens, run_cfg.evaluate.window)
         references[ref] = length
         gens = generation_set(cfg, token_ids, [r["continuation"] for r in rows], side)
-        result = {"tag": tag, "n": len(rows), "window": cfg.window, "reference": ref if reference else None,
+        result = {"tag": tag, "n": len(rows), "window": cfg.window, "ttr_tokens": min(cfg.window, length),
+                  "reference": ref if reference else None,
                   "generations_sha256": file_sha256(path),
                   "checkpoint": rows[0]["checkpoint"] if rows else None,
                   "decoder": rows[0]["decoder"] if rows else None,
@@ -130,6 +134,7 @@ def evaluate_reference(cfg: EvaluateConfig, run: RunDir, length: int | None, tra
     texts = [continuation_text(tokenizer, c["context_ids"], x) for c, x in zip(contexts, ids)]
     gens = generation_set(cfg, ids, texts, side or training_side(run, train_rows, tokenizer))
     result = {"tag": tag, "n": len(ids), "window": cfg.window, "checkpoint": None, "decoder": "human",
+              "ttr_tokens": min(cfg.window, length) if length else cfg.window,
               **reference_lengths(ids, length, cfg.window),
               # which texts these are: `hyperfit data` may rewrite the contexts later (the report then says STALE)
               "contexts_sha256": file_sha256(run.data_file("contexts")),

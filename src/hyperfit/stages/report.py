@@ -146,13 +146,17 @@ def metrics_rows(runs: Sequence[RunDir]) -> tuple[list[str], list[list]]:
 
 
 def ttr_windows(runs: Sequence[RunDir]) -> str:
-    """The TTR windows the metric files were computed with ("96", or e.g. "16 / 96" when they differ);
-    files from before the window was recorded count as their run's evaluate.window."""
-    windows = set()
+    """The number of final tokens TTR was measured over ("96", or e.g. "16 / 96" when files differ): the
+    window, or the continuation's length where that is shorter (TTR then covers the whole text). Files from
+    before this was recorded count as their window, else their run's evaluate.window."""
+    counts = set()
     for run in runs:
         default = load_run_config(run).evaluate.window
-        windows |= {json.loads(f.read_text()).get("window", default) for f in run.metrics.glob("*.json")} or {default}
-    return " / ".join(str(w) for w in sorted(windows))
+        for f in run.metrics.glob("*.json"):
+            m = json.loads(f.read_text())
+            counts.add(m.get("ttr_tokens", m.get("window", default)))
+        counts = counts or {default}
+    return " / ".join(str(w) for w in sorted(counts))
 
 
 def probes(run: RunDir) -> list[dict]:
