@@ -174,3 +174,20 @@ def test_admin_exports_name_the_systems(client, study):
     assert csv_text.splitlines()[0].startswith("annotator,annotator_kind,item")
     assert len(csv_text.splitlines()) == 2
     assert client.get(f"/admin/{admin}/export.xml").status_code == 404
+
+
+def test_only_the_item_on_screen_is_accepted(client, study):
+    token = tokens(study)["ann-1"]
+    fields = {**form_fields(client.get(f"/a/{token}").text), "choice": "left"}
+    later = str(int(fields["pos"]) + 1)  # in the queue, never shown: a crafted or stale form
+    skipped = client.post(f"/a/{token}", data={**fields, "pos": later})
+    assert skipped.status_code == 409 and "reload" in skipped.text
+    assert client.post(f"/a/{token}", data={**fields, "pos": "500"}).status_code == 400  # not in the queue
+    assert count_judgements(study) == 0
+    assert client.post(f"/a/{token}", data=fields).status_code == 303  # the item on screen
+    assert client.post(f"/a/{token}", data=fields).status_code == 303  # its repeat: still a silent no-op
+    ahead = str(int(later) + 1)  # now `later` is on screen; the one after it is not
+    assert client.post(f"/a/{token}", data={**fields, "pos": ahead}).status_code == 409
+    conn = store.connect(study)
+    assert [r[0] for r in conn.execute("SELECT s.pos FROM judgements j JOIN assignments s "
+                                       "ON s.annotator = j.annotator AND s.item = j.item")] == [int(fields["pos"])]

@@ -5,7 +5,8 @@
 Routes (TOKEN is unguessable, minted at `create`; a wrong or missing one gets 403):
 
     GET  /a/TOKEN                    the annotator's next item (or "all done"); reload resumes
-    POST /a/TOKEN                    one judgement: csrf, pos, choice (left|right|equal), ms; -> 303 to GET
+    POST /a/TOKEN                    one judgement of the item on screen: csrf, pos, choice (left|right|equal),
+                                     ms; -> 303 to GET (409 for any other item of the queue)
     GET  /admin/TOKEN/status         progress per annotator (JSON)
     GET  /admin/TOKEN/export.jsonl   every judgement with system names (also export.csv)
 
@@ -126,9 +127,20 @@ def add_annotator_routes(app: Flask, db, secret: bytes) -> None:
         if pos is None or choice not in store.CHOICES:
             abort(400, f"Expected pos (a number) and choice in {store.CHOICES}.")
         ms = small_int(form.get("ms", ""))
-        # A repeat (double click, resent form) is ignored by the UNIQUE constraint: same redirect either way.
-        store.record(db(), annotator, pos, choice, None if ms is None else min(ms, MAX_MS))
+        if not store.record(db(), annotator, pos, choice, None if ms is None else min(ms, MAX_MS),
+                            on_screen_only=True):
+            refuse_unless_repeat(annotator, pos)
         return redirect(f"/a/{token}", code=303)
+
+    def refuse_unless_repeat(annotator: str, pos: int) -> None:
+        """Nothing was stored. An item judged already is a repeat (double click, resent form): ignored,
+        same redirect. Any other item was never on this annotator's screen: refused."""
+        judged = store.is_judged(db(), annotator, pos)
+        if judged is None:
+            abort(400, f"Item {pos} is not in your queue; reload the page.")
+        if not judged:
+            abort(409, "This is not the item on your screen now (another tab may have moved on); "
+                       "reload the page to see your current item.")
 
 
 def add_admin_routes(app: Flask, db, admin_token: str) -> None:
