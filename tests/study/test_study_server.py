@@ -1,7 +1,10 @@
-"""The annotation app through Flask's test client: access, blinding, idempotence, CSRF, limits, resume."""
+"""The annotation app through Flask's test client: access, blinding, idempotence, CSRF, limits, resume,
+the item on screen, and formula-safe CSV."""
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 
 import pytest
@@ -191,3 +194,28 @@ def test_only_the_item_on_screen_is_accepted(client, study):
     conn = store.connect(study)
     assert [r[0] for r in conn.execute("SELECT s.pos FROM judgements j JOIN assignments s "
                                        "ON s.annotator = j.annotator AND s.item = j.item")] == [int(fields["pos"])]
+
+
+# Crafted context ids (they come from the generation files) -> the cell a spreadsheet must show as text.
+FORMULAS = {'=HYPERLINK("http://evil.example","click")': '\'=HYPERLINK("http://evil.example","click")',
+            "+1+1": "'+1+1", "-2+3": "'-2+3", "@SUM(A1:A9)": "'@SUM(A1:A9)", "\t=1+1": "'\t=1+1",
+            "\r=1+1": "'\r=1+1", "ctx\r=2+2": "ctx\r=2+2", "ctx-00001": "ctx-00001"}
+
+
+def test_csv_export_neutralises_spreadsheet_formulas(client, study):
+    conn = store.connect(study)
+    for n, crafted in enumerate(FORMULAS):
+        conn.execute("UPDATE items SET context_id = ? WHERE id % ? = ?", (crafted, len(FORMULAS), n))
+    conn.execute("UPDATE items SET system_a = ?", ("=cmd|' /C calc'!A0",))
+    conn.close()
+    token, admin = tokens(study)["ann-1"], admin_token(study)
+    for _ in range(10):
+        judge(client, token, "left")
+    rows = list(csv.DictReader(io.StringIO(client.get(f"/admin/{admin}/export.csv").text, newline="")))
+    assert len(rows) == 10 and len({r["context_id"] for r in rows}) > 4
+    jsonl = [json.loads(line) for line in client.get(f"/admin/{admin}/export.jsonl").text.splitlines()]
+    for row, raw in zip(rows, jsonl):
+        assert row["context_id"] == FORMULAS[raw["context_id"]]  # JSON is data, not a sheet: kept exact
+        assert row["system_a"] == "'=cmd|' /C calc'!A0" and row["annotator"] == "ann-1"
+        assert row["item"] == str(raw["item"]) and row["submitted_at"] == raw["submitted_at"]
+        assert not any(cell.startswith(("=", "+", "-", "@", "\t", "\r")) for cell in row.values())

@@ -23,7 +23,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 # Atomic writes come from the run-directory module (stdlib + yaml only: still no torch here).
-from hyperfit.runs import write_text
+from hyperfit.runs import atomic_path
 from hyperfit.study import StudyError
 
 _ANNOTATOR_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
@@ -153,7 +153,8 @@ def cmd_export(args) -> int:
     if args.out is None:
         sys.stdout.write(text)
     else:
-        write_text(Path(args.out), text)
+        with atomic_path(Path(args.out)) as tmp:  # bytes: the CSV's CRLF row ends stay CRLF on Windows too
+            tmp.write_bytes(text.encode("utf-8"))
         print(f"wrote {args.out}")
     return 0
 

@@ -32,6 +32,9 @@ from hyperfit.study import store
 MAX_BODY = 8 * 1024  # a judgement is ~200 bytes; anything bigger is not ours (-> 413)
 MAX_MS = 24 * 3600 * 1000  # time on task above a day is a forgotten tab, not a measurement
 
+# A spreadsheet runs a cell that starts with one of these as a formula (OWASP, "CSV Injection").
+FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
+
 # Sent with every response. The CSP allows only this server's own CSS/JS (no inline script, no CDN),
 # same-origin keeps the token in the URL from leaking to any other site (not no-referrer: with it, Chrome
 # sends `Origin: null` on our own form posts, which the Origin check must refuse); no-store: no caching.
@@ -167,14 +170,23 @@ def add_admin_routes(app: Flask, db, admin_token: str) -> None:
 
 
 def export_text(rows: list[dict], fmt: str) -> str:
-    """Judgements as JSON lines or CSV (columns: store.EXPORT_COLUMNS)."""
+    """Judgements as JSON lines or CSV (columns: store.EXPORT_COLUMNS). JSON keeps every value exact;
+    CSV cells are made formula-safe, as a CSV is meant to be opened in a spreadsheet."""
     if fmt == "jsonl":
         return "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
     buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=store.EXPORT_COLUMNS, lineterminator="\n")
+    # CRLF row ends (RFC 4180) also make the writer quote a cell holding a lone CR, which a spreadsheet
+    # would otherwise read as a row break: the rest of the cell would start a new row, maybe a formula.
+    writer = csv.DictWriter(buf, fieldnames=store.EXPORT_COLUMNS, lineterminator="\r\n")
     writer.writeheader()
-    writer.writerows(rows)
+    writer.writerows({k: sheet_safe(v) for k, v in r.items()} for r in rows)
     return buf.getvalue()
+
+
+def sheet_safe(value):
+    """A text cell a spreadsheet would run as a formula (context ids and system names come from input
+    files) gets a leading apostrophe, which shows it as text; numbers and other text stay as they are."""
+    return "'" + value if isinstance(value, str) and value.startswith(FORMULA_PREFIXES) else value
 
 
 def make_server(study_dir: Path, host: str = "127.0.0.1", port: int = 8000, threads: int = 8):
