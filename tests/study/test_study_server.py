@@ -1,5 +1,5 @@
 """The annotation app through Flask's test client: access, blinding, idempotence, CSRF, limits, resume,
-the item on screen, and formula-safe CSV."""
+the Host allow-list, the item on screen, and formula-safe CSV."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ import json
 
 import pytest
 
-from hyperfit.study import store
-from hyperfit.study.server import create_app
+from hyperfit.study import StudyError, store
+from hyperfit.study.server import allowed_hosts, create_app
 from study_fixtures import (DECODER, MODEL, RUN_NAME, admin_token, count_judgements, form_fields,
                             tokens)
 
@@ -219,3 +219,37 @@ def test_csv_export_neutralises_spreadsheet_formulas(client, study):
         assert row["system_a"] == "'=cmd|' /C calc'!A0" and row["annotator"] == "ann-1"
         assert row["item"] == str(raw["item"]) and row["submitted_at"] == raw["submitted_at"]
         assert not any(cell.startswith(("=", "+", "-", "@", "\t", "\r")) for cell in row.values())
+
+
+def test_requests_for_another_host_name_are_refused(client, study):
+    token = tokens(study)["ann-1"]
+    for host in ("localhost", "127.0.0.1:8000", "[::1]:8000"):
+        assert client.get(f"/a/{token}", headers={"Host": host}).status_code == 200, host
+    fields = {**form_fields(client.get(f"/a/{token}").text), "choice": "left"}
+    # A DNS-rebinding page reaches the loopback server under its own name: refused before any other check.
+    for host in ("evil.example", "evil.example:8000", "127.0.0.1.evil.example", "localhost:x"):
+        assert client.get(f"/a/{token}", headers={"Host": host}).status_code == 400, host
+        refused = client.post(f"/a/{token}", data=fields, headers={"Host": host, "Origin": f"http://{host}"})
+        assert refused.status_code == 400 and "--allowed-hosts" in refused.text
+    assert count_judgements(study) == 0
+
+
+def test_allowed_hosts_are_names_with_an_optional_port(study):
+    app = create_app(study, hosts=allowed_hosts("0.0.0.0", ["Study.LAN", "192.168.1.20:8000"]))
+    client = app.test_client()
+    token = tokens(study)["ann-1"]
+    codes = {host: client.get(f"/a/{token}", headers={"Host": host}).status_code
+             for host in ("study.lan", "study.lan:8443", "192.168.1.20:8000", "192.168.1.20:9000", "localhost",
+                          "0.0.0.0:8000")}
+    assert codes == {"study.lan": 200, "study.lan:8443": 200, "192.168.1.20:8000": 200,
+                     "192.168.1.20:9000": 400, "localhost": 400, "0.0.0.0:8000": 400}
+
+
+def test_allowed_hosts_for_the_served_address():
+    assert allowed_hosts("127.0.0.1", []) == {("127.0.0.1", None), ("localhost", None), ("::1", None)}
+    assert ("study.example.org", None) in allowed_hosts("::1", ["study.example.org"])
+    assert allowed_hosts("192.168.1.20", []) == {("192.168.1.20", None)}
+    with pytest.raises(StudyError, match="--allowed-hosts"):
+        allowed_hosts("0.0.0.0", [])  # every interface: only the owner knows the names annotators use
+    with pytest.raises(StudyError, match="not a host name"):
+        allowed_hosts("127.0.0.1", ["study.lan:port"])
