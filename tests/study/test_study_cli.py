@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -224,3 +226,36 @@ def test_create_names_the_contexts_left_out_for_an_empty_side(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "5 items from 6 contexts" in out
     assert "note: 1 context(s) had an empty continuation on a side and are not in the study (e.g. ctx-00004)" in out
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--host", "0.0.0.0"], "--allowed-hosts 192.168.1.20,study.lan"),
+    (["--allowed-hosts", "study.lan:https"], "is not a host name"),
+    (["--base-url", "study.example.org"], "expected the public address with its scheme"),
+])
+def test_serve_refuses_host_names_it_cannot_check(study, capsys, argv, message):
+    fails(capsys, ["serve", str(study), "--port", "0", *argv], message)
+
+
+def test_serve_allows_the_base_url_host(study):
+    proc = subprocess.Popen([sys.executable, "-m", "hyperfit.study", "serve", str(study), "--port", "0",
+                             "--base-url", "https://study.example.org/"],
+                            env=ENV, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        lines = []
+        while not any(line.startswith("Listening") for line in lines) and len(lines) < 20:
+            lines.append(proc.stdout.readline())
+        port = re.search(r"Listening on 127\.0\.0\.1 port (\d+)", "".join(lines))
+        link = [line.split("\t")[1].strip() for line in lines if "\t" in line][0]
+        assert link.startswith("https://study.example.org/a/")
+        local = link.replace("https://study.example.org", f"http://127.0.0.1:{port.group(1)}")
+        for host, code in (("study.example.org", 200), ("evil.example", 400)):
+            try:
+                with urllib.request.urlopen(urllib.request.Request(local, headers={"Host": host}),
+                                            timeout=10) as page:
+                    assert page.status == code
+            except urllib.error.HTTPError as e:
+                assert e.code == code
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)

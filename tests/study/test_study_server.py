@@ -1,13 +1,16 @@
-"""The annotation app through Flask's test client: access, blinding, idempotence, CSRF, limits, resume."""
+"""The annotation app through Flask's test client: access, blinding, idempotence, CSRF, limits, resume,
+the Host allow-list, the item on screen, and formula-safe CSV."""
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 
 import pytest
 
-from hyperfit.study import store
-from hyperfit.study.server import create_app
+from hyperfit.study import StudyError, store
+from hyperfit.study.server import allowed_hosts, create_app
 from study_fixtures import (DECODER, MODEL, RUN_NAME, admin_token, count_judgements, form_fields,
                             tokens)
 
@@ -174,3 +177,79 @@ def test_admin_exports_name_the_systems(client, study):
     assert csv_text.splitlines()[0].startswith("annotator,annotator_kind,item")
     assert len(csv_text.splitlines()) == 2
     assert client.get(f"/admin/{admin}/export.xml").status_code == 404
+
+
+def test_only_the_item_on_screen_is_accepted(client, study):
+    token = tokens(study)["ann-1"]
+    fields = {**form_fields(client.get(f"/a/{token}").text), "choice": "left"}
+    later = str(int(fields["pos"]) + 1)  # in the queue, never shown: a crafted or stale form
+    skipped = client.post(f"/a/{token}", data={**fields, "pos": later})
+    assert skipped.status_code == 409 and "reload" in skipped.text
+    assert client.post(f"/a/{token}", data={**fields, "pos": "500"}).status_code == 400  # not in the queue
+    assert count_judgements(study) == 0
+    assert client.post(f"/a/{token}", data=fields).status_code == 303  # the item on screen
+    assert client.post(f"/a/{token}", data=fields).status_code == 303  # its repeat: still a silent no-op
+    ahead = str(int(later) + 1)  # now `later` is on screen; the one after it is not
+    assert client.post(f"/a/{token}", data={**fields, "pos": ahead}).status_code == 409
+    conn = store.connect(study)
+    assert [r[0] for r in conn.execute("SELECT s.pos FROM judgements j JOIN assignments s "
+                                       "ON s.annotator = j.annotator AND s.item = j.item")] == [int(fields["pos"])]
+
+
+# Crafted context ids (they come from the generation files) -> the cell a spreadsheet must show as text.
+FORMULAS = {'=HYPERLINK("http://evil.example","click")': '\'=HYPERLINK("http://evil.example","click")',
+            "+1+1": "'+1+1", "-2+3": "'-2+3", "@SUM(A1:A9)": "'@SUM(A1:A9)", "\t=1+1": "'\t=1+1",
+            "\r=1+1": "'\r=1+1", "ctx\r=2+2": "ctx\r=2+2", "ctx-00001": "ctx-00001"}
+
+
+def test_csv_export_neutralises_spreadsheet_formulas(client, study):
+    conn = store.connect(study)
+    for n, crafted in enumerate(FORMULAS):
+        conn.execute("UPDATE items SET context_id = ? WHERE id % ? = ?", (crafted, len(FORMULAS), n))
+    conn.execute("UPDATE items SET system_a = ?", ("=cmd|' /C calc'!A0",))
+    conn.close()
+    token, admin = tokens(study)["ann-1"], admin_token(study)
+    for _ in range(10):
+        judge(client, token, "left")
+    rows = list(csv.DictReader(io.StringIO(client.get(f"/admin/{admin}/export.csv").text, newline="")))
+    assert len(rows) == 10 and len({r["context_id"] for r in rows}) > 4
+    jsonl = [json.loads(line) for line in client.get(f"/admin/{admin}/export.jsonl").text.splitlines()]
+    for row, raw in zip(rows, jsonl):
+        assert row["context_id"] == FORMULAS[raw["context_id"]]  # JSON is data, not a sheet: kept exact
+        assert row["system_a"] == "'=cmd|' /C calc'!A0" and row["annotator"] == "ann-1"
+        assert row["item"] == str(raw["item"]) and row["submitted_at"] == raw["submitted_at"]
+        assert not any(cell.startswith(("=", "+", "-", "@", "\t", "\r")) for cell in row.values())
+
+
+def test_requests_for_another_host_name_are_refused(client, study):
+    token = tokens(study)["ann-1"]
+    for host in ("localhost", "127.0.0.1:8000", "[::1]:8000"):
+        assert client.get(f"/a/{token}", headers={"Host": host}).status_code == 200, host
+    fields = {**form_fields(client.get(f"/a/{token}").text), "choice": "left"}
+    # A DNS-rebinding page reaches the loopback server under its own name: refused before any other check.
+    for host in ("evil.example", "evil.example:8000", "127.0.0.1.evil.example", "localhost:x"):
+        assert client.get(f"/a/{token}", headers={"Host": host}).status_code == 400, host
+        refused = client.post(f"/a/{token}", data=fields, headers={"Host": host, "Origin": f"http://{host}"})
+        assert refused.status_code == 400 and "--allowed-hosts" in refused.text
+    assert count_judgements(study) == 0
+
+
+def test_allowed_hosts_are_names_with_an_optional_port(study):
+    app = create_app(study, hosts=allowed_hosts("0.0.0.0", ["Study.LAN", "192.168.1.20:8000"]))
+    client = app.test_client()
+    token = tokens(study)["ann-1"]
+    codes = {host: client.get(f"/a/{token}", headers={"Host": host}).status_code
+             for host in ("study.lan", "study.lan:8443", "192.168.1.20:8000", "192.168.1.20:9000", "localhost",
+                          "0.0.0.0:8000")}
+    assert codes == {"study.lan": 200, "study.lan:8443": 200, "192.168.1.20:8000": 200,
+                     "192.168.1.20:9000": 400, "localhost": 400, "0.0.0.0:8000": 400}
+
+
+def test_allowed_hosts_for_the_served_address():
+    assert allowed_hosts("127.0.0.1", []) == {("127.0.0.1", None), ("localhost", None), ("::1", None)}
+    assert ("study.example.org", None) in allowed_hosts("::1", ["study.example.org"])
+    assert allowed_hosts("192.168.1.20", []) == {("192.168.1.20", None)}
+    with pytest.raises(StudyError, match="--allowed-hosts"):
+        allowed_hosts("0.0.0.0", [])  # every interface: only the owner knows the names annotators use
+    with pytest.raises(StudyError, match="not a host name"):
+        allowed_hosts("127.0.0.1", ["study.lan:port"])

@@ -2,7 +2,7 @@
 
     hyperfit study create STUDY_DIR --from runs/NAME/generations/greedy.jsonl --vs original \
         --annotators 6 --raters-per-item 3 --attention-checks 5% --max-words 100 --seed 0
-    hyperfit study serve STUDY_DIR --host 127.0.0.1 --port 8000
+    hyperfit study serve STUDY_DIR --host 127.0.0.1 --port 8000 [--allowed-hosts study.lan,192.168.1.20]
     hyperfit study status STUDY_DIR
     hyperfit study results STUDY_DIR
     hyperfit study export STUDY_DIR --format csv --out judgements.csv
@@ -21,9 +21,10 @@ import re
 import sys
 from datetime import datetime, timezone
 from pathlib import Path
+from urllib.parse import urlsplit
 
 # Atomic writes come from the run-directory module (stdlib + yaml only: still no torch here).
-from hyperfit.runs import write_text
+from hyperfit.runs import atomic_path
 from hyperfit.study import StudyError
 
 _ANNOTATOR_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
@@ -92,10 +93,23 @@ def cmd_create(args) -> int:
     return 0
 
 
+def served_names(args) -> list[str]:
+    """--allowed-hosts, plus the host of --base-url: the links printed are the names annotators use."""
+    names = [h for h in (args.allowed_hosts or "").split(",") if h.strip()]
+    if args.base_url is not None:
+        url = urlsplit(args.base_url)
+        if url.scheme not in ("http", "https") or not url.netloc:
+            raise StudyError(f"--base-url {args.base_url!r}: expected the public address with its scheme, "
+                             "e.g. --base-url https://study.example.org")
+        names.append(url.netloc)
+    return names
+
+
 def cmd_serve(args) -> int:
     from hyperfit.study import server
 
-    srv = server.make_server(Path(args.study_dir), args.host, args.port, args.threads)
+    srv = server.make_server(Path(args.study_dir), args.host, args.port, args.threads,
+                             allowed=served_names(args), trusted_proxy=args.trusted_proxy)
     base = args.base_url or f"http://{args.host}:{srv.effective_port}"
     people, admin = server.links(Path(args.study_dir), base)
     print("Private links (send each annotator only their own):")
@@ -104,7 +118,8 @@ def cmd_serve(args) -> int:
     print(f"Admin status: {admin}  (exports: replace 'status' by export.jsonl or export.csv)")
     if args.base_url is None and args.host in ("0.0.0.0", "::"):
         print("note: listening on all interfaces; pass --base-url with the address annotators reach.")
-    print("Ctrl+C stops the server; judgements are saved as they arrive.", flush=True)
+    print(f"Listening on {args.host} port {srv.effective_port}. Ctrl+C stops the server; judgements are "
+          "saved as they arrive.", flush=True)
     try:
         srv.run()
     except KeyboardInterrupt:
@@ -153,7 +168,8 @@ def cmd_export(args) -> int:
     if args.out is None:
         sys.stdout.write(text)
     else:
-        write_text(Path(args.out), text)
+        with atomic_path(Path(args.out)) as tmp:  # bytes: the CSV's CRLF row ends stay CRLF on Windows too
+            tmp.write_bytes(text.encode("utf-8"))
         print(f"wrote {args.out}")
     return 0
 
@@ -206,7 +222,14 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--port", type=int, default=8000)
     s.add_argument("--threads", type=int, default=8)
     s.add_argument("--base-url", default=None,
-                   help="public URL to print in links, e.g. behind a reverse proxy (https://study.example.org)")
+                   help="public URL to print in links, e.g. behind a reverse proxy (https://study.example.org); "
+                        "its host is allowed in the Host header")
+    s.add_argument("--allowed-hosts", default=None, metavar="NAME[:PORT],...",
+                   help="other names requests may use in their Host header (default: the --host address, "
+                        "and localhost / 127.0.0.1 when it is loopback); needed with --host 0.0.0.0")
+    s.add_argument("--trusted-proxy", default=None, metavar="ADDRESS",
+                   help="the reverse proxy's address (e.g. 127.0.0.1): its X-Forwarded-Proto and "
+                        "X-Forwarded-Host are applied; nobody else's are")
     s.set_defaults(fn=cmd_serve)
 
     st = sub.add_parser("status", help="progress per annotator")

@@ -5,13 +5,17 @@
 Routes (TOKEN is unguessable, minted at `create`; a wrong or missing one gets 403):
 
     GET  /a/TOKEN                    the annotator's next item (or "all done"); reload resumes
-    POST /a/TOKEN                    one judgement: csrf, pos, choice (left|right|equal), ms; -> 303 to GET
+    POST /a/TOKEN                    one judgement of the item on screen: csrf, pos, choice (left|right|equal),
+                                     ms; -> 303 to GET (409 for any other item of the queue)
     GET  /admin/TOKEN/status         progress per annotator (JSON)
     GET  /admin/TOKEN/export.jsonl   every judgement with system names (also export.csv)
 
 Blinding: an annotator's page holds the context, the two truncated continuations, the queue position
 and a CSRF token, nothing else; system names, file names and decoder settings stay in the database.
 The browser says "left" / "right" / "equal" and the server turns that into a winner.
+
+Every request must name an allowed host (see allowed_hosts) or it gets 400: a DNS-rebinding page would
+otherwise reach a server on 127.0.0.1 under its own name, with the browser treating it as same-origin.
 """
 
 from __future__ import annotations
@@ -20,16 +24,28 @@ import csv
 import hashlib
 import hmac
 import io
+import ipaddress
 import json
+from collections.abc import Iterable
 from pathlib import Path
 from urllib.parse import urlsplit
 
 from flask import Flask, Response, abort, g, redirect, render_template, request
 
-from hyperfit.study import store
+from hyperfit.study import StudyError, store
 
 MAX_BODY = 8 * 1024  # a judgement is ~200 bytes; anything bigger is not ours (-> 413)
 MAX_MS = 24 * 3600 * 1000  # time on task above a day is a forgotten tab, not a measurement
+LOOPBACK_NAMES = ("127.0.0.1", "localhost", "::1")
+WILDCARD_HOSTS = ("0.0.0.0", "::", "")
+
+# waitress's defaults (100 connections, idle ones closed after 120 s, checked every 30 s) let ~100 idle
+# sockets lock everyone out for two minutes. poll() instead of select(): select fails on descriptors past 1023.
+WAITRESS_LIMITS = {"channel_timeout": 30, "cleanup_interval": 5, "asyncore_use_poll": True}
+MAX_CONNECTIONS = 1000
+
+# A spreadsheet runs a cell that starts with one of these as a formula (OWASP, "CSV Injection").
+FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
 
 # Sent with every response. The CSP allows only this server's own CSS/JS (no inline script, no CDN),
 # same-origin keeps the token in the URL from leaking to any other site (not no-referrer: with it, Chrome
@@ -61,8 +77,54 @@ def same_origin() -> bool:
     return source is None or urlsplit(source).netloc == request.host
 
 
-def create_app(study_dir: Path) -> Flask:
-    """The app for one study directory. Secrets are read once; each request opens its own connection."""
+def host_port(text: str) -> tuple[str, int | None] | None:
+    """`"Study.LAN:8000"` -> ("study.lan", 8000), `"[::1]"` -> ("::1", None); None when not a host[:port]."""
+    try:
+        parts = urlsplit("//" + text)
+        name, port = parts.hostname, parts.port
+    except ValueError:  # a port that is not a number, or out of range
+        return None
+    ok = name and parts.netloc == text and not parts.username and not any(c.isspace() for c in name)
+    return (name, port) if ok else None
+
+
+def allowed_hosts(host: str, extra: Iterable[str]) -> set[tuple[str, int | None]]:
+    """The (name, port) pairs requests may name in Host: the served address, with localhost and 127.0.0.1
+    when it is loopback, and the extra entries (port None: any port). Listening on every interface, only
+    the study owner knows the names annotators use, so they must be given."""
+    entries = set()
+    for text in extra:
+        entry = host_port(text.strip())
+        if entry is None:
+            raise StudyError(f"--allowed-hosts: {text!r} is not a host name or address with an optional "
+                             "port; pass e.g. --allowed-hosts study.example.org,192.168.1.20:8000")
+        entries.add(entry)
+    if host in WILDCARD_HOSTS:
+        if not entries:
+            raise StudyError(f"--host {host or repr(host)} listens on every interface, so the names annotators "
+                             "use are unknown; list them, e.g. --allowed-hosts 192.168.1.20,study.lan "
+                             "(or pass --base-url), or serve on one address with --host 192.168.1.20.")
+        return entries
+    names = LOOPBACK_NAMES if is_loopback(host) else (host.strip("[]").lower(),)
+    return entries | {(name, None) for name in names}
+
+
+def is_loopback(host: str) -> bool:
+    try:
+        return host == "localhost" or ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:  # a host name other than localhost
+        return False
+
+
+def host_allowed(header: str, allowed: set[tuple[str, int | None]]) -> bool:
+    entry = host_port(header)
+    return entry is not None and (entry in allowed or (entry[0], None) in allowed)
+
+
+def create_app(study_dir: Path, hosts: set[tuple[str, int | None]] | None = None) -> Flask:
+    """The app for one study directory. Secrets are read once; each request opens its own connection.
+    hosts: what allowed_hosts() returns (default: the loopback names, for a server on 127.0.0.1)."""
+    allowed = {(name, None) for name in LOOPBACK_NAMES} if hosts is None else set(hosts)
     study_dir = Path(study_dir)
     conn = store.connect(study_dir)
     secret = bytes.fromhex(store.meta(conn, "secret"))
@@ -82,6 +144,12 @@ def create_app(study_dir: Path) -> Flask:
         conn = g.pop("conn", None)
         if conn is not None:
             conn.close()
+
+    @app.before_request
+    def check_host():
+        if not host_allowed(request.host, allowed):
+            abort(400, f"This study is not served under the name {request.host!r}. If that is the address "
+                       "annotators use, the study owner adds it with `hyperfit study serve --allowed-hosts`.")
 
     @app.after_request
     def harden(response: Response) -> Response:
@@ -126,9 +194,20 @@ def add_annotator_routes(app: Flask, db, secret: bytes) -> None:
         if pos is None or choice not in store.CHOICES:
             abort(400, f"Expected pos (a number) and choice in {store.CHOICES}.")
         ms = small_int(form.get("ms", ""))
-        # A repeat (double click, resent form) is ignored by the UNIQUE constraint: same redirect either way.
-        store.record(db(), annotator, pos, choice, None if ms is None else min(ms, MAX_MS))
+        if not store.record(db(), annotator, pos, choice, None if ms is None else min(ms, MAX_MS),
+                            on_screen_only=True):
+            refuse_unless_repeat(annotator, pos)
         return redirect(f"/a/{token}", code=303)
+
+    def refuse_unless_repeat(annotator: str, pos: int) -> None:
+        """Nothing was stored. An item judged already is a repeat (double click, resent form): ignored,
+        same redirect. Any other item was never on this annotator's screen: refused."""
+        judged = store.is_judged(db(), annotator, pos)
+        if judged is None:
+            abort(400, f"Item {pos} is not in your queue; reload the page.")
+        if not judged:
+            abort(409, "This is not the item on your screen now (another tab may have moved on); "
+                       "reload the page to see your current item.")
 
 
 def add_admin_routes(app: Flask, db, admin_token: str) -> None:
@@ -155,22 +234,48 @@ def add_admin_routes(app: Flask, db, admin_token: str) -> None:
 
 
 def export_text(rows: list[dict], fmt: str) -> str:
-    """Judgements as JSON lines or CSV (columns: store.EXPORT_COLUMNS)."""
+    """Judgements as JSON lines or CSV (columns: store.EXPORT_COLUMNS). JSON keeps every value exact;
+    CSV cells are made formula-safe, as a CSV is meant to be opened in a spreadsheet."""
     if fmt == "jsonl":
         return "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
     buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=store.EXPORT_COLUMNS, lineterminator="\n")
+    # CRLF row ends (RFC 4180) also make the writer quote a cell holding a lone CR, which a spreadsheet
+    # would otherwise read as a row break: the rest of the cell would start a new row, maybe a formula.
+    writer = csv.DictWriter(buf, fieldnames=store.EXPORT_COLUMNS, lineterminator="\r\n")
     writer.writeheader()
-    writer.writerows(rows)
+    writer.writerows({k: sheet_safe(v) for k, v in r.items()} for r in rows)
     return buf.getvalue()
 
 
-def make_server(study_dir: Path, host: str = "127.0.0.1", port: int = 8000, threads: int = 8):
-    """A waitress server (call .run(); .close() stops it). Port 0 picks a free one: see .effective_port."""
+def sheet_safe(value):
+    """A text cell a spreadsheet would run as a formula (context ids and system names come from input
+    files) gets a leading apostrophe, which shows it as text; numbers and other text stay as they are."""
+    return "'" + value if isinstance(value, str) and value.startswith(FORMULA_PREFIXES) else value
+
+
+def make_server(study_dir: Path, host: str = "127.0.0.1", port: int = 8000, threads: int = 8,
+                allowed: Iterable[str] = (), trusted_proxy: str | None = None):
+    """A waitress server (call .run(); .close() stops it). Port 0 picks a free one: see .effective_port.
+    allowed: extra host names (see allowed_hosts). trusted_proxy: the reverse proxy's address, whose
+    X-Forwarded-Proto / X-Forwarded-Host waitress then applies (and nobody else's)."""
     from waitress.server import create_server
 
-    return create_server(create_app(study_dir), host=host, port=port, threads=threads,
-                         max_request_body_size=64 * 1024, ident="hyperfit-study")
+    app = create_app(study_dir, allowed_hosts(host, allowed))
+    proxy = {"trusted_proxy": trusted_proxy, "trusted_proxy_headers": "x-forwarded-proto x-forwarded-host"}
+    return create_server(app, host=host, port=port, threads=threads, max_request_body_size=64 * 1024,
+                         ident="hyperfit-study", connection_limit=connection_limit(), **WAITRESS_LIMITS,
+                         **(proxy if trusted_proxy else {}))
+
+
+def connection_limit() -> int:
+    """MAX_CONNECTIONS, or fewer where the process may open fewer files: each connection is one, and
+    the request threads' SQLite connections need some more."""
+    try:
+        import resource  # POSIX only
+        soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    except (ImportError, OSError, ValueError):
+        return MAX_CONNECTIONS
+    return MAX_CONNECTIONS if soft == resource.RLIM_INFINITY else max(100, min(MAX_CONNECTIONS, soft - 100))
 
 
 def links(study_dir: Path, base_url: str) -> tuple[list[tuple[str, str]], str]:

@@ -158,11 +158,13 @@ def next_assignment(conn: sqlite3.Connection, annotator: str) -> sqlite3.Row | N
         "ORDER BY s.pos LIMIT 1", (annotator,)).fetchone()
 
 
-def record(conn: sqlite3.Connection, annotator: str, pos: int, choice: str, ms_on_task: int | None) -> bool:
+def record(conn: sqlite3.Connection, annotator: str, pos: int, choice: str, ms_on_task: int | None,
+           on_screen_only: bool = False) -> bool:
     """Store one judgement; False when it was already stored (or pos is not in the queue).
 
     The winner is resolved here, server-side, from the stored placement: the browser only ever says
-    "left", "right" or "equal".
+    "left", "right" or "equal". on_screen_only: store it only if pos is the item next_assignment shows
+    now (else False), checked in the same statement so that no other request can move the queue between.
     """
     if choice not in CHOICES:
         raise StudyError(f"choice {choice!r} is not one of {CHOICES}")
@@ -170,9 +172,19 @@ def record(conn: sqlite3.Connection, annotator: str, pos: int, choice: str, ms_o
         "INSERT INTO judgements (annotator, item, choice, winner, a_on_left, submitted_at, ms_on_task) "
         "SELECT annotator, item, ?1, CASE WHEN ?1 = 'equal' THEN 'equal' "
         "  WHEN (?1 = 'left') = (a_on_left = 1) THEN 'a' ELSE 'b' END, a_on_left, ?2, ?3 "
-        "FROM assignments WHERE annotator = ?4 AND pos = ?5 "
-        "ON CONFLICT (annotator, item) DO NOTHING", (choice, now(), ms_on_task, annotator, pos))
+        "FROM assignments WHERE annotator = ?4 AND pos = ?5 AND (NOT ?6 OR pos = "
+        "  (SELECT MIN(s.pos) FROM assignments s WHERE s.annotator = ?4 AND NOT EXISTS "
+        "   (SELECT 1 FROM judgements j WHERE j.annotator = s.annotator AND j.item = s.item))) "
+        "ON CONFLICT (annotator, item) DO NOTHING", (choice, now(), ms_on_task, annotator, pos, on_screen_only))
     return cur.rowcount == 1
+
+
+def is_judged(conn: sqlite3.Connection, annotator: str, pos: int) -> bool | None:
+    """Whether the annotator has judged the item at pos of their queue; None when pos is not in it."""
+    row = conn.execute(
+        "SELECT EXISTS (SELECT 1 FROM judgements j WHERE j.annotator = s.annotator AND j.item = s.item) "
+        "FROM assignments s WHERE s.annotator = ? AND s.pos = ?", (annotator, pos)).fetchone()
+    return None if row is None else bool(row[0])
 
 
 def add_pseudo_annotator(conn: sqlite3.Connection, annotator: str, kind: str = "judge") -> None:
