@@ -89,11 +89,13 @@ def _from_hub(workdir: Path) -> tuple[Path, Path]:
     return model_dir, out
 
 
-def demo(assets: str | None = None, out_dir: str = "runs", overrides=()) -> RunDir:
+def demo(assets: str | None = None, out_dir: str = "runs", overrides=(), resume: bool = False) -> RunDir:
+    """The whole pipeline on stories260K. A rerun replaces the previous demo run of the same name (the marker
+    file, written before anything else, says the folder is the demo's, so a killed demo can be rerun);
+    resume=True finishes it instead."""
     from hyperfit.config import load_config
     from hyperfit.llama2c import import_llama2c
     from hyperfit.stages.pipeline import run
-    from hyperfit.stages.report import metrics_rows
 
     out = Path(out_dir)
     llama2c_dir, text = find_assets(assets, out)
@@ -103,15 +105,28 @@ def demo(assets: str | None = None, out_dir: str = "runs", overrides=()) -> RunD
         import_llama2c(llama2c_dir, model_dir)
     cfg = load_config(None, [*SETTINGS, f"out_dir={out}", f"model.name={model_dir}", f"data.source={text}", *overrides])
     run_dir = RunDir(cfg.run_dir)
+    resume = resume and run_dir.config.is_file()
+    claim_run_dir(run_dir, resume)
+    run(cfg, resume=resume)
+    report_to_terminal(run_dir)
+    return run_dir
+
+
+def claim_run_dir(run_dir: RunDir, resume: bool) -> None:
+    """Refuse a folder the demo did not write; otherwise replace it (or keep it, to resume) and mark it."""
     marker = run_dir.path / DEMO_MARKER
     if run_dir.path.exists() and not marker.is_file():
         raise RunError(f"{run_dir.path} exists and was not written by hyperfit demo, which replaces only its own "
                        "runs; choose another name=... or --out DIR, or move that folder")
-    if marker.is_file():
-        print(f"replacing the previous demo run in {run_dir.path}")
+    if marker.is_file() and not resume:
+        print(f"replacing the previous demo run in {run_dir.path} (hyperfit demo --resume finishes it instead)")
         shutil.rmtree(run_dir.path)
-    run(cfg)
+    run_dir.path.mkdir(parents=True, exist_ok=True)
     marker.write_text("written by hyperfit demo; the next demo with this name and --out replaces this folder\n")
+
+
+def report_to_terminal(run_dir: RunDir) -> None:
+    from hyperfit.stages.report import metrics_rows
 
     header, rows = metrics_rows([run_dir])
     keep = [header.index(k) for k in ("weights / decoder", "ttr", "distinct_4", "rep_4", "nonword_rate", "val loss",
@@ -124,4 +139,3 @@ def demo(assets: str | None = None, out_dir: str = "runs", overrides=()) -> RunD
     after = read_jsonl(run_dir.generation_file("greedy"))[0]["continuation"]
     print(f"\ncontext: {ctx['context']!r}\n\nbefore (greedy): {before[:500]!r}\n\nafter  (greedy): {after[:500]!r}")
     print(f"\nreport: {run_dir.report}  (plots in {run_dir.plots})")
-    return run_dir
