@@ -227,7 +227,8 @@ def test_overrides_after_options_reach_the_command(monkeypatch, argv, field, exp
     import hyperfit.cli as cli
 
     seen = []
-    monkeypatch.setattr(cli, "_dispatch", lambda args: seen.append(args) or 0)
+    for name in [n for n in vars(cli) if n.startswith("cmd_")]:
+        monkeypatch.setattr(cli, name, lambda args: seen.append(args) or 0)
     assert main(argv) == 0
     assert getattr(seen[0], field) == expected
 
@@ -235,7 +236,8 @@ def test_overrides_after_options_reach_the_command(monkeypatch, argv, field, exp
 def test_stray_positionals_after_options_are_still_refused(monkeypatch, capsys):
     import hyperfit.cli as cli
 
-    monkeypatch.setattr(cli, "_dispatch", lambda args: pytest.fail("dispatched"))
+    for name in [n for n in vars(cli) if n.startswith("cmd_")]:
+        monkeypatch.setattr(cli, name, lambda args: pytest.fail("dispatched"))
     with pytest.raises(SystemExit):
         main(["train", "runs/x", "--resume", "runs/y"])
     assert "unrecognized arguments: runs/y" in capsys.readouterr().err
@@ -246,3 +248,81 @@ def test_help_of_every_override_command_lists_the_fields():
         out = subprocess.run([sys.executable, "-m", "hyperfit", command, "--help"], capture_output=True,
                              text=True).stdout
         assert "train.lr=1e-06" in out and "evaluate.window=96" in out, command
+
+
+def test_every_command_has_its_own_function():
+    import hyperfit.cli as cli
+
+    sub = next(a for a in cli._parser()._actions if isinstance(a, __import__("argparse")._SubParsersAction))
+    for name, parser in sub.choices.items():
+        if name != "study":  # handed whole to hyperfit.study.cli before parsing
+            assert parser.get_default("fn") is getattr(cli, "cmd_" + name.replace("-", "_")), name
+
+
+def test_a_missing_config_file_is_one_line_naming_it(tmp_path, capsys):
+    assert main(["run", str(tmp_path / "nope.yaml")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "nope.yaml" in err and "does not exist" in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize("content", [b"a: [\n", b"\xff\xfe not utf-8", b"- a list\n"])
+def test_a_malformed_config_file_is_a_user_error(tmp_path, capsys, content):
+    # invalid YAML, undecodable bytes (a UnicodeDecodeError traceback) and a list instead of sections
+    path = tmp_path / "c.yaml"
+    path.write_bytes(content)
+    assert main(["run", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"hyperfit run: error: config file {str(path)!r}") and "Traceback" not in err
+
+
+@pytest.mark.parametrize("content", ["garbage: [\n", "- 1\n"])
+def test_a_damaged_run_config_is_a_user_error(tmp_path, capsys, content):
+    # A run's config.yaml that is not YAML, or not a mapping (a TypeError from raw.pop before)
+    (tmp_path / "r").mkdir()
+    (tmp_path / "r" / "config.yaml").write_text(content)
+    for command in ("data", "train", "generate", "evaluate"):
+        assert main([command, str(tmp_path / "r")]) == 2, command
+        assert "config.yaml" in capsys.readouterr().err
+
+
+def test_a_missing_run_directory_names_the_stage_that_makes_it(tmp_path, capsys):
+    for command in ("data", "train", "generate", "evaluate", "compare"):
+        assert main([command, str(tmp_path / "nope")]) == 2, command
+        err = capsys.readouterr().err
+        assert f"{tmp_path / 'nope' / 'config.yaml'} does not exist" in err and "hyperfit run" in err
+    assert main(["report", str(tmp_path / "nope")]) == 2
+    assert "not a run directory" in capsys.readouterr().err
+
+
+def test_an_unknown_metric_is_refused_with_the_config(capsys):
+    assert main(["run", "data.source=x", "evaluate.metrics=ttr,ttx"]) == 2
+    err = capsys.readouterr().err
+    assert "evaluate.metrics: unknown metric 'ttx'. Did you mean ttr" in err
+
+
+def test_an_internal_error_keeps_its_traceback(monkeypatch, tmp_path):
+    # KeyError and FileNotFoundError are bugs in hyperfit now, not one-line user errors
+    import hyperfit.cli as cli
+
+    def broken(*args, **kwargs):
+        raise KeyError("rows")
+
+    monkeypatch.setattr(cli, "report", broken)
+    with pytest.raises(KeyError, match="rows"):
+        main(["report", str(tmp_path)])
+    monkeypatch.setattr(cli, "report", lambda *a: open(tmp_path / "missing.json"))
+    with pytest.raises(FileNotFoundError):
+        main(["report", str(tmp_path)])
+
+
+def test_an_internal_error_prints_a_traceback_from_the_console(tmp_path):
+    code = "import sys, hyperfit.cli as c; c.cmd_metrics = lambda a: {}['x']; sys.exit(c.main(['metrics']))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 1 and "Traceback" in out.stderr and "KeyError: 'x'" in out.stderr
+
+
+def test_the_cli_loads_no_torch_until_a_command_needs_it():
+    # `hyperfit study serve` goes through this module: the annotation server must not load torch
+    code = "import sys, hyperfit.cli; print(sorted({'torch', 'transformers'} & set(sys.modules)))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"

@@ -176,3 +176,53 @@ def test_str_fields_keep_the_text_as_written(tmp_path):
     cfg = load_config(path)
     assert (cfg.name, cfg.model.revision, cfg.generate.tag) == ("off", "0755", "2024_01_05")
     assert cfg.model.attn_implementation is None
+
+
+def test_config_fields_and_decoder_parameters_share_one_reading_of_values():
+    # One coercer (hyperfit.values.coerce): 3.0 is an int, 3.5 and true are not, "1e-4" is a float.
+    from hyperfit.decoding.presets import resolve
+
+    cfg = load_config(None, ["data.source=x", "data.seq_len=64.0", "train.lr='1e-4'"])
+    assert cfg.data.seq_len == 64 and cfg.train.lr == 1e-4
+    assert resolve("top_k", {"top_k": 3.0, "temperature": "0.5"}).params == {"top_k": 3, "temperature": 0.5}
+    for bad in ("3.5", "true"):
+        assert f"data.seq_len={bad if bad != 'true' else True}" in problems_of([f"data.seq_len={bad}"])
+        assert "generate.params.top_k=" in problems_of(["generate.decoder=top_k", f"generate.params.top_k={bad}"])
+
+
+def test_unknown_keys_get_the_closest_name_or_the_synonym_other_tools_use():
+    from hyperfit.errors import closest, did_you_mean
+
+    assert "unknown key train.num_train_epochs; did you mean train.epochs?" in problems_of(["train.num_train_epochs=3"])
+    assert "unknown key train.gradient_accumulation_steps; did you mean train.grad_accum?" in problems_of(
+        ["train.gradient_accumulation_steps=2"])
+    assert "unknown key train.zzz; known keys: epochs, lr," in problems_of(["train.zzz=1"])
+    assert closest("lerning_rate", ["lr", "epochs"], synonyms={"learning_rate": "lr"}) == ["lr"]
+    assert closest("lerning_rate", ["epochs"], synonyms={"learning_rate": "lr"}) == []  # the synonym's target must exist
+    assert did_you_mean("num_epochs", ["epochs", "lr"], synonyms={"num_epochs": "epochs"}) == " Did you mean epochs?"
+
+
+def test_metric_names_are_checked_with_the_rest_of_the_config():
+    msg = problems_of(["evaluate.metrics=ttr,ttrr,bogus", "train.lr=-1"])
+    assert "evaluate.metrics: unknown metric 'ttrr'. Did you mean ttr" in msg and "train.lr=-1.0" in msg
+    assert "unknown metric 'bogus'. Known metrics: " in msg and "distinct_2" in msg
+
+
+def test_importing_the_config_loads_neither_torch_nor_transformers():
+    import subprocess
+    import sys
+
+    code = ("import sys, hyperfit.config as c; c.load_config(None, ['data.source=x']); "
+            "print(sorted({'torch', 'transformers', 'accelerate'} & set(sys.modules)))")
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout == "[]\n"
+
+
+def test_a_run_config_file_is_read_like_any_config_file(tmp_path):
+    from hyperfit.config import read_config_file
+
+    path = tmp_path / "config.yaml"
+    path.write_text("name: off\ndata:\n  source: x\nprovenance:\n  seed: 0\n")
+    assert read_config_file(path) == {"name": "off", "data": {"source": "x"}, "provenance": {"seed": 0}}
+    path.write_bytes(b"\xff")
+    with pytest.raises(ConfigError, match="cannot be read .*UTF-8"):
+        read_config_file(path)

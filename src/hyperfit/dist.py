@@ -4,6 +4,7 @@
         results[b] = work(b)
     rows = gather_batches(results, n)  # every rank gets all n batches' rows, in batch order
     rows = map_batches(n, work)        # the same two steps, for work that keeps no state between batches
+    print0(f"wrote {path}")            # once under a launch, not once per process
 
 Batches, not rows, are dealt out, so each batch is built exactly as in one process (same contexts, same
 sampling seed `seed + b`): the gathered rows equal a one-process run's. Every rank runs the same number
@@ -52,6 +53,15 @@ def check_group(formed: int) -> None:
             f"launched as {launched} processes (WORLD_SIZE={launched}), but accelerate formed a group of {formed}: "
             f"each process would run the whole job alone. This process {sees}. On GPUs, check the driver and "
             "CUDA_VISIBLE_DEVICES; on CPUs, launch with ACCELERATE_USE_CPU=true (gloo)")
+
+
+def print0(*args, **kwargs) -> None:
+    """print() on rank 0 only: a message said once per launch, not once per process.
+
+    Not accelerate's PartialState.print: that prints on each node's local main process, so a two-node
+    launch would say everything twice. One process needs no process group, hence no accelerate import."""
+    if world()[0] == 0:
+        print(*args, **kwargs)
 
 
 def barrier() -> None:

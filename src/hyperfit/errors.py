@@ -8,7 +8,7 @@ callers that catch those keep working.
 from __future__ import annotations
 
 import difflib
-from typing import Iterable
+from typing import Iterable, Mapping
 
 
 class HyperfitError(Exception):
@@ -62,13 +62,30 @@ class LlamaImportError(HyperfitError, ValueError):
     """A llama2.c source that cannot be converted."""
 
 
-def did_you_mean(name: str, known: Iterable[str], n: int = 3, cutoff: float = 0.6) -> str:
-    """' Did you mean a, b?' for the known names closest to `name`, else ''.
+def closest(name: str, known: Iterable[str], n: int = 3, cutoff: float = 0.6,
+            synonyms: Mapping[str, str] | None = None) -> list[str]:
+    """The known names closest to `name`; failing those, the known name a close synonym stands for.
+
+    >>> closest("epoch", ["epochs", "lr"]), closest("learnig_rate", ["epochs", "lr"], synonyms={"learning_rate": "lr"})
+    (['epochs'], ['lr'])
+    """
+    known = list(known)
+    close = difflib.get_close_matches(str(name), known, n=n, cutoff=cutoff)
+    if close or not synonyms:
+        return close
+    # Stricter than for the names themselves: a synonym's target is one guess removed from what was typed.
+    alias = difflib.get_close_matches(str(name), list(synonyms), n=1, cutoff=0.75)
+    return [synonyms[alias[0]]] if alias and synonyms[alias[0]] in known else []
+
+
+def did_you_mean(name: str, known: Iterable[str], n: int = 3, cutoff: float = 0.6,
+                 synonyms: Mapping[str, str] | None = None) -> str:
+    """' Did you mean a, b?' for the known names closest to `name` (see `closest`), else ''.
 
     >>> did_you_mean("gredy", ["greedy", "top_p"])
     ' Did you mean greedy?'
     >>> did_you_mean("zzz", ["greedy"])
     ''
     """
-    close = difflib.get_close_matches(str(name), list(known), n=n, cutoff=cutoff)
+    close = closest(name, known, n, cutoff, synonyms)
     return f" Did you mean {', '.join(close)}?" if close else ""

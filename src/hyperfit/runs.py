@@ -274,8 +274,8 @@ def record_stage_overrides(run: RunDir, overrides) -> None:
 
 def load_run_config(run: RunDir, overrides=()):
     """The config saved in a run directory, with overrides applied (provenance is not a config key)."""
-    from hyperfit.config import from_dict, replace
+    from hyperfit.config import from_dict, read_config_file, replace
 
-    raw = yaml.safe_load(run.require(run.config, "hyperfit run").read_text()) or {}
+    raw = read_config_file(run.require(run.config, "hyperfit run"))
     raw.pop("provenance", None)
     return replace(from_dict(raw), overrides)

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any, Mapping
 
 from hyperfit.errors import DecoderError, did_you_mean
+from hyperfit.values import coerce
 
 # The paper's nucleus-sampling baseline, as reported by Carlsson et al. (2025), §4: p 0.9, temperature 0.7,
 # top-k 50. Keep the values here only.
@@ -126,31 +127,13 @@ def resolve(name: str, params: Mapping[str, Any] | None = None) -> Decoder:
     for key, value in params.items():
         if key in preset.params:
             try:
-                out[key] = _as_type_of(preset.params[key], value)
+                out[key] = coerce(value, type(preset.params[key]))
             except (TypeError, ValueError):
                 kind = type(preset.params[key]).__name__
                 problems.append(f"generate.params.{key}={value!r} for decoder {name!r} must be a {kind}")
     if problems:
         raise DecoderError("; ".join(problems))
     return Decoder(preset, out)
-
-
-def _as_type_of(default: Any, value: Any) -> Any:
-    if isinstance(default, bool):
-        if not isinstance(value, bool):
-            raise TypeError
-        return value
-    if isinstance(default, int):
-        if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
-            raise TypeError
-        return int(value)
-    if isinstance(default, float):
-        if isinstance(value, bool):
-            raise TypeError
-        return float(value)
-    if isinstance(default, str) and not isinstance(value, str):
-        raise TypeError
-    return value
 
 
 def generation_config(decoder: str | Decoder, tokenizer, max_new_tokens: int, stop_at_eos: bool = False):

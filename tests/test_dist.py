@@ -4,7 +4,7 @@ process count are faked; tests/test_distributed.py launches real processes."""
 import pytest
 
 import hyperfit.dist as ranks
-from hyperfit.runs import RunError
+from hyperfit.errors import RunError
 
 
 def as_rank(monkeypatch, rank: int, size: int) -> None:
@@ -49,3 +49,21 @@ def test_a_launch_whose_processes_formed_no_group_is_refused(monkeypatch):
     ranks.check_group(2)
     monkeypatch.delenv("WORLD_SIZE")
     ranks.check_group(1)
+
+
+def test_print0_speaks_once_per_launch(monkeypatch, capsys):
+    # Rank 0 of any node count; accelerate's PartialState.print would speak once per node.
+    for rank in range(3):
+        as_rank(monkeypatch, rank, 3)
+        ranks.print0("wrote", "x", sep=": ")
+    assert capsys.readouterr().out == "wrote: x\n"
+
+
+def test_importing_dist_loads_neither_accelerate_nor_torch():
+    import subprocess
+    import sys
+
+    code = "import sys, hyperfit.dist as d; d.print0('hi'); print(sorted({'torch', 'accelerate'} & set(sys.modules)))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env={
+        **__import__("os").environ, "WORLD_SIZE": "1"})
+    assert out.stdout.split("\n")[:2] == ["hi", "[]"]

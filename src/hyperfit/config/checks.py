@@ -1,0 +1,114 @@
+"""Ranges and contradictions of a built config, each problem naming the flag to change.
+
+    hyperfit run configs/paper.yaml train.lr=-1     # → "train.lr=-1.0 must be positive"
+
+Values out of range crash late (torch: "Invalid learning rate: nan" after the run folder is written) or run
+silently wrong (weight_decay -1 grows the weights), so every numeric field has a range here
+(test_every_numeric_field_and_decoder_parameter_has_a_range checks that none is missing). Decoder names and
+parameters are checked against the decoding presets, metric names against the metric registry: both are
+light modules, so `import hyperfit.config` loads neither torch nor transformers.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from hyperfit.config.schema import EvaluateConfig, GenerateConfig, RunConfig
+from hyperfit.decoding.presets import resolve
+from hyperfit.errors import DecoderError, did_you_mean
+from hyperfit.metrics.registry import available_metrics
+from hyperfit.values import AT_LEAST_1, NON_NEGATIVE, POSITIVE, Range
+
+SEED = Range(0, 2**32, open_high=True, why=" (numpy refuses negative seeds; 32 bits fit every generator)")
+
+# Every int and float field of the schema.
+RANGES: dict[str, Range] = {
+    "data.seq_len": Range(2), "data.num_train": AT_LEAST_1, "data.num_val": NON_NEGATIVE,
+    "data.num_contexts": NON_NEGATIVE, "data.context_len": AT_LEAST_1, "data.seed": SEED,
+    "data.max_documents": Range(1, why=", or null to read them all"),
+    "train.epochs": NON_NEGATIVE, "train.lr": POSITIVE, "train.weight_decay": NON_NEGATIVE, "train.eps": POSITIVE,
+    "train.batch_size": AT_LEAST_1, "train.grad_accum": AT_LEAST_1, "train.seed": SEED,
+    "train.max_grad_norm": Range(0, open_low=True, why=", or null for no clipping"),
+    "train.stop_at_loss": Range(0, why=" (a cross-entropy loss never is), or null to run all epochs"),
+    "train.probe_every": NON_NEGATIVE, "train.probe_contexts": NON_NEGATIVE, "train.probe_new_tokens": NON_NEGATIVE,
+    "train.probe_val": NON_NEGATIVE, "train.save_every": NON_NEGATIVE, "train.log_every": AT_LEAST_1,
+    "train.keep_checkpoints": Range(1, why=" (the checkpoint that --resume needs)"),
+    "generate.num_samples": AT_LEAST_1, "generate.max_new_tokens": AT_LEAST_1, "generate.batch_size": AT_LEAST_1,
+    "generate.block_ngrams": Range(2, why=" (the paper blocks 6-grams), or null"), "generate.seed": SEED,
+    "evaluate.window": AT_LEAST_1, "evaluate.batch_size": AT_LEAST_1,
+}
+
+# Numeric decoder parameters (generate.params), as transformers' logits processors check them when
+# generation starts, i.e. after training; (decoder, name) entries take precedence over name alone.
+DECODER_RANGES: dict[Any, Range] = {
+    "temperature": POSITIVE, "top_p": Range(0, 1), "top_k": Range(0, why=" (0: off)"), "min_p": Range(0, 1),
+    "typical_p": Range(0, 1, True, True), "eta_cutoff": Range(0, 1, True, True),
+    "epsilon_cutoff": Range(0, 1, True, True), "repetition_penalty": Range(0, open_low=True, why=" (1: none)"),
+    "no_repeat_ngram_size": AT_LEAST_1, "num_beams": AT_LEAST_1, "length_penalty": Range(),
+    "penalty_alpha": Range(0, 1), "max_sequences": AT_LEAST_1, "tolerance": POSITIVE,
+    ("contrastive", "top_k"): Range(1, why=" (candidates scored per step)"),
+}
+
+
+def validate(cfg: RunConfig) -> list[str]:
+    """Contradictions and out-of-range values, each naming the flag to change."""
+    p = _range_problems(cfg)
+    d, t, g = cfg.data, cfg.train, cfg.generate
+    if not d.source:
+        p.append("data.source is empty: set it to a text file or a datasets id, e.g. data.source=stories.txt")
+    if d.context_len >= d.seq_len:
+        p.append(f"data.context_len={d.context_len} must be shorter than data.seq_len={d.seq_len}: contexts are "
+                 "the start of held-out documents and the rest is the human continuation")
+    if t.grad_accum >= 1 and t.batch_size % t.grad_accum:
+        p.append(f"train.batch_size={t.batch_size} is not divisible by train.grad_accum={t.grad_accum}; "
+                 "the global batch is fixed, so choose grad_accum among its divisors")
+    if t.precision not in ("auto", "bf16", "fp16", "no"):
+        p.append(f"train.precision={t.precision!r} must be one of auto, bf16, fp16, no")
+    if t.optimizer not in ("adamw", "adamw_kahan"):
+        p.append(f"train.optimizer={t.optimizer!r} must be adamw or adamw_kahan")
+    elif t.optimizer == "adamw_kahan" and cfg.model.dtype != "bfloat16":
+        p.append(f"train.optimizer=adamw_kahan compensates bf16 rounding, but model.dtype={cfg.model.dtype}; set "
+                 "model.dtype=bfloat16 with it, or use train.optimizer=adamw for fp32 master weights")
+    if cfg.model.dtype not in ("float32", "bfloat16", "float16"):
+        p.append(f"model.dtype={cfg.model.dtype!r} must be one of float32, bfloat16, float16")
+    if g.dtype not in ("auto", "float32", "bfloat16", "float16"):
+        p.append(f"generate.dtype={g.dtype!r} must be one of auto, float32, bfloat16, float16")
+    p += _decoder_problems(g)
+    if not (g.checkpoint in ("final", "base") or g.checkpoint.startswith("epoch-")):
+        p.append(f"generate.checkpoint={g.checkpoint!r} must be final, base or epoch-NNNN")
+    return p + _metric_problems(cfg.evaluate)
+
+
+def _range_problems(cfg: RunConfig) -> list[str]:
+    p = [RANGES[key].problem(key, _get(cfg, key)) for key in RANGES]
+    betas = cfg.train.betas
+    if len(betas) != 2 or not all(math.isfinite(b) and 0 <= b < 1 for b in betas):  # torch: IndexError, or refusal
+        p.append(f"train.betas={list(betas)} must be two numbers in [0, 1) (Adam's beta1 and beta2), "
+                 "e.g. train.betas=[0.9,0.999]")
+    return [m for m in p if m]
+
+
+def _get(cfg: RunConfig, key: str) -> Any:
+    section, name = key.split(".")
+    return getattr(getattr(cfg, section), name)
+
+
+def _decoder_problems(g: GenerateConfig) -> list[str]:
+    try:
+        decoder = resolve(g.decoder, g.params)
+    except DecoderError as e:
+        return [str(e)]
+    p = []
+    for name in g.params:  # the presets' own defaults are in range; check what the user gave
+        rule = DECODER_RANGES.get((g.decoder, name)) or DECODER_RANGES.get(name)
+        if rule is not None and isinstance(decoder.params[name], (int, float)):
+            p.append(rule.problem(f"generate.params.{name}", decoder.params[name]))
+    return [m for m in p if m]
+
+
+def _metric_problems(e: EvaluateConfig) -> list[str]:
+    """Unknown metric names: found here, before the run folder is written, not by evaluate after training."""
+    known = available_metrics()
+    return [f"evaluate.metrics: unknown metric {name!r}.{did_you_mean(name, known)} Known metrics: "
+            f"{', '.join(sorted(known))}." for name in e.metrics if name not in known]

@@ -1,0 +1,193 @@
+"""The configuration's shape: one frozen dataclass per section, each field with its default and its help.
+
+    hyperfit run --help                     # every field below, with its default and docstring
+    hyperfit run configs/paper.yaml train.lr=1e-4 data.num_train=64
+
+Each field's docstring (the string literal under it) is the only copy of its help text: `hyperfit run
+--help` reads them from this file's source (`hyperfit.config.helptext`). Defaults are the paper's values
+(Carlsson et al., 2025, §3): 2000 sequences × 256 tokens, 20 epochs, Adam lr 1e-6 constant, weight decay
+0, batch 8, greedy decoding. Reading YAML and overrides is `load.py`; ranges and contradictions `checks.py`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    source: str = ""
+    """Required. Text source: a .txt file (documents separated by blank lines), a .jsonl/.csv/.parquet file with a
+    text column (see text_field), or a Hugging Face datasets id (needs `pip install datasets`)."""
+    text_field: str = "text"
+    """Column holding the document text, for .jsonl/.csv/.parquet files and datasets ids."""
+    hf_config: Optional[str] = None
+    """Dataset configuration name, for a Hugging Face datasets id."""
+    split: str = "train"
+    """Dataset split, for a Hugging Face datasets id."""
+    seq_len: int = 256
+    """Tokens per training sample (paper: 256, BOS included when the tokenizer adds one). Documents with
+    fewer tokens are skipped; longer ones are truncated."""
+    num_train: int = 2000
+    """Number of training samples, drawn at random (seeded) from qualifying documents (paper: 2000)."""
+    num_val: int = 200
+    """Held-out validation sequences (seq_len tokens each) for loss, perplexity and entropy probes."""
+    num_contexts: int = 200
+    """Held-out generation contexts; the rest of each document is kept as the human continuation."""
+    context_len: int = 32
+    """Tokens of each held-out document given to the model as context (paper: 32)."""
+    max_documents: Optional[int] = None
+    """Read at most this many documents from the source (None: all). Useful for huge datasets."""
+    seed: int = 0
+    """Seed for the random choice of training, validation and context documents."""
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    name: str = "TinyLlama/TinyLlama-1.1B-intermediate-step-1431k-3T"
+    """Hugging Face hub id or local directory of a causal LM (paper: TinyLlama 1.1B, DeepSeek 7B,
+    Llama 3.1 8B/70B). `hyperfit import-llama2c` converts llama2.c checkpoints to such a directory."""
+    revision: Optional[str] = None
+    """Hub revision (branch, tag or commit) to load."""
+    dtype: str = "float32"
+    """Dtype of the trainable weights: float32 (the master weights; compute runs in bf16 autocast on GPU),
+    bfloat16 or float16 (refused by the precision guard when updates of size lr would round away)."""
+    trust_remote_code: bool = False
+    """Allow model code from the hub repository (only for models that need it)."""
+    attn_implementation: Optional[str] = None
+    """Attention kernel passed to transformers (e.g. sdpa, eager, flash_attention_2); None: its default."""
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    epochs: int = 20
+    """Passes over the training samples (paper: 20, i.e. 5,000 updates for 2000 samples at batch 8)."""
+    lr: float = 1e-6
+    """Learning rate, constant (paper: 1e-6 for 1B+ models; a 260K-parameter model needs ~1e-4–1e-3)."""
+    weight_decay: float = 0.0
+    """AdamW weight decay (paper: 0)."""
+    betas: tuple[float, float] = (0.9, 0.999)
+    """Adam betas."""
+    eps: float = 1e-8
+    """Adam epsilon."""
+    batch_size: int = 8
+    """Global batch size in samples per update, whatever the number of devices (paper: 8)."""
+    grad_accum: int = 1
+    """Micro-batches per update on each device; batch_size must divide by devices × grad_accum."""
+    max_grad_norm: Optional[float] = None
+    """Clip the gradient norm to this value (paper: no clipping)."""
+    precision: str = "auto"
+    """Compute precision: auto (bf16 autocast on CUDA, fp32 on CPU), bf16, fp16 or no. Weights stay
+    fp32 either way (see model.dtype)."""
+    seed: int = 0
+    """Seed for weight-independent randomness: data order per epoch and RNG state."""
+    stop_at_loss: Optional[float] = None
+    """Stop after the epoch whose mean training loss is at or below this value (None: run all epochs)."""
+    probe_every: int = 1
+    """Run the probes (val loss, entropy, greedy TTR, examples) every this many epochs, and at epoch 0
+    before training. 0 turns probes off."""
+    probe_contexts: int = 32
+    """Held-out contexts continued greedily in each probe (greedy TTR and examples)."""
+    probe_new_tokens: int = 96
+    """Tokens generated per context in a probe; the TTR is over these (paper's window: 96)."""
+    probe_val: int = 64
+    """Validation sequences used by each probe (loss, perplexity, entropy, top-1 mass)."""
+    save_every: int = 1
+    """Write a resumable checkpoint every this many epochs (0: only the final model)."""
+    keep_checkpoints: int = 1
+    """How many epoch checkpoints to keep (oldest deleted first); final/ is always kept."""
+    log_every: int = 10
+    """Log the training loss every this many updates (each log is a device-to-host sync)."""
+    tracker: Optional[str] = None
+    """Also send metrics to an accelerate tracker: tensorboard, wandb, mlflow, comet_ml, aim, ..."""
+    push_to_hub: Optional[str] = None
+    """Upload the final model with its model card to this hub repository id when training ends."""
+    compile: Optional[bool] = None
+    """torch.compile the model and the loss for training (None: on with CUDA, off on CPU). Costs tens of
+    seconds of compilation once; set false to debug or when the compiler fails on a model."""
+    activation_checkpointing: bool = False
+    """Recompute activations in backward instead of storing them: less memory, ~30 % more compute. Only
+    when memory needs it (see `hyperfit plan`); under FSDP set fsdp_activation_checkpointing in its YAML."""
+    optimizer: str = "adamw"
+    """adamw (fp32 master weights, the paper's), or adamw_kahan: bf16 weights (model.dtype=bfloat16) with
+    Kahan-compensated updates, so lr 1e-6 updates are not rounded away; 10 instead of 16 bytes/parameter."""
+
+
+@dataclass(frozen=True)
+class GenerateConfig:
+    decoder: str = "greedy"
+    """Decoding preset: greedy (the paper's), top_p (the paper's baseline), top_k, temperature, typical, min_p,
+    eta, epsilon, repetition_penalty, no_repeat_ngram, beam, contrastive, entropy_matched_temperature (see
+    `hyperfit.decoding.presets`)."""
+    params: dict[str, Any] = field(default_factory=dict)
+    """Parameters of the decoder over its preset's defaults, e.g. generate.params={top_p: 0.95} or
+    generate.params.top_p=0.95; an unknown one is an error listing the preset's parameters."""
+    num_samples: int = 1
+    """Continuations per context for sampling decoders (rows get sample = 0..n−1, each with its own seed);
+    deterministic decoders give one row per context."""
+    block_ngrams: Optional[int] = None
+    """Citation blocker: forbid the decoder to reproduce any N-token span of the training samples (paper: 6;
+    None: off)."""
+    block_until_word_end: bool = False
+    """With block_ngrams: the paper's variant that lets the model finish the word it is in. Only tokens that
+    start a new word are banned, so a copy stops at the next word boundary instead of mid-word."""
+    max_new_tokens: int = 256
+    """Tokens generated per context (paper: 96, 128 and 256)."""
+    stop_at_eos: bool = False
+    """Stop a continuation at the end-of-sequence token. Off by default: the paper compares fixed-length
+    continuations, and TTR over the last 96 tokens needs at least 96 of them."""
+    checkpoint: str = "final"
+    """Which weights continue the contexts: final, base (the untrained model.name) or epoch-NNNN."""
+    batch_size: int = 32
+    """Contexts per generate() call."""
+    tag: Optional[str] = None
+    """Name of the output file generations/<tag>.jsonl (default: <decoder>, or <checkpoint>-<decoder>
+    when checkpoint is not final)."""
+    seed: int = 0
+    """Seed for sampling decoders."""
+    fast: Optional[bool] = None
+    """Greedy decoding with hyperfit.decoding.fast_greedy (static KV cache, decode step replayed as a CUDA graph):
+    the same tokens as generate() in fp32, without its per-token Python overhead (benchmarks/generate.py
+    measures it); in bf16 the two round differently and rows can part where two logits nearly tie. None: on
+    with CUDA. Other decoders, or contexts of unequal length, use generate()."""
+    dtype: str = "auto"
+    """Weights dtype while generating: auto (bfloat16 on CUDA, as the speed numbers in the README are; float32
+    elsewhere), float32, bfloat16 or float16. Greedy tokens can differ between dtypes where two logits
+    nearly tie, so each generation row records it; float32 reproduces the trained fp32 masters exactly."""
+    with_base: bool = True
+    """`hyperfit run` also continues the contexts with the untrained model (tag base-<decoder>), so the
+    report compares the model before and after hyperfitting."""
+
+
+@dataclass(frozen=True)
+class EvaluateConfig:
+    metrics: tuple[str, ...] = (
+        "ttr", "ttr_whole", "ttr_words", "distinct_1", "distinct_2", "distinct_4", "rep_2", "rep_4",
+        "nonword_rate", "diversity", "self_bleu", "dataset_bleu", "longest_overlap", "overlap_gt10",
+    )
+    """Metrics computed on generations (see `hyperfit metrics` for the list)."""
+    window: int = 96
+    """Window for windowed metrics: TTR over the last `window` tokens (paper: 96)."""
+    predictive: bool = True
+    """Also compute teacher-forced metrics on the validation set: perplexity, entropy, top-1/3/5 mass."""
+    batch_size: int = 16
+    """Validation sequences per forward pass for the predictive metrics."""
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    name: str = "hyperfit"
+    """Run name: the run directory is <out_dir>/<name>."""
+    out_dir: str = "runs"
+    """Parent directory of run directories."""
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    generate: GenerateConfig = field(default_factory=GenerateConfig)
+    evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
+
+    @property
+    def run_dir(self) -> Path:
+        return Path(self.out_dir) / self.name
