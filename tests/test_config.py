@@ -226,3 +226,16 @@ def test_a_run_config_file_is_read_like_any_config_file(tmp_path):
     path.write_bytes(b"\xff")
     with pytest.raises(ConfigError, match="cannot be read .*UTF-8"):
         read_config_file(path)
+
+
+def test_a_runs_own_config_yaml_is_a_valid_config(tmp_path):
+    # `hyperfit run RUN/config.yaml --resume` failed with "unknown key provenance".
+    from hyperfit.config import RunConfig
+    from hyperfit.runs import RunDir, save_config
+
+    cfg = load_config(None, ["data.source=x.txt", "train.lr=0.5", "name=r"])
+    run = RunDir(tmp_path / "r")
+    save_config(run, cfg)
+    assert "provenance" in run.config.read_text()
+    again = load_config(run.config)
+    assert isinstance(again, RunConfig) and again == cfg

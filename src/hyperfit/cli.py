@@ -130,7 +130,7 @@ def cmd_compare(args) -> int:
 
 
 def cmd_demo(args) -> int:
-    demo(args.assets, args.out, args.overrides)
+    demo(args.assets, args.out, args.overrides, resume=args.resume)
     return 0
 
 
@@ -227,6 +227,8 @@ def _add_tools(sub) -> None:
     d.add_argument("--assets", help="folder with stories260K/ and text/tinystories/ (default: $HYPERFIT_ASSETS, "
                                     "then the Hugging Face hub)")
     d.add_argument("--out", default="runs", help="parent of the demo's run directory (default: runs)")
+    d.add_argument("--resume", action="store_true",
+                   help="finish an interrupted demo run instead of replacing it")
     d.add_argument("overrides", nargs="*", help="key.sub=value on top of the demo's settings")
     d.set_defaults(fn=cmd_demo)
 

@@ -34,6 +34,7 @@ def load_config(path: str | Path | None = None, overrides: Sequence[str] = ()) -
         if not path.is_file():
             raise ConfigError(f"config file {str(path)!r} does not exist; give the path of a YAML file such as configs/paper.yaml")
         raw = read_config_file(path)
+        raw.pop("provenance", None)  # a run's own config.yaml records what made it: a record, not a setting
     for item in overrides:
         _set_dotted(raw, *_parse_override(item, "train.lr=1e-4"))
     return from_dict(raw)
