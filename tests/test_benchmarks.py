@@ -261,3 +261,11 @@ def test_master_weights_follow_fp32_adamw_while_the_model_holds_bf16():
     assert torch.equal(param.detach(), master.bfloat16())  # the model computes with the rounded masters
     with pytest.raises(ValueError, match="master weights must be fp32 copies"):
         MasterAdamW([param], [master.bfloat16()])
+
+
+def test_data_memory_benchmark_runs_and_the_stage_keeps_the_baselines_tokens():
+    root = Path(__file__).resolve().parents[1]
+    out = subprocess.run([sys.executable, str(root / "benchmarks/data_memory.py"), "--sizes-mb", "0.2"],
+                         capture_output=True, text=True, check=True, env={**os.environ, "PYTHONPATH": str(root / "src")})
+    rows = [line.split() for line in out.stdout.splitlines()[1:]]
+    assert [r[1] for r in rows] == ["baseline", "stage"] and all(r[-1] == "True" for r in rows)

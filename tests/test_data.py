@@ -154,3 +154,31 @@ def test_files_as_editors_and_spreadsheets_write_them(tmp_path):
     (tmp_path / "broken.jsonl").write_text('{"text": "a"}\n{"text": \n')
     with pytest.raises(DataError, match=r"broken.jsonl:2 is not JSON"):
         read_documents(cfg(tmp_path / "broken.jsonl"))
+
+
+def test_long_documents_are_cut_before_tokenizing_and_keep_the_same_tokens(tmp_path):
+    # A one-line 32 MB book was tokenized whole (3.9 GB peak for the 1,280 tokens kept).
+    from tinymodels import build_tokenizer, make_corpus
+
+    from hyperfit.stages.data import REFERENCE_MAX_TOKENS, longest_piece, tokenize_documents
+
+    corpus = make_corpus(n_docs=20, words_per_doc=60)
+    tok = build_tokenizer(corpus)
+    seen = []
+    real_call = type(tok).__call__
+
+    def recording(self, texts, **kw):
+        seen.extend(len(t) for t in texts)
+        return real_call(self, texts, **kw)
+
+    book = " ".join(corpus) * 400  # ~1.4M characters, far more than 16 + 1024 tokens need
+    short = corpus[:3]
+    type(tok).__call__ = recording
+    try:
+        ids = tokenize_documents([book, *short], tok, seq_len=16)
+    finally:
+        type(tok).__call__ = real_call
+    limit = 2 * (16 + REFERENCE_MAX_TOKENS) * longest_piece(tok)
+    assert max(seen) <= limit < len(book)
+    whole = tok([book, *short], add_special_tokens=True)["input_ids"]
+    assert ids == [x[: 16 + REFERENCE_MAX_TOKENS] for x in whole]
