@@ -326,3 +326,11 @@ def test_the_cli_loads_no_torch_until_a_command_needs_it():
     code = "import sys, hyperfit.cli; print(sorted({'torch', 'transformers'} & set(sys.modules)))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+@pytest.mark.parametrize("lengths", ["12x", "128,", "-5", "0"])
+def test_compare_refuses_lengths_that_are_not_token_counts(lengths, tmp_path, capsys):
+    # `--lengths 12x` printed a ValueError traceback.
+    assert main(["compare", str(tmp_path), "--decoders", "greedy", "--lengths", lengths]) == 2
+    err = capsys.readouterr().err
+    assert "--lengths" in err and "e.g. --lengths 128,256" in err and "Traceback" not in err

@@ -21,7 +21,7 @@ from pathlib import Path
 from hyperfit.config import RunConfig, help_text, load_config
 from hyperfit.demo import demo
 from hyperfit.dist import print0
-from hyperfit.errors import HyperfitError
+from hyperfit.errors import ConfigError, HyperfitError
 from hyperfit.metrics.registry import available_metrics
 from hyperfit.plan import plan
 from hyperfit.runs import RunDir, load_run_config, record_stage_overrides
@@ -121,12 +121,25 @@ def cmd_report(args) -> int:
 def cmd_compare(args) -> int:
     runs = [a for a in args.items if "=" not in a]
     overrides = [a for a in args.items if "=" in a]
-    lengths = [int(x) for x in args.lengths.split(",")] if args.lengths else None
+    lengths = parse_lengths(args.lengths) if args.lengths else None
     decoders = [d.strip() for d in args.decoders.split(",") if d.strip()]
     result = compare(runs, decoders, lengths, args.block_ngrams, args.out, overrides, args.contexts_from_first)
     print0(f"wrote {result['markdown']} and {result['csv']} ({len(result['generated'])} generated, "
            f"{len(result['cached'])} reused)")
     return 0
+
+
+def parse_lengths(text: str) -> list[int]:
+    """'128,256' -> [128, 256]; anything but positive whole numbers is refused with the value.
+
+    >>> parse_lengths("128, 256")
+    [128, 256]
+    """
+    items = [x.strip() for x in text.split(",")]
+    if not all(x.isascii() and x.isdigit() and int(x) > 0 for x in items):
+        raise ConfigError(f"--lengths {text!r}: give positive whole numbers of tokens separated by commas, "
+                          "e.g. --lengths 128,256")
+    return [int(x) for x in items]
 
 
 def cmd_demo(args) -> int:

@@ -13,6 +13,8 @@ import urllib.error
 import urllib.request
 from contextlib import contextmanager
 
+import pytest
+
 from hyperfit.study.server import make_server
 from study_fixtures import tokens
 
@@ -65,3 +67,18 @@ def test_forwarded_host_counts_only_from_the_trusted_proxy(study):
         assert status(base + page, rebinding) == 400
         assert status(base + page, {"X-Forwarded-Host": "study.example.org",
                                     "X-Forwarded-Proto": "https"}) == 200
+
+
+def test_serving_on_a_busy_port_is_one_clear_error(study):
+    # It printed an OSError traceback.
+    import socket
+
+    from hyperfit.study import StudyError
+    from hyperfit.study.server import make_server
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen(1)
+        port = busy.getsockname()[1]
+        with pytest.raises(StudyError, match=rf"port {port}.*--port"):
+            make_server(study, "127.0.0.1", port)

@@ -13,6 +13,8 @@ Nothing in this package imports torch or transformers: the annotation server mus
 machine without them.
 """
 
+from hyperfit.errors import HyperfitError
 
-class StudyError(ValueError):
+
+class StudyError(HyperfitError, ValueError):
     """A problem with the user's input or study directory; the message says what, the value, and the fix."""

@@ -21,6 +21,7 @@ otherwise reach a server on 127.0.0.1 under its own name, with the browser treat
 from __future__ import annotations
 
 import csv
+import errno
 import hashlib
 import hmac
 import io
@@ -262,9 +263,20 @@ def make_server(study_dir: Path, host: str = "127.0.0.1", port: int = 8000, thre
 
     app = create_app(study_dir, allowed_hosts(host, allowed))
     proxy = {"trusted_proxy": trusted_proxy, "trusted_proxy_headers": "x-forwarded-proto x-forwarded-host"}
-    return create_server(app, host=host, port=port, threads=threads, max_request_body_size=64 * 1024,
-                         ident="hyperfit-study", connection_limit=connection_limit(), **WAITRESS_LIMITS,
-                         **(proxy if trusted_proxy else {}))
+    try:
+        return create_server(app, host=host, port=port, threads=threads, max_request_body_size=64 * 1024,
+                             ident="hyperfit-study", connection_limit=connection_limit(), **WAITRESS_LIMITS,
+                             **(proxy if trusted_proxy else {}))
+    except OSError as e:
+        raise StudyError(f"cannot listen on {host} port {port}: {e.strerror or e}. "
+                         + BIND_FIXES.get(e.errno, "Check --host and --port")) from None
+
+
+BIND_FIXES = {
+    errno.EADDRINUSE: "Another server uses that port: pass a free one with --port N (--port 0 picks one)",
+    errno.EACCES: "Ports below 1024 need root: pass --port 8000, and put a reverse proxy in front (docs/study.md)",
+    errno.EADDRNOTAVAIL: "That address is not one of this machine's: pass --host 127.0.0.1 or 0.0.0.0",
+}
 
 
 def connection_limit() -> int:
