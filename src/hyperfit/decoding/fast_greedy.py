@@ -192,7 +192,7 @@ def resolve_mode(mode: str, device: torch.device, can_record: bool) -> str:
 
 def fast_greedy_applies(gen_config, contexts: Sequence[Sequence[int]]) -> bool:
     """True when `gen_config` is plain greedy (nothing GreedyDecoder does not reproduce) and all contexts
-    have one length; otherwise continue_contexts falls back to generate()."""
+    have one length; otherwise hyperfit.decoding.loops falls back to generate()."""
     plain = (not gen_config.do_sample and gen_config.num_beams == 1
              and gen_config.repetition_penalty in (None, 1.0) and not gen_config.no_repeat_ngram_size
              and not gen_config.bad_words_ids and not gen_config.suppress_tokens
@@ -203,12 +203,3 @@ def fast_greedy_applies(gen_config, contexts: Sequence[Sequence[int]]) -> bool:
     partial_ban = bool(gen_config.min_new_tokens) and gen_config.min_new_tokens < gen_config.max_new_tokens
     return plain and not partial_ban and len({len(c) for c in contexts}) == 1
 
-
-def eos_ban(gen_config) -> list[int]:
-    """EOS ids to ban at every step: generate() bans them for min_new_tokens steps, and hyperfit sets
-    min_new_tokens == max_new_tokens for fixed-length continuations (otherwise none are banned and the
-    caller cuts at the first EOS, as it does after generate())."""
-    if not gen_config.min_new_tokens or gen_config.min_new_tokens < gen_config.max_new_tokens:
-        return []
-    eos = gen_config.eos_token_id
-    return [] if eos is None else list(eos) if isinstance(eos, (list, tuple)) else [eos]
