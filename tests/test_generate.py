@@ -69,3 +69,29 @@ def test_generation_dtype_is_applied_and_recorded_in_every_row(tmp_path, tiny_ll
     assert {r["dtype"] for r in rows16} == {"bfloat16"} and len(rows16) == len(rows)
     keys = [Job.of(run, c, max_new_tokens=8).key for c in (cfg, cfg16)]
     assert keys[0] != keys[1]
+
+
+def test_weights_for_names_the_folder_of_each_checkpoint(tmp_path):
+    import pytest
+
+    from hyperfit.runs import RunDir, RunError
+
+    run = RunDir(tmp_path)
+    (run.final).mkdir(parents=True)
+    assert run.weights_for("base") is None and run.weights_for("final") == run.final
+    with pytest.raises(RunError, match="epoch-0003.*does not exist.*available: base, final"):
+        run.weights_for("epoch-0003")
+
+
+def test_the_tag_scheme_keeps_the_runs_own_names_and_suffixes_the_rest():
+    import dataclasses
+
+    from hyperfit.config import GenerateConfig
+    from hyperfit.stages.generate import job_tag
+
+    own = GenerateConfig(max_new_tokens=24, block_ngrams=6)
+    tag = lambda **c: job_tag(dataclasses.replace(own, **c), own)  # noqa: E731
+    assert tag() == "greedy" and tag(checkpoint="base") == "base-greedy"
+    assert tag(max_new_tokens=8) == "final-greedy-L8-block6"
+    assert tag(block_ngrams=None) == "final-greedy-L24" and tag(block_until_word_end=True) == "final-greedy-L24-block6-wordend"
+    assert tag(tag="mine", max_new_tokens=8) == "mine"

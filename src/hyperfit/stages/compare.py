@@ -113,9 +113,10 @@ def _resolve(name: str, params: dict):
 
 
 def reference_name(run: RunDir, cfg, length: int) -> str:
-    """metrics/<this>.json: the human row at `length`, named as evaluate names it (reference-L<length>,
-    with -w<window> when this comparison's evaluate.window is not the run's own)."""
-    return reference_tag(length, cfg.evaluate.window, None, load_run_config(run).evaluate.window)
+    """metrics/<this>.json: the human row at `length`, named as evaluate names it: reference at the run's
+    own length and window (the row `hyperfit run` wrote), else reference-L<length>[-w<window>]."""
+    own = load_run_config(run)
+    return reference_tag(length, cfg.evaluate.window, own.generate.max_new_tokens, own.evaluate.window)
 
 
 def evaluate_jobs(jobs: Sequence[Job], lengths: Sequence[int]) -> None:
