@@ -11,7 +11,8 @@ from hyperfit.decoding.entropy_match import match_temperature, mean_entropy
 from hyperfit.decoding import decode
 from hyperfit.models import load_model, load_tokenizer
 
-LOOPED = [name for name, p in PRESETS.items() if p.method.target(resolve(name)) is None]  # that one needs a run: see test_compare
+# Decoders that search against another checkpoint first need a run: see test_compare.
+LOOPED = [name for name, p in PRESETS.items() if p.method.target(resolve(name)) is None]
 
 
 @pytest.fixture(scope="module")

@@ -136,4 +136,5 @@ def test_the_loop_a_job_is_keyed_by_is_the_loop_that_runs(tiny_llama, name, fast
     ctx = [c[:3] for c in contexts(tok)]  # equal lengths: the fast loop may apply
     planned = loop_for(decoder, gen, ctx, fast, "cpu", cfg.attn_implementation)
     assert decode(model, ctx, decoder, gen, fast=fast).loop == planned
-    assert planned == {("greedy", True): "fast_greedy", ("contrastive", True): "contrastive"}.get((name, fast), "generate")
+    expected = {("greedy", True): "fast_greedy", ("contrastive", True): "contrastive"}.get((name, fast), "generate")
+    assert planned == expected

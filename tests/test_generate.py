@@ -93,5 +93,6 @@ def test_the_tag_scheme_keeps_the_runs_own_names_and_suffixes_the_rest():
     tag = lambda **c: job_tag(dataclasses.replace(own, **c), own)  # noqa: E731
     assert tag() == "greedy" and tag(checkpoint="base") == "base-greedy"
     assert tag(max_new_tokens=8) == "final-greedy-L8-block6"
-    assert tag(block_ngrams=None) == "final-greedy-L24" and tag(block_until_word_end=True) == "final-greedy-L24-block6-wordend"
+    assert tag(block_ngrams=None) == "final-greedy-L24"
+    assert tag(block_until_word_end=True) == "final-greedy-L24-block6-wordend"
     assert tag(tag="mine", max_new_tokens=8) == "mine"

@@ -38,8 +38,11 @@ def fast_greedy_runs(gen_config, contexts: Sequence[Sequence[int]], fast: bool |
 
 def model_runs_fast_greedy(model, gen_config, contexts: Sequence[Sequence[int]], fast: bool | None) -> bool:
     """`fast_greedy_runs` for a loaded model (its device and attention kernel)."""
-    device_type = next(model.parameters()).device.type
-    return fast_greedy_runs(gen_config, contexts, fast, device_type, getattr(model.config, "_attn_implementation", None))
+    return fast_greedy_runs(gen_config, contexts, fast, *_device_and_attention(model))
+
+
+def _device_and_attention(model) -> tuple[str, str | None]:
+    return next(model.parameters()).device.type, getattr(model.config, "_attn_implementation", None)
 
 
 def loop_for(decoder, gen_config, contexts: Sequence[Sequence[int]], fast: bool | None, device_type: str,
@@ -61,8 +64,7 @@ class Decoded:
 def decode(model, contexts: Sequence[Sequence[int]], decoder, gen_config, *, batch_size: int = 32,
            num_samples: int = 1, seed: int = 0, fast: bool | None = None, logits_processor=None) -> Decoded:
     """Continuations of every context by a resolved decoder; `num_samples` of them when it samples."""
-    loop = loop_for(decoder, gen_config, contexts, fast, next(model.parameters()).device.type,
-                    getattr(model.config, "_attn_implementation", None))
+    loop = loop_for(decoder, gen_config, contexts, fast, *_device_and_attention(model))
     samples = []
     for s in range(num_samples if decoder.samples else 1):
         if loop == "contrastive":

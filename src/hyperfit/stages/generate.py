@@ -211,7 +211,8 @@ def run_jobs(jobs: Sequence[Job], model=None, tokenizer=None) -> list[Job]:
             print(f"reused {job.path} ({job.name} / {job.decoder} / L{job.length}: same cache key)")
     for group in dict.fromkeys(_weights_id(j) for j in todo):
         batch = [j for j in todo if _weights_id(j) == group]
-        weights, tok = load_checkpoint(batch[0].gen, batch[0].cfg.model, batch[0].run) if model is None else (None, None)
+        first = batch[0]
+        weights, tok = load_checkpoint(first.gen, first.cfg.model, first.run) if model is None else (None, None)
         for job in batch:
             rows = generation_rows(job, model if model is not None else weights, tokenizer or tok)
             if main:  # every rank holds all rows (gathered); one writes them
