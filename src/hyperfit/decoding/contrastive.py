@@ -8,8 +8,8 @@ At each step the k most probable next tokens v are candidates; each is scored
 
 where h_v is the last-layer hidden state the model computes *for v* (so every candidate needs a forward
 pass) and h_j ranges over the hidden states of every earlier token, context included. The argmax wins.
-α = 0 is greedy decoding. transformers 5 moved this method to a hub repository (downloaded code), so it
-lives here as a loop over logits that works offline.
+α = 0 is greedy decoding. transformers offers this method only as downloaded hub code, so it lives here
+as a loop over logits that works offline.
 
 Cost: one forward over the context, then per step one forward of B·k single-token rows against the KV
 cache repeated k times (a copy of the cache per step: the hidden cost of batching the candidates).
@@ -51,7 +51,7 @@ def _search_batch(model, ids, mask, gen_config, alpha: float, top_k: int, logits
     batch = ids.shape[0]
     # Left padding: positions count real tokens only, as generate() does.
     positions = (mask.cumsum(-1) - 1).clamp(min=0)
-    cache_kw = cache_argument(model)  # past_key_values before transformers 5.2x
+    cache_kw = cache_argument(model)  # the cache keyword this transformers version speaks
     out = model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True, output_hidden_states=True)
     cache, logits = getattr(out, cache_kw), out.logits[:, -1].float()
     history = out.hidden_states[-1].float()  # [B, T, D] hidden states of every earlier token

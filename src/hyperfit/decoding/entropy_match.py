@@ -35,7 +35,7 @@ def bisect_temperature(entropy_at: Callable[[float], float], target: float, tole
     """(T, entropy_at(T)) with |entropy_at(T) − target| ≤ tolerance, for a non-decreasing entropy_at.
 
     >>> t, e = bisect_temperature(lambda t: math.log(1 + t), target=math.log(3))   # T = 2
-    >>> round(t, 3), abs(e - math.log(3)) <= 1e-3
+    >>> round(t, 2), abs(e - math.log(3)) <= 1e-3
     (2.0, True)
     """
     lo, hi = math.log(T_RANGE[0]), math.log(T_RANGE[1])

@@ -53,7 +53,7 @@ class GreedyDecoder:
         self.device = next(model.parameters()).device
         self.cache = StaticCache(config=model.config, max_cache_len=context_len + max_new_tokens)
         self.mode = resolve_mode(mode, self.device, recordable(self.cache))
-        # transformers renamed past_key_values → cache (5.2x) and dropped cache_position; speak both.
+        # The cache keyword and whether forward takes cache_position differ between transformers versions.
         self.cache_kw = cache_argument(model)
         self.pass_position = "cache_position" in inspect.signature(type(model).forward).parameters
         # Static buffers: the step reads and writes only these, so a recorded graph stays valid.
@@ -131,7 +131,7 @@ class GreedyDecoder:
 
         Decodes in the model's own dtype, with any surrounding autocast switched off: a static cache holds
         keys and values in one dtype, but under bf16 autocast an fp32 model's rotary embedding returns fp32
-        keys beside bf16 values (training probes run inside autocast; seen on an H200)."""
+        keys beside bf16 values (training probes run inside autocast)."""
         if tuple(ids.shape) != (self.B, self.T):
             raise ValueError(f"contexts of shape {tuple(ids.shape)}; this decoder was built for ({self.B}, {self.T})")
         with torch.autocast(self.device.type, enabled=False):

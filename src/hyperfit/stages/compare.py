@@ -97,10 +97,8 @@ def plan(models: Sequence[Model], decoders: Sequence[str], lengths: Sequence[int
                 continue
             for length in lengths:
                 # generate.tag names one file; compare's jobs are many, so each takes the scheme's tag.
-                job = Job.of(model.run, model.cfg, contexts, model.label, checkpoint=model.checkpoint, decoder=name,
-                             max_new_tokens=length, tag=None)
-                job.key  # noqa: B018 - hash the weights now, before anything is generated
-                jobs.append(job)
+                jobs.append(Job.of(model.run, model.cfg, contexts, model.label, checkpoint=model.checkpoint,
+                                   decoder=name, max_new_tokens=length, tag=None))
     return jobs, notes
 
 
