@@ -139,3 +139,19 @@ def test_a_human_row_of_shorter_texts_says_so_in_the_table(trained_run, tmp_path
     human = [r for r in csv.DictReader(open(result["csv"])) if r["model"].startswith("human")]
     assert len(human) == 1 and "shorter than 120 tokens, median" in human[0]["model"]
     assert "shorter than 120 tokens" in result["markdown"].read_text()
+
+
+def test_compare_after_run_reuses_the_runs_own_generations(tmp_path, tiny_llama, corpus_file, monkeypatch):
+    # `hyperfit run` wrote greedy.jsonl and base-greedy.jsonl, and compare generated the same tokens again into
+    # final-greedy-L24.jsonl and base-greedy-L24.jsonl (no shared key); the report then listed both rows.
+    import hyperfit.stages.generate as G
+
+    assert main(["run", *tiny_overrides(tiny_llama, corpus_file, tmp_path, "once"), "train.epochs=1"]) == 0
+    run = tmp_path / "once"
+    before = mtimes(run)
+    monkeypatch.setattr(G, "load_checkpoint", lambda *a, **k: pytest.fail("compare loaded a model"))
+    result = compare([run], ["greedy"])
+    assert result["generated"] == [] and sorted(result["cached"]) == ["base-greedy", "greedy"]
+    assert mtimes(run) == before and sorted(before) == ["base-greedy.jsonl", "greedy.jsonl"]
+    assert main(["report", str(run)]) == 0
+    assert "L24" not in (run / "report.md").read_text()  # each generation is listed once

@@ -115,7 +115,9 @@ def test_whole_pipeline_over_two_processes_writes_the_one_process_run(tmp_path, 
     assert step_losses(RunDir(two)) == pytest.approx(step_losses(one), rel=1e-5)
     for tag in ("base-greedy", "greedy"):
         rows_one, rows_two = read_jsonl(one.generation_file(tag)), read_jsonl(RunDir(two).generation_file(tag))
-        assert [{**r, "model": None} for r in rows_two] == [{**r, "model": None} for r in rows_one]
+        # The cache key hashes the final weights, which the two launches agree on only to rounding.
+        same = lambda rows: [{**r, "model": None, "cache_key": None} for r in rows]  # noqa: E731
+        assert same(rows_two) == same(rows_one)
         metrics_one, metrics_two = (json.loads(RunDir(p).metrics_file(tag).read_text()) for p in (one.path, two))
         assert metrics_two["metrics"] == metrics_one["metrics"]
         # Validation forwards split over the ranks, summed in batch order. Not bit-equal: the launched processes

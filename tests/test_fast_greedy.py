@@ -6,7 +6,7 @@ import torch
 from hyperfit.config import ModelConfig
 from hyperfit.decoding.presets import generation_config
 from hyperfit.decoding.fast_greedy import GreedyDecoder, fast_greedy_applies
-from hyperfit.stages.generate import continue_contexts
+from hyperfit.decoding.loops import continue_contexts
 from hyperfit.models import load_model, load_tokenizer
 
 
@@ -110,13 +110,31 @@ def test_sliding_window_models_are_never_recorded_and_decode_like_generate():
 
 def test_attention_kernels_that_need_a_mask_take_generate(tiny_llama):
     # Given no mask, flash attention reads every slot of the static cache, the empty future ones included.
-    from hyperfit.stages.generate import uses_fast_loop
+    from hyperfit.decoding.loops import model_runs_fast_greedy
 
     cfg = ModelConfig(name=str(tiny_llama))
     model, tok = load_model(cfg), load_tokenizer(cfg)
     gen = generation_config("greedy", tok, max_new_tokens=8)
-    assert uses_fast_loop(model, gen, contexts(tok), True)
+    assert model_runs_fast_greedy(model, gen, contexts(tok), True)
     model.config._attn_implementation = "flash_attention_2"
-    assert not uses_fast_loop(model, gen, contexts(tok), True)
+    assert not model_runs_fast_greedy(model, gen, contexts(tok), True)
     with pytest.raises(ValueError, match="attn_implementation sdpa or eager.*'flash_attention_2'"):
         GreedyDecoder(model, 5, 6, 8)
+
+
+@pytest.mark.parametrize("name,fast", [("greedy", True), ("greedy", False), ("greedy", None), ("top_p", True),
+                                       ("contrastive", True), ("repetition_penalty", True)])
+def test_the_loop_a_job_is_keyed_by_is_the_loop_that_runs(tiny_llama, name, fast):
+    # One rule decides "fast greedy?": the cache key asks it before loading (device, model.attn_implementation),
+    # decode asks it of the loaded model, and the row records what ran.
+    from hyperfit.decoding import decode, loop_for, resolve
+
+    cfg = ModelConfig(name=str(tiny_llama))
+    model, tok = load_model(cfg), load_tokenizer(cfg)
+    decoder = resolve(name)
+    gen = generation_config(decoder, tok, max_new_tokens=6)
+    ctx = [c[:3] for c in contexts(tok)]  # equal lengths: the fast loop may apply
+    planned = loop_for(decoder, gen, ctx, fast, "cpu", cfg.attn_implementation)
+    assert decode(model, ctx, decoder, gen, fast=fast).loop == planned
+    expected = {("greedy", True): "fast_greedy", ("contrastive", True): "contrastive"}.get((name, fast), "generate")
+    assert planned == expected

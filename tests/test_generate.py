@@ -3,7 +3,7 @@ from transformers import GenerationConfig
 
 from hyperfit.config import ModelConfig
 from hyperfit.decoding.presets import effective_settings, generation_config
-from hyperfit.stages.generate import continue_contexts
+from hyperfit.decoding.loops import continue_contexts
 from hyperfit.models import load_model, load_tokenizer
 
 
@@ -56,8 +56,7 @@ def test_generation_dtype_is_applied_and_recorded_in_every_row(tmp_path, tiny_ll
     # generate.dtype=auto is float32 off CUDA (bfloat16 on it); an explicit bfloat16 loads bf16 weights.
     # Greedy tokens may differ between dtypes, so each row says which one made it, and compare's cache
     # key changes with it.
-    from hyperfit.stages.compare import Model, plan
-    from hyperfit.stages.generate import generate
+    from hyperfit.stages.generate import Job, generate
     from hyperfit.runs import read_jsonl
     from test_train import prepared
 
@@ -68,6 +67,32 @@ def test_generation_dtype_is_applied_and_recorded_in_every_row(tmp_path, tiny_ll
                             name="bf16")
     rows16 = read_jsonl(generate(cfg16.generate, cfg16.model, run16))
     assert {r["dtype"] for r in rows16} == {"bfloat16"} and len(rows16) == len(rows)
-    contexts = run.read_samples("contexts")
-    keys = [plan([Model("base", "base", run, c)], ["greedy"], [8], contexts)[0][0].key for c in (cfg, cfg16)]
+    keys = [Job.of(run, c, max_new_tokens=8).key for c in (cfg, cfg16)]
     assert keys[0] != keys[1]
+
+
+def test_weights_for_names_the_folder_of_each_checkpoint(tmp_path):
+    import pytest
+
+    from hyperfit.runs import RunDir, RunError
+
+    run = RunDir(tmp_path)
+    (run.final).mkdir(parents=True)
+    assert run.weights_for("base") is None and run.weights_for("final") == run.final
+    with pytest.raises(RunError, match="epoch-0003.*does not exist.*available: base, final"):
+        run.weights_for("epoch-0003")
+
+
+def test_the_tag_scheme_keeps_the_runs_own_names_and_suffixes_the_rest():
+    import dataclasses
+
+    from hyperfit.config import GenerateConfig
+    from hyperfit.stages.generate import job_tag
+
+    own = GenerateConfig(max_new_tokens=24, block_ngrams=6)
+    tag = lambda **c: job_tag(dataclasses.replace(own, **c), own)  # noqa: E731
+    assert tag() == "greedy" and tag(checkpoint="base") == "base-greedy"
+    assert tag(max_new_tokens=8) == "final-greedy-L8-block6"
+    assert tag(block_ngrams=None) == "final-greedy-L24"
+    assert tag(block_until_word_end=True) == "final-greedy-L24-block6-wordend"
+    assert tag(tag="mine", max_new_tokens=8) == "mine"

@@ -99,6 +99,19 @@ class RunDir:
             return []
         return sorted(p for p in self.checkpoints.glob("epoch-[0-9][0-9][0-9][0-9]") if (p / "training_state.pt").is_file())
 
+    def weights_for(self, checkpoint: str) -> Path | None:
+        """The folder of the weights named by generate.checkpoint (final or epoch-NNNN); None for base, the
+        untrained model.name that the run's model config names (a hub id or a path). Load either with
+        `hyperfit.models.load_for_inference(model_cfg, run.weights_for(checkpoint))`."""
+        if checkpoint == "base":
+            return None
+        path = self.final if checkpoint == "final" else self.checkpoints / checkpoint
+        if not path.is_dir():
+            have = ["base", *(p.name for p in self.epoch_checkpoints()), *(["final"] if self.final.is_dir() else [])]
+            raise RunError(f"generate.checkpoint={checkpoint!r}: {path} does not exist (train first); available: "
+                           f"{', '.join(have)}")
+        return path
+
     def require(self, path: Path, made_by: str) -> Path:
         if not path.exists():
             raise RunError(f"{path} does not exist; it is written by `{made_by}` (run that stage first)")
@@ -180,10 +193,15 @@ def write_text(path: Path, text: str) -> None:
 
 
 def file_sha256(path: Path) -> str:
-    """What a metrics file records of the generations it measured, so a report can tell they changed."""
+    """sha256 of a file's bytes, read in 4 MiB blocks (weight files can be larger than memory allows):
+    what a metrics file records of the generations it measured, and what a weights hash is made of."""
     import hashlib
 
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 22), b""):
+            h.update(block)
+    return h.hexdigest()
 
 
 def write_json(path: Path, obj) -> None:

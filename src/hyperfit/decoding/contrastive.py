@@ -8,8 +8,8 @@ At each step the k most probable next tokens v are candidates; each is scored
 
 where h_v is the last-layer hidden state the model computes *for v* (so every candidate needs a forward
 pass) and h_j ranges over the hidden states of every earlier token, context included. The argmax wins.
-α = 0 is greedy decoding. transformers 5 moved this method to a hub repository (downloaded code), so it
-lives here as a loop over logits that works offline.
+α = 0 is greedy decoding. transformers offers this method only as downloaded hub code, so it lives here
+as a loop over logits that works offline.
 
 Cost: one forward over the context, then per step one forward of B·k single-token rows against the KV
 cache repeated k times (a copy of the cache per step: the hidden cost of batching the candidates).
@@ -21,6 +21,8 @@ from typing import Sequence
 
 import torch
 
+from hyperfit.decoding.tokens import banned_eos, batches, cut_at_eos, left_pad
+from hyperfit.dist import map_batches
 from hyperfit.models import cache_argument
 
 
@@ -28,25 +30,18 @@ from hyperfit.models import cache_argument
 def contrastive_search(model, contexts: Sequence[Sequence[int]], gen_config, penalty_alpha: float = 0.6,
                        top_k: int = 4, batch_size: int = 32, logits_processor=None) -> list[list[int]]:
     """Continuations (new tokens only) of each context; length and EOS rules come from `gen_config`."""
-    from hyperfit.stages.generate import cut_at_eos
-    from hyperfit.dist import map_batches
-
     device = next(model.parameters()).device
     was_training = model.training
     model.eval()
-    batches = [[list(c) for c in contexts[s : s + batch_size]] for s in range(0, len(contexts), batch_size)]
+    todo = batches(contexts, batch_size)
 
     def search(b: int) -> list[list[int]]:
-        batch = batches[b]
-        width = max(len(c) for c in batch)
-        pad = gen_config.pad_token_id
-        ids = torch.tensor([[pad] * (width - len(c)) + c for c in batch], device=device)
-        mask = torch.tensor([[0] * (width - len(c)) + [1] * len(c) for c in batch], device=device)
+        ids, mask = left_pad(todo[b], gen_config.pad_token_id, device)
         new = _search_batch(model, ids, mask, gen_config, penalty_alpha, top_k, logits_processor)
         return [cut_at_eos(row, gen_config) for row in new.tolist()]
 
     try:
-        return map_batches(len(batches), search)  # under a launch, the batches are dealt out over the ranks
+        return map_batches(len(todo), search)  # under a launch, the batches are dealt out over the ranks
     finally:
         model.train(was_training)
 
@@ -56,18 +51,18 @@ def _search_batch(model, ids, mask, gen_config, alpha: float, top_k: int, logits
     batch = ids.shape[0]
     # Left padding: positions count real tokens only, as generate() does.
     positions = (mask.cumsum(-1) - 1).clamp(min=0)
-    cache_kw = cache_argument(model)  # past_key_values before transformers 5.2x
+    cache_kw = cache_argument(model)  # the cache keyword this transformers version speaks
     out = model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True, output_hidden_states=True)
     cache, logits = getattr(out, cache_kw), out.logits[:, -1].float()
     history = out.hidden_states[-1].float()  # [B, T, D] hidden states of every earlier token
     history_ok = mask.bool()  # padding is not an "earlier token"
     next_pos = positions[:, -1] + 1
     seq = ids
-    fixed_length = gen_config.min_new_tokens == gen_config.max_new_tokens
+    banned = banned_eos(gen_config)
     rows = torch.arange(batch, device=ids.device)
     for _ in range(gen_config.max_new_tokens):
-        if fixed_length:
-            logits[:, _eos_ids(gen_config)] = float("-inf")
+        if banned:
+            logits[:, banned] = float("-inf")
         if logits_processor is not None:
             logits = logits_processor(seq, logits)
         k = min(top_k, logits.shape[-1])
@@ -102,7 +97,3 @@ def max_cosine(candidates: torch.Tensor, history: torch.Tensor, valid: torch.Ten
     cos = torch.einsum("bkd,btd->bkt", c, hist)
     return cos.masked_fill(~valid.unsqueeze(1), float("-inf")).max(-1).values
 
-
-def _eos_ids(gen_config) -> list[int]:
-    eos = gen_config.eos_token_id
-    return [e for e in (eos if isinstance(eos, list) else [eos]) if e is not None]

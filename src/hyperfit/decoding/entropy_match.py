@@ -18,8 +18,7 @@ import math
 from dataclasses import replace
 from typing import Callable, Sequence
 
-from hyperfit.decoding.presets import Decoder
-from hyperfit.errors import EntropyMatchError  # noqa: F401 - raised here, importable from here
+from hyperfit.errors import EntropyMatchError
 
 T_RANGE = (1e-2, 1e2)  # a target outside entropy(T_RANGE) is an error, not a silently clamped T
 
@@ -36,7 +35,7 @@ def bisect_temperature(entropy_at: Callable[[float], float], target: float, tole
     """(T, entropy_at(T)) with |entropy_at(T) − target| ≤ tolerance, for a non-decreasing entropy_at.
 
     >>> t, e = bisect_temperature(lambda t: math.log(1 + t), target=math.log(3))   # T = 2
-    >>> round(t, 3), abs(e - math.log(3)) <= 1e-3
+    >>> round(t, 2), abs(e - math.log(3)) <= 1e-3
     (2.0, True)
     """
     lo, hi = math.log(T_RANGE[0]), math.log(T_RANGE[1])
@@ -64,18 +63,16 @@ def match_temperature(model, target_model, sequences: Sequence[Sequence[int]], t
             "original_entropy": mean_entropy(model, sequences, 1.0, batch_size)}
 
 
-def prepare(decoder: Decoder, model, run, model_cfg, batch_size: int = 16) -> Decoder:
-    """The decoder with its temperature found against run's `target` checkpoint on data/val.jsonl."""
-    from hyperfit.stages.generate import checkpoint_path
+def prepare(decoder, model, run, model_cfg, batch_size: int = 16):
+    """`decoder` (a resolved presets.Decoder; not imported here, since presets calls this) with its
+    temperature found against run's `target` checkpoint on data/val.jsonl."""
     from hyperfit.models import load_for_inference
 
     val = [r["input_ids"] for r in run.read_samples("val")][: decoder.params["max_sequences"]]
     if not val:
         raise EntropyMatchError(f"{run.data_file('val')} holds no sequences; entropy matching measures on the "
                                 "validation text, so prepare the run with data.num_val > 0")
-    ckpt = decoder.params["target"]
-    source = checkpoint_path(run, model_cfg, ckpt)
-    target_model = load_for_inference(model_cfg, None if ckpt == "base" else source)
+    target_model = load_for_inference(model_cfg, run.weights_for(decoder.params["target"]))
     found = match_temperature(model, target_model, val, decoder.params["tolerance"], batch_size)
     del target_model
     return replace(decoder, found={**found, "matched_on": f"{len(val)} val sequences"})

@@ -53,7 +53,7 @@ class GreedyDecoder:
         self.device = next(model.parameters()).device
         self.cache = StaticCache(config=model.config, max_cache_len=context_len + max_new_tokens)
         self.mode = resolve_mode(mode, self.device, recordable(self.cache))
-        # transformers renamed past_key_values → cache (5.2x) and dropped cache_position; speak both.
+        # The cache keyword and whether forward takes cache_position differ between transformers versions.
         self.cache_kw = cache_argument(model)
         self.pass_position = "cache_position" in inspect.signature(type(model).forward).parameters
         # Static buffers: the step reads and writes only these, so a recorded graph stays valid.
@@ -131,7 +131,7 @@ class GreedyDecoder:
 
         Decodes in the model's own dtype, with any surrounding autocast switched off: a static cache holds
         keys and values in one dtype, but under bf16 autocast an fp32 model's rotary embedding returns fp32
-        keys beside bf16 values (training probes run inside autocast; seen on an H200)."""
+        keys beside bf16 values (training probes run inside autocast)."""
         if tuple(ids.shape) != (self.B, self.T):
             raise ValueError(f"contexts of shape {tuple(ids.shape)}; this decoder was built for ({self.B}, {self.T})")
         with torch.autocast(self.device.type, enabled=False):
@@ -192,7 +192,7 @@ def resolve_mode(mode: str, device: torch.device, can_record: bool) -> str:
 
 def fast_greedy_applies(gen_config, contexts: Sequence[Sequence[int]]) -> bool:
     """True when `gen_config` is plain greedy (nothing GreedyDecoder does not reproduce) and all contexts
-    have one length; otherwise continue_contexts falls back to generate()."""
+    have one length; otherwise hyperfit.decoding.loops falls back to generate()."""
     plain = (not gen_config.do_sample and gen_config.num_beams == 1
              and gen_config.repetition_penalty in (None, 1.0) and not gen_config.no_repeat_ngram_size
              and not gen_config.bad_words_ids and not gen_config.suppress_tokens
@@ -203,12 +203,3 @@ def fast_greedy_applies(gen_config, contexts: Sequence[Sequence[int]]) -> bool:
     partial_ban = bool(gen_config.min_new_tokens) and gen_config.min_new_tokens < gen_config.max_new_tokens
     return plain and not partial_ban and len({len(c) for c in contexts}) == 1
 
-
-def eos_ban(gen_config) -> list[int]:
-    """EOS ids to ban at every step: generate() bans them for min_new_tokens steps, and hyperfit sets
-    min_new_tokens == max_new_tokens for fixed-length continuations (otherwise none are banned and the
-    caller cuts at the first EOS, as it does after generate())."""
-    if not gen_config.min_new_tokens or gen_config.min_new_tokens < gen_config.max_new_tokens:
-        return []
-    eos = gen_config.eos_token_id
-    return [] if eos is None else list(eos) if isinstance(eos, (list, tuple)) else [eos]

@@ -28,9 +28,76 @@ from hyperfit.values import coerce
 # top-k 50. Keep the values here only.
 REPORTED_TOP_P = {"top_p": 0.9, "temperature": 0.7, "top_k": 50}
 
-# How a preset runs: "generate" = model.generate() with the GenerationConfig alone; the others are loops
-# or searches of their own built around it.
-METHODS = ("generate", "contrastive", "entropy_matched")
+class Method:
+    """How a preset runs: model.generate() with the GenerationConfig alone. Code that needs to know how a
+    decoder runs asks its method (`decoder.method`), so no module tests a preset's name.
+
+    `loop` names the decoding loop in hyperfit.decoding.loops; greedy configs of the `generate` loop may run
+    in the fast greedy loop (the one rule: `loops.fast_greedy_runs`).
+    """
+
+    name = "generate"
+    loop = "generate"
+
+    def config_fields(self, decoder: "Decoder") -> dict:
+        """GenerationConfig fields set from the decoder's parameters (on top of the preset's fixed ones)."""
+        return dict(decoder.params)
+
+    def record(self, decoder: "Decoder") -> dict:
+        """What the rows record beyond the GenerationConfig's own fields."""
+        return {}
+
+    def target(self, decoder: "Decoder") -> str | None:
+        """The checkpoint a search measures against (it is then part of the cache key), if any."""
+        return None
+
+    def skip_reason(self, decoder: "Decoder", checkpoint: str) -> str | None:
+        """Why decoding `checkpoint` with this decoder would be meaningless (compare notes it and skips)."""
+        return None
+
+    def prepare(self, decoder: "Decoder", model, run, model_cfg) -> "Decoder":
+        """The decoder with anything a search must find first (with `model` loaded)."""
+        return decoder
+
+
+class Contrastive(Method):
+    """A loop of its own (hyperfit.decoding.contrastive); its parameters are not GenerationConfig fields."""
+
+    name = loop = "contrastive"
+
+    def config_fields(self, decoder: "Decoder") -> dict:
+        return {}
+
+    def record(self, decoder: "Decoder") -> dict:
+        return decoder.record()
+
+
+class EntropyMatched(Method):
+    """generate() at a temperature found by bisection against the `target` checkpoint
+    (hyperfit.decoding.entropy_match) before decoding."""
+
+    name = "entropy_matched"
+
+    def config_fields(self, decoder: "Decoder") -> dict:
+        return {"do_sample": decoder.params["do_sample"], "temperature": decoder.found.get("temperature", 1.0)}
+
+    def record(self, decoder: "Decoder") -> dict:
+        return decoder.record()
+
+    def target(self, decoder: "Decoder") -> str | None:
+        return decoder.params["target"]
+
+    def skip_reason(self, decoder: "Decoder", checkpoint: str) -> str | None:
+        target = self.target(decoder)
+        return f"it is its own target ({target})" if target == checkpoint else None
+
+    def prepare(self, decoder: "Decoder", model, run, model_cfg) -> "Decoder":
+        from hyperfit.decoding.entropy_match import prepare  # measures with the model: the torch boundary
+
+        return prepare(decoder, model, run, model_cfg)
+
+
+GENERATE, CONTRASTIVE, ENTROPY_MATCHED = Method(), Contrastive(), EntropyMatched()
 
 
 @dataclass(frozen=True)
@@ -41,7 +108,8 @@ class Preset:
     """GenerationConfig fields this preset always sets (e.g. do_sample)."""
     params: dict = field(default_factory=dict)
     """Parameters a user may change via generate.params, with their defaults (their types are enforced)."""
-    method: str = "generate"
+    method: Method = GENERATE
+    """How it runs (see `Method`)."""
 
     @property
     def samples(self) -> bool:
@@ -74,11 +142,11 @@ PRESETS: dict[str, Preset] = {
                {"num_beams": 4, "length_penalty": 1.0}),
         Preset("contrastive", "Contrastive search (Su et al., 2022): top-k candidates scored by "
                "(1−α)·p − α·max cosine similarity to earlier hidden states.",
-               {"do_sample": False}, {"penalty_alpha": 0.6, "top_k": 4}, method="contrastive"),
+               {"do_sample": False}, {"penalty_alpha": 0.6, "top_k": 4}, method=CONTRASTIVE),
         Preset("entropy_matched_temperature", "Temperature whose mean teacher-forced entropy on the validation "
                "text equals that of the `target` checkpoint (the hyperfitted model); then sample at it.",
                {}, {"do_sample": True, "target": "final", "max_sequences": 64, "tolerance": 1e-3},
-               method="entropy_matched"),
+               method=ENTROPY_MATCHED),
     ]
 }
 
@@ -94,6 +162,10 @@ class Decoder:
     @property
     def name(self) -> str:
         return self.preset.name
+
+    @property
+    def method(self) -> Method:
+        return self.preset.method
 
     @property
     def samples(self) -> bool:
@@ -147,10 +219,7 @@ def generation_config(decoder: str | Decoder, tokenizer, max_new_tokens: int, st
     decoder = resolve(decoder) if isinstance(decoder, str) else decoder
     settings = {"do_sample": False, "num_beams": 1, "temperature": 1.0, "top_k": None, "top_p": None}
     settings.update(decoder.preset.fixed)
-    if decoder.preset.method == "generate":
-        settings.update(decoder.params)
-    elif decoder.preset.method == "entropy_matched":
-        settings.update(do_sample=decoder.params["do_sample"], temperature=decoder.found.get("temperature", 1.0))
+    settings.update(decoder.method.config_fields(decoder))
     if not settings["do_sample"]:
         settings["temperature"] = 1.0  # irrelevant to argmax; 1.0 keeps transformers from warning
     eos = tokenizer.eos_token_id
@@ -174,6 +243,6 @@ def effective_settings(gen_config, decoder: Decoder | None = None) -> dict:
     out = {k: d.get(k) for k in keys if d.get(k) is not None}
     if out.get("num_beams", 1) == 1:
         out.pop("length_penalty", None)  # only beam search reads it; keep the record to what matters
-    if decoder is not None and decoder.preset.method != "generate":
-        out.update(decoder.record())  # contrastive's penalty_alpha/top_k, the matched temperature, ...
+    if decoder is not None:
+        out.update(decoder.method.record(decoder))  # contrastive's penalty_alpha/top_k, the matched temperature, ...
     return out

@@ -13,24 +13,22 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Sequence
 
-from hyperfit.runs import RunDir, write_json, write_text
+from hyperfit.metrics.predictive import top1_agreement, top1_predictions
+from hyperfit.models import load_for_inference
+from hyperfit.runs import RunDir, load_run_config, write_json, write_text
+from hyperfit.stages.report import markdown_table
 
 
 def agreement(run_dirs: Sequence[str | Path], include_base: bool = False, out: str | Path | None = None,
               max_sequences: int = 64) -> dict:
     """Agreement matrix of the runs' final models (and the base model); writes agreement.{md,json}."""
-    from hyperfit.metrics.predictive import top1_agreement, top1_predictions
-    from hyperfit.models import load_for_inference
-    from hyperfit.stages.report import markdown_table
-    from hyperfit.runs import load_run_config
-
     runs = [RunDir(p) for p in run_dirs]
     for run in runs:
         run.require(run.final, "hyperfit run (or train)")
     cfg = load_run_config(runs[0])
     val = [r["input_ids"] for r in runs[0].read_samples("val")][:max_sequences]
-    models = [("base", None)] if include_base else []
-    models += [(run.path.name, run.final) for run in runs]
+    models = [("base", runs[0].weights_for("base"))] if include_base else []
+    models += [(run.path.name, run.weights_for("final")) for run in runs]
     predictions = []
     for _, path in models:
         model = load_for_inference(cfg.model, path).eval()

@@ -58,7 +58,6 @@ def evaluate(cfg: EvaluateConfig, model_cfg: ModelConfig, run: RunDir, tags: lis
              reference: bool = True) -> list[Path]:
     """Metrics for each generations/<tag>.jsonl (all of them by default) and for the human reference."""
     run = RunDir.of(run)
-    from hyperfit.stages.generate import checkpoint_path
     from hyperfit.metrics.predictive import predictive_metrics
     from hyperfit.metrics.registry import get_metric
     from hyperfit.models import load_for_inference, load_tokenizer
@@ -96,8 +95,7 @@ def evaluate(cfg: EvaluateConfig, model_cfg: ModelConfig, run: RunDir, tags: lis
         ckpt = result["checkpoint"]
         if cfg.predictive and val_ids and ckpt is not None:
             if ckpt not in predictive_cache:
-                source = checkpoint_path(run, model_cfg, ckpt)
-                model = load_for_inference(model_cfg, None if ckpt == "base" else source)
+                model = load_for_inference(model_cfg, run.weights_for(ckpt))
                 predictive_cache[ckpt] = predictive_metrics(model, val_ids, cfg.batch_size)
                 del model
             result["predictive"] = predictive_cache[ckpt]

@@ -6,140 +6,226 @@
     hyperfit generate runs/demo generate.block_ngrams=6       # the citation blocker
 
 One row per (context, sample): context id and text, continuation token ids and text, the decoder's name
-and effective settings, and which weights produced it. Every decoder shares the contexts, the length rule
-and the detokenisation (`data.continuation_text`), so their numbers are comparable.
+and effective settings, which weights produced it, which loop ran (`fast_greedy`) and the job's cache key.
+Every decoder shares the contexts, the length rule and the detokenisation (`data.continuation_text`), so
+their numbers are comparable.
+
+`hyperfit run`, `hyperfit generate` and `hyperfit compare` all describe their work as `Job`s and hand them
+to `run_jobs`, so they share one tag scheme and one cache: a job whose generations file already holds rows
+with its cache key (a hash of the weights' content, the decoder's effective settings, the contexts, the
+loop, ...) is not generated again. Tags: the run's own length and blocker give `<decoder>` (final weights)
+and `<checkpoint>-<decoder>` (others), the files the report, evaluate and the demo read; any other length
+or blocker gives `<checkpoint>-<decoder>-L<length>[-block<N>[-wordend]]`. generate.tag names the file
+instead.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
+import json
+from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Sequence
 
-import torch
-
-from hyperfit.config import GenerateConfig, ModelConfig
-from hyperfit.stages.data import continuation_text
+from hyperfit.config import GenerateConfig, ModelConfig, RunConfig
+from hyperfit.decoding.loops import continue_contexts, decode, loop_for, sample_seed  # noqa: F401 - continue_contexts: the probe's import
 from hyperfit.decoding.presets import Decoder, effective_settings, generation_config, resolve
-from hyperfit.runs import RunDir, RunError, write_jsonl
+from hyperfit.dist import barrier, device, world
+from hyperfit.errors import RunError
+from hyperfit.models import load_for_inference, load_tokenizer
+from hyperfit.runs import RunDir, file_sha256, load_run_config, read_jsonl, write_json, write_jsonl
+from hyperfit.stages.data import continuation_text
+
+HASH_FILE = ".hyperfit-sha256.json"
+WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth")
+# The cache key needs a decoder's effective settings, which never include special tokens: no tokenizer needed.
+NO_TOKENIZER = SimpleNamespace(eos_token_id=None, pad_token_id=None, bos_token_id=None)
 
 
-def checkpoint_path(run: RunDir, model_cfg: ModelConfig, checkpoint: str) -> str | Path:
-    """Where the weights named by generate.checkpoint live (base = the untrained model.name)."""
-    if checkpoint == "base":
-        return model_cfg.name
-    path = run.final if checkpoint == "final" else run.checkpoints / checkpoint
+# The job ------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, eq=False)  # compared by identity: RunConfig holds a dict (generate.params)
+class Job:
+    """One generations file: `checkpoint`'s weights continue `contexts` with `decoder` (`params`), `length`
+    tokens each, with or without the citation blocker. `cfg.generate` holds those and the rest of the recipe
+    (seed, samples, batch size, dtype, generate.fast); `own` is the run's saved generate settings, which
+    decide whether the tag takes the short form."""
+
+    run: RunDir
+    cfg: RunConfig
+    contexts: list[dict]
+    own: GenerateConfig
+    label: str = ""
+    """How compare's table names the weights (base, final, <run>:final); the checkpoint when empty."""
+
+    @classmethod
+    def of(cls, run: RunDir, cfg: RunConfig, contexts: list[dict] | None = None, label: str = "", **changes) -> "Job":
+        """A job of run with cfg.generate's settings, `changes` (e.g. checkpoint="base") applied."""
+        own = load_run_config(run).generate if run.config.is_file() else cfg.generate
+        contexts = run.read_samples("contexts") if contexts is None else contexts
+        return cls(run, dataclasses.replace(cfg, generate=dataclasses.replace(cfg.generate, **changes)), contexts,
+                   own, label)
+
+    @property
+    def gen(self) -> GenerateConfig:
+        return self.cfg.generate
+
+    @property
+    def checkpoint(self) -> str:
+        return self.gen.checkpoint
+
+    @property
+    def decoder(self) -> str:
+        return self.gen.decoder
+
+    @property
+    def length(self) -> int:
+        return self.gen.max_new_tokens
+
+    @property
+    def name(self) -> str:
+        return self.label or self.checkpoint
+
+    @property
+    def tag(self) -> str:
+        return job_tag(self.gen, self.own)
+
+    @property
+    def path(self) -> Path:
+        return self.run.generation_file(self.tag)
+
+    @cached_property
+    def key(self) -> str:
+        return _json_hash(cache_key(self))
+
+    def cached(self) -> bool:
+        """Whether generations/<tag>.jsonl already holds this job's rows (every row carries its key)."""
+        if not self.path.is_file():
+            return False
+        rows = read_jsonl(self.path)
+        return bool(rows) and all(r.get("cache_key") == self.key for r in rows)
+
+
+def job_tag(gen: GenerateConfig, own: GenerateConfig) -> str:
+    """The file name of a job's generations (the one tag scheme; see the module docstring).
+
+    >>> run = GenerateConfig(max_new_tokens=24)
+    >>> [job_tag(dataclasses.replace(run, **c), run) for c in ({}, {"checkpoint": "base"}, {"max_new_tokens": 8},
+    ...                                                        {"block_ngrams": 6, "decoder": "top_p"})]
+    ['greedy', 'base-greedy', 'final-greedy-L8', 'final-top_p-L24-block6']
+    """
+    if gen.tag:
+        return gen.tag
+    if gen.max_new_tokens == own.max_new_tokens and _blocker(gen) == _blocker(own):
+        return gen.decoder if gen.checkpoint == "final" else f"{gen.checkpoint}-{gen.decoder}"
+    block = f"-block{gen.block_ngrams}" + ("-wordend" if gen.block_until_word_end else "") if gen.block_ngrams else ""
+    return f"{gen.checkpoint}-{gen.decoder}-L{gen.max_new_tokens}{block}"
+
+
+def _blocker(gen: GenerateConfig) -> tuple:
+    return (gen.block_ngrams, gen.block_ngrams is not None and gen.block_until_word_end)
+
+
+# The cache key ------------------------------------------------------------------------------------------
+
+
+def cache_key(job: Job) -> dict:
+    """Everything that decides a job's tokens: the weights' content, the decoder's effective settings, the
+    contexts, the loop that will run, the dtype, and (for sampling decoders) seed, samples and batch size."""
+    g, model_cfg = job.gen, job.cfg.model
+    decoder = resolve(g.decoder, g.params)
+    gen_config = generation_config(decoder, NO_TOKENIZER, g.max_new_tokens, g.stop_at_eos)
+    ids = [c["context_ids"] for c in job.contexts]
+    key = {"weights": weights_of(job.run, model_cfg, g.checkpoint), "decoder": g.decoder,
+           "settings": effective_settings(gen_config, decoder), "contexts": _json_hash(ids),
+           "batch_size": g.batch_size, "block_ngrams": g.block_ngrams,
+           "block_until_word_end": g.block_until_word_end, "dtype": inference_dtype(g),
+           # In bf16 the static-cache loop and generate() can part where logits nearly tie.
+           "loop": loop_for(decoder, gen_config, ids, g.fast, device().type, model_cfg.attn_implementation)}
+    if decoder.samples:
+        key.update(seed=g.seed, num_samples=g.num_samples)
+    if g.block_ngrams is not None:  # the blocker's index is the training data
+        key["train"] = _json_hash([r["input_ids"] for r in job.run.read_samples("train")])
+    target = decoder.method.target(decoder)
+    if target is not None:  # entropy matching measures the target model on the val text
+        key["target"] = weights_of(job.run, model_cfg, target)
+        key["val"] = _json_hash([r["input_ids"] for r in job.run.read_samples("val")])
+    return key
+
+
+def weights_of(run: RunDir, model_cfg: ModelConfig, checkpoint: str) -> str:
+    return weights_hash(run.weights_for(checkpoint) or model_cfg.name, model_cfg.revision)
+
+
+def weights_hash(model_dir: str | Path, revision: str | None = None) -> str:
+    """sha256 over a model folder's weight files, remembered in HASH_FILE beside them (by size and mtime).
+
+    A hub id that is not a local folder is named, not hashed: hub revisions are the hub's content address.
+    """
+    path = Path(model_dir)
     if not path.is_dir():
-        have = ", ".join(["base"] + [p.name for p in run.epoch_checkpoints()] + (["final"] if run.final.is_dir() else []))
-        raise RunError(f"generate.checkpoint={checkpoint!r}: {path} does not exist (train first); available: {have}")
-    return path
+        return f"hub:{model_dir}@{revision or 'main'}"
+    files = sorted(p for p in path.iterdir() if p.suffix in WEIGHT_SUFFIXES and p.is_file())
+    if not files:
+        raise RunError(f"{path} holds no weight files ({', '.join(WEIGHT_SUFFIXES)}); it is not a saved model")
+    memo_path = path / HASH_FILE
+    memo = json.loads(memo_path.read_text()) if memo_path.is_file() else {}
+    digest, changed = hashlib.sha256(), False
+    for f in files:
+        stat = f.stat()
+        entry = memo.get(f.name)
+        if not entry or entry["size"] != stat.st_size or entry["mtime_ns"] != stat.st_mtime_ns:
+            entry = {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "sha256": file_sha256(f)}
+            memo[f.name], changed = entry, True
+        digest.update(f"{f.name}:{entry['sha256']}\n".encode())
+    if changed:
+        try:
+            write_json(memo_path, memo)
+        except OSError:
+            pass  # a read-only model folder: hash again next time
+    return digest.hexdigest()
 
 
-@torch.no_grad()
-def continue_contexts(model, contexts: Sequence[Sequence[int]], gen_config, batch_size: int = 32,
-                      logits_processor=None, seed: int = 0, fast: bool | None = None) -> list[list[int]]:
-    """Continuations (new tokens only) of each context, batched, left-padded when lengths differ.
+def _json_hash(obj) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()
 
-    Under `accelerate launch` the batches are dealt out over the processes and gathered back in order
-    (hyperfit.dist). Greedy decoding of equal-length contexts goes through hyperfit.decoding.fast_greedy when
-    `fast` (None: on CUDA); in fp32 it gives the tokens of generate() (bf16 rounds differently there).
+
+# Running ------------------------------------------------------------------------------------------------
+
+
+def run_jobs(jobs: Sequence[Job], model=None, tokenizer=None) -> list[Job]:
+    """Generate every job whose generations file does not hold its cache key yet; returns those generated.
+
+    Each distinct set of weights is loaded once, in job order. `model` (and `tokenizer`): weights already
+    loaded, used for every job instead (they must be the jobs' checkpoint; nothing is reused then).
     """
-    from hyperfit.models import has_sharded_weights
-    from hyperfit.dist import gather_batches, my_batches
-
-    device = next(model.parameters()).device
-    sharded = has_sharded_weights(model)
-    fast = uses_fast_loop(model, gen_config, contexts, fast)
-    batches = [[list(c) for c in contexts[s : s + batch_size]] for s in range(0, len(contexts), batch_size)]
-    saved = model.generation_config
-    # generate() fills "unset" fields from model.generation_config; installing ours means nothing the
-    # model ships (e.g. do_sample=True) can leak into the call.
-    model.generation_config = gen_config
-    was_training = model.training
-    model.eval()
-    results, decoder = {}, None
-    try:
-        for b in my_batches(len(batches)):
-            batch = batches[max(b, 0)]  # b = -1: padding batch, so every rank runs as many forwards
-            if fast:
-                rows, decoder = _fast_batch(model, batch, gen_config, logits_processor, decoder, sharded)
-            else:
-                rows = _generate_batch(model, batch, gen_config, logits_processor, seed + max(b, 0), device, sharded)
-            results[b] = [cut_at_eos(row, gen_config) for row in rows]
-    finally:
-        model.generation_config = saved
-        model.train(was_training)
-    return gather_batches(results, len(batches))
+    todo = list(jobs) if model is not None else [j for j in jobs if not j.cached()]
+    barrier()  # every rank has decided what to do before rank 0 writes anything
+    main = world()[0] == 0
+    for job in jobs:
+        if job not in todo and main:
+            print(f"reused {job.path} ({job.name} / {job.decoder} / L{job.length}: same cache key)")
+    for group in dict.fromkeys(_weights_id(j) for j in todo):
+        batch = [j for j in todo if _weights_id(j) == group]
+        first = batch[0]
+        weights, tok = load_checkpoint(first.gen, first.cfg.model, first.run) if model is None else (None, None)
+        for job in batch:
+            rows = generation_rows(job, model if model is not None else weights, tokenizer or tok)
+            if main:  # every rank holds all rows (gathered); one writes them
+                write_jsonl(job.path, rows)
+                print(f"generated {job.name} / {job.decoder} / L{job.length}: {len(rows)} continuations from "
+                      f"{world()[1]} process(es) → {job.path}")
+        del weights
+    barrier()
+    return todo
 
 
-def uses_fast_loop(model, gen_config, contexts: Sequence[Sequence[int]], fast: bool | None) -> bool:
-    """Whether continue_contexts decodes with hyperfit.decoding.fast_greedy: generate.fast (None: on CUDA), a plain
-    greedy config over equal-length contexts, and an attention kernel the loop supports (sdpa, eager)."""
-    from hyperfit.decoding.fast_greedy import ATTENTION, fast_greedy_applies
-
-    on = next(model.parameters()).device.type == "cuda" if fast is None else fast
-    attention = getattr(model.config, "_attn_implementation", None) or "sdpa"
-    return on and attention in ATTENTION and fast_greedy_applies(gen_config, contexts)
-
-
-def _generate_batch(model, batch, gen_config, logits_processor, seed: int, device, sharded: bool = False
-                    ) -> list[list[int]]:
-    pad = gen_config.pad_token_id
-    width = max(len(c) for c in batch)
-    ids = torch.tensor([[pad] * (width - len(c)) + c for c in batch], device=device)
-    mask = torch.tensor([[0] * (width - len(c)) + [1] * len(c) for c in batch], device=device)
-    if gen_config.do_sample:
-        torch.manual_seed(seed)  # per batch, so a rerun with the same batch size reproduces
-    # Sharded: a rank whose rows all ended keeps stepping until every rank's have (transformers detects
-    # this for its own FSDP wrapping and ZeRO-3, not for accelerate's FSDP2).
-    out = model.generate(input_ids=ids, attention_mask=mask, generation_config=gen_config,
-                         logits_processor=logits_processor, synced_gpus=True if sharded else None)
-    return out[:, width:].tolist()
-
-
-def _fast_batch(model, batch, gen_config, logits_processor, decoder, sharded: bool):
-    """One batch through a GreedyDecoder built once per call (a short last batch is padded with its first
-    row, so the recorded shapes never change). Sharded weights: the eager loop, since every forward is a
-    collective that a recorded CUDA graph cannot hold; it computes what the graph replays, so a sharded
-    launch writes the tokens one process writes, in bf16 too (generate() rounds differently there)."""
-    from hyperfit.decoding.fast_greedy import GreedyDecoder, eos_ban
-
-    if decoder is None:
-        # The first batch is full unless it is the only one, so its size fits every later batch.
-        decoder = GreedyDecoder(model, len(batch), len(batch[0]), gen_config.max_new_tokens, ban_ids=eos_ban(gen_config),
-                                processor=logits_processor, mode="eager" if sharded else "auto")
-    rows = batch + [batch[0]] * (decoder.B - len(batch))
-    out = decoder(torch.tensor(rows, device=decoder.device))
-    return out[: len(batch)].tolist(), decoder
-
-
-def cut_at_eos(row: list[int], gen_config) -> list[int]:
-    if gen_config.min_new_tokens == gen_config.max_new_tokens:
-        return row  # fixed length: EOS was suppressed, nothing to cut
-    eos = gen_config.eos_token_id
-    eos = set(eos if isinstance(eos, list) else [eos])
-    for i, t in enumerate(row):
-        if t in eos:
-            return row[: i + 1]
-    return row
-
-
-def default_tag(cfg: GenerateConfig) -> str:
-    if cfg.tag:
-        return cfg.tag
-    return cfg.decoder if cfg.checkpoint == "final" else f"{cfg.checkpoint}-{cfg.decoder}"
-
-
-def sample_seed(seed: int, sample: int) -> int:
-    """Seed of sample `sample`: sample 0 keeps generate.seed, so num_samples=1 runs reproduce older ones.
-
-    >>> sample_seed(0, 0), sample_seed(0, 1) != sample_seed(1, 0)
-    (0, True)
-    """
-    if sample == 0:
-        return seed
-    # continue_contexts adds the batch index to the seed, so neighbouring integers would share batches.
-    return int(hashlib.sha256(f"{seed}/{sample}".encode()).hexdigest()[:8], 16)
+def _weights_id(job: Job) -> tuple:
+    return (str(job.run.path), job.checkpoint, inference_dtype(job.gen), id(job.cfg.model))
 
 
 def blocker_processor(run: RunDir, cfg: GenerateConfig, tokenizer):
@@ -156,60 +242,36 @@ def blocker_processor(run: RunDir, cfg: GenerateConfig, tokenizer):
                                                           delay_until_word_end=cfg.block_until_word_end)])
 
 
-def decode(model, contexts: Sequence[Sequence[int]], decoder: Decoder, gen_config, cfg: GenerateConfig,
-           logits_processor=None) -> list[list[list[int]]]:
-    """Continuations [sample][context] of every context; one sample unless the decoder samples."""
-    from hyperfit.decoding.contrastive import contrastive_search
-
-    samples = []
-    for s in range(cfg.num_samples if decoder.samples else 1):
-        if decoder.preset.method == "contrastive":
-            samples.append(contrastive_search(model, contexts, gen_config, decoder.params["penalty_alpha"],
-                                              decoder.params["top_k"], cfg.batch_size, logits_processor))
-        else:
-            samples.append(continue_contexts(model, contexts, gen_config, cfg.batch_size, logits_processor,
-                                             seed=sample_seed(cfg.seed, s), fast=cfg.fast))
-    return samples
-
-
-def prepare_decoder(cfg: GenerateConfig, model_cfg: ModelConfig, run: RunDir, model) -> Decoder:
+def prepare_decoder(job: Job, model) -> Decoder:
     """The resolved decoder; a search that needs the model (entropy matching) runs here."""
-    decoder = resolve(cfg.decoder, cfg.params)
-    if decoder.preset.method == "entropy_matched":
-        from hyperfit.decoding.entropy_match import prepare
-
-        decoder = prepare(decoder, model, run, model_cfg)
-    return decoder
+    decoder = resolve(job.decoder, job.gen.params)
+    return decoder.method.prepare(decoder, model, job.run, job.cfg.model)
 
 
-def generation_rows(cfg: GenerateConfig, model_cfg: ModelConfig, run: RunDir, model, tokenizer,
-                    contexts: list[dict] | None = None) -> list[dict]:
-    """Rows for generations/<tag>.jsonl: every context (× sample) continued by cfg's decoder and checkpoint."""
-    contexts = run.read_samples("contexts") if contexts is None else contexts
-    decoder = prepare_decoder(cfg, model_cfg, run, model)
-    gen_config = generation_config(decoder, tokenizer, cfg.max_new_tokens, cfg.stop_at_eos)
-    samples = decode(model, [c["context_ids"] for c in contexts], decoder, gen_config, cfg,
-                     blocker_processor(run, cfg, tokenizer))
+def generation_rows(job: Job, model, tokenizer) -> list[dict]:
+    """Rows for generations/<tag>.jsonl: every context (× sample) continued as the job says."""
+    g, contexts = job.gen, job.contexts
+    decoder = prepare_decoder(job, model)
+    gen_config = generation_config(decoder, tokenizer, g.max_new_tokens, g.stop_at_eos)
+    decoded = decode(model, [c["context_ids"] for c in contexts], decoder, gen_config, batch_size=g.batch_size,
+                     num_samples=g.num_samples, seed=g.seed, fast=g.fast,
+                     logits_processor=blocker_processor(job.run, g, tokenizer))
     settings = effective_settings(gen_config, decoder)
-    # Which loop wrote the rows: in bf16 the static-cache loop and generate() can part where logits nearly tie.
-    fast = decoder.preset.method != "contrastive" and uses_fast_loop(model, gen_config,
-                                                                      [c["context_ids"] for c in contexts], cfg.fast)
-    source = checkpoint_path(run, model_cfg, cfg.checkpoint)
+    source = job.run.weights_for(g.checkpoint) or job.cfg.model.name
     dtype = str(next(model.parameters()).dtype).removeprefix("torch.")
     return [
         {"context_id": c["id"], "context": c["context"], "continuation_ids": ids,
-         "continuation": continuation_text(tokenizer, c["context_ids"], ids), "decoder": cfg.decoder,
-         "decoder_config": settings, "block_ngrams": cfg.block_ngrams,
-         "block_until_word_end": cfg.block_until_word_end if cfg.block_ngrams else None, "checkpoint": cfg.checkpoint,
-         "model": str(source), "dtype": dtype, "fast_greedy": fast, "sample": s, "seed": sample_seed(cfg.seed, s) if decoder.samples else None}
-        for s, conts in enumerate(samples) for c, ids in zip(contexts, conts)
+         "continuation": continuation_text(tokenizer, c["context_ids"], ids), "decoder": g.decoder,
+         "decoder_config": settings, "block_ngrams": g.block_ngrams,
+         "block_until_word_end": g.block_until_word_end if g.block_ngrams else None, "checkpoint": g.checkpoint,
+         "model": str(source), "dtype": dtype, "fast_greedy": decoded.loop == "fast_greedy", "sample": s,
+         "seed": sample_seed(g.seed, s) if decoder.samples else None, "cache_key": job.key}
+        for s, conts in enumerate(decoded.samples) for c, ids in zip(contexts, conts)
     ]
 
 
 def inference_dtype(cfg: GenerateConfig) -> str:
     """generate.dtype resolved: auto is bfloat16 when this process decodes on CUDA, float32 otherwise."""
-    from hyperfit.dist import device
-
     if cfg.dtype != "auto":
         return cfg.dtype
     return "bfloat16" if device().type == "cuda" else "float32"
@@ -217,32 +279,19 @@ def inference_dtype(cfg: GenerateConfig) -> str:
 
 def load_checkpoint(cfg: GenerateConfig, model_cfg: ModelConfig, run: RunDir):
     """(model ready for inference in generate.dtype, tokenizer) for generate.checkpoint."""
-    from dataclasses import replace
-
-    from hyperfit.models import load_for_inference, load_tokenizer
-
-    source = checkpoint_path(run, model_cfg, cfg.checkpoint)
-    path = None if cfg.checkpoint == "base" else source
-    model = load_for_inference(replace(model_cfg, dtype=inference_dtype(cfg)), path)
+    path = run.weights_for(cfg.checkpoint)
+    model = load_for_inference(dataclasses.replace(model_cfg, dtype=inference_dtype(cfg)), path)
     return model, load_tokenizer(model_cfg, path)
 
 
 def generate(cfg: GenerateConfig, model_cfg: ModelConfig, run: RunDir, model=None, tokenizer=None) -> Path:
-    """Continue data/contexts.jsonl with the configured checkpoint and decoder; returns the output file."""
-    from hyperfit.dist import barrier, world
-
+    """Continue data/contexts.jsonl with the configured checkpoint and decoder, unless the generations file
+    already holds this job's rows; returns the file. `model`/`tokenizer`: cfg.checkpoint's, already loaded."""
     run = RunDir.of(run)
-
     resolve(cfg.decoder, cfg.params)  # fail on a typo before loading anything
-    if model is None or tokenizer is None:
-        loaded_model, loaded_tokenizer = load_checkpoint(cfg, model_cfg, run)
-        model = loaded_model if model is None else model
-        tokenizer = loaded_tokenizer if tokenizer is None else tokenizer
-    rows = generation_rows(cfg, model_cfg, run, model, tokenizer)
-    out = run.generation_file(default_tag(cfg))
-    rank, size = world()
-    if rank == 0:  # every rank holds all rows (gathered); one writes them
-        write_jsonl(out, rows)
-        print(f"{len(rows)} continuations from {size} process(es)")
-    barrier()
-    return out
+    run_cfg = load_run_config(run) if run.config.is_file() else RunConfig()
+    job = Job.of(run, dataclasses.replace(run_cfg, model=model_cfg, generate=cfg))
+    if model is not None and tokenizer is None:
+        tokenizer = load_tokenizer(model_cfg, run.weights_for(cfg.checkpoint))
+    run_jobs([job], model, tokenizer)
+    return job.path

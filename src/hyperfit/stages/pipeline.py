@@ -13,14 +13,15 @@ the FSDP2 launch, and the same command with --resume under it finishes the run.
 
 from __future__ import annotations
 
-import dataclasses
-
 import yaml
 
 from hyperfit.config import RunConfig, to_dict
-from hyperfit.models import deepspeed_launch
+from hyperfit.decoding.presets import resolve
+from hyperfit.metrics.registry import get_metric
+from hyperfit.models import check_lengths, deepspeed_launch, load_model, load_model_config, precision_guard
 from hyperfit.dist import barrier, world
 from hyperfit.runs import RunDir, RunError, load_run_config, save_config
+from hyperfit.stages.generate import Job, run_jobs
 
 NEXT_UNDER_FSDP2 = ("to generate, evaluate and report, run the same `hyperfit run` command with --resume under "
                     "`accelerate launch --config_file configs/accelerate/fsdp2.yaml`, which skips the finished "
@@ -30,9 +31,6 @@ NEXT_UNDER_FSDP2 = ("to generate, evaluate and report, run the same `hyperfit ru
 def check(cfg: RunConfig, trains: bool = True) -> None:
     """Everything that can be checked cheaply: the model's config loads, lengths fit its context, and
     (when the run will train) the batch splits over the launched processes."""
-    from hyperfit.decoding.presets import resolve
-    from hyperfit.metrics.registry import get_metric
-    from hyperfit.models import check_lengths, load_model_config
     from hyperfit.training.loop import check_tracker, local_batch_size
 
     if trains:
@@ -44,8 +42,6 @@ def check(cfg: RunConfig, trains: bool = True) -> None:
     check_tracker(cfg.train.tracker)
     if cfg.model.dtype != "float32" and cfg.train.epochs > 0 and cfg.train.optimizer != "adamw_kahan":
         # Low-precision weights: load them once now so the precision guard can refuse before any writing.
-        from hyperfit.models import load_model, precision_guard
-
         precision_guard(load_model(cfg.model), cfg.train.lr)
 
 
@@ -71,10 +67,21 @@ def _write_config_and_data(cfg: RunConfig, run_dir: RunDir, resume: bool) -> Non
         raise
 
 
+def generation_jobs(cfg: RunConfig, run_dir: RunDir) -> list[Job]:
+    """The run's generations: its checkpoint with its decoder, and (generate.with_base) the base model's,
+    tagged greedy / base-greedy (or the user's generate.tag and base-<tag>), the files the report reads."""
+    contexts = run_dir.read_samples("contexts")
+    jobs = [Job.of(run_dir, cfg, contexts)]
+    if cfg.generate.with_base:
+        # With a tag of the user's, the base model's rows need their own (they overwrote the trained ones).
+        base_tag = f"base-{cfg.generate.tag}" if cfg.generate.tag else None
+        jobs.append(Job.of(run_dir, cfg, contexts, checkpoint="base", tag=base_tag))
+    return jobs
+
+
 def run(cfg: RunConfig, resume: bool = False) -> RunDir:
     """Run all stages; with resume=True, continue a run directory, skipping stages already done."""
     from hyperfit.stages.evaluate import evaluate
-    from hyperfit.stages.generate import generate
     from hyperfit.stages.report import report
     from hyperfit.training.loop import train
 
@@ -107,15 +114,10 @@ def run(cfg: RunConfig, resume: bool = False) -> RunDir:
         if main:
             print(f"Trained under DeepSpeed; generation and evaluation do not run there: {NEXT_UNDER_FSDP2}")
         return run_dir
-    jobs = [cfg.generate]
-    if cfg.generate.with_base:
-        # With a tag of the user's, the base model's rows need their own (they overwrote the trained ones).
-        base_tag = f"base-{cfg.generate.tag}" if cfg.generate.tag else None
-        jobs.append(dataclasses.replace(cfg.generate, checkpoint="base", tag=base_tag))
-    for job in jobs:
-        path = generate(job, cfg.model, run_dir)
-        if main:
-            print(f"generate: {path}")
+    jobs = generation_jobs(cfg, run_dir)
+    run_jobs(jobs)  # a job whose file already holds its rows (e.g. --resume) is not generated again
+    if main:
+        print("\n".join(f"generate: {job.path}" for job in jobs))
     evaluate(cfg.evaluate, cfg.model, run_dir)
     path = report([run_dir])
     if main:
