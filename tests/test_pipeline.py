@@ -116,3 +116,17 @@ def test_a_process_count_the_batch_cannot_split_over_is_refused_before_anything_
     with pytest.raises(TrainError, match="cannot be split over 3 process"):
         run(cfg)
     assert not (tmp_path / "three").exists()
+
+
+def test_resuming_a_finished_run_with_other_training_settings_is_refused_and_keeps_the_record(
+        tmp_path, tiny_llama, corpus_file):
+    # `run --resume train.lr=0.5` on a finished run trained nothing but saved lr 0.5 in config.yaml.
+    from hyperfit.runs import RunError
+
+    base = tiny_overrides(tiny_llama, corpus_file, tmp_path, "done") + ["train.epochs=1", "generate.with_base=false"]
+    run_dir = run(load_config(None, base))
+    saved = run_dir.config.read_text()
+    with pytest.raises(RunError, match=r"train\.lr 0\.003 → 0\.5 would not take effect"):
+        run(load_config(None, [*base, "train.lr=0.5"]), resume=True)
+    assert run_dir.config.read_text() == saved
+    run(load_config(run_dir.config), resume=True)  # the run's own config resumes it (nothing left to do)

@@ -45,6 +45,29 @@ def check(cfg: RunConfig, trains: bool = True) -> None:
         precision_guard(load_model(cfg.model), cfg.train.lr)
 
 
+def check_resumable(cfg: RunConfig, run_dir: RunDir) -> None:
+    """--resume continues the saved experiment: the data and model must be the saved ones, and a finished
+    run's training settings too (they would not take effect, yet config.yaml would record them)."""
+    saved = load_run_config(run_dir)
+    if to_dict(saved.data) != to_dict(cfg.data) or to_dict(saved.model) != to_dict(cfg.model):
+        raise RunError(f"--resume: the data or model settings differ from those saved in {run_dir.config}; "
+                       "resuming would mix two experiments. Use the saved settings or a new run name")
+    changed = changed_keys(to_dict(saved.train), to_dict(cfg.train), "train")
+    if run_dir.final.is_dir() and changed:
+        raise RunError(f"--resume: {run_dir.path} has finished training, so {', '.join(changed)} would not take "
+                       f"effect (the weights were trained with the saved settings). Drop those overrides, or train "
+                       f"a new run from its weights: model.name={run_dir.final}")
+
+
+def changed_keys(saved: dict, now: dict, prefix: str) -> list[str]:
+    """'train.lr 0.001 → 0.5' for each key whose value differs.
+
+    >>> changed_keys({"lr": 0.001, "epochs": 2}, {"lr": 0.5, "epochs": 2}, "train")
+    ['train.lr 0.001 → 0.5']
+    """
+    return [f"{prefix}.{k} {saved.get(k)} → {now[k]}" for k in now if saved.get(k) != now[k]]
+
+
 def _write_config_and_data(cfg: RunConfig, run_dir: RunDir, resume: bool) -> None:
     """config.yaml and data/; a run directory this call created is removed again if the data fails
     (a missing file, too few documents, a wrong field), so the corrected command can use the same name."""
@@ -90,10 +113,7 @@ def run(cfg: RunConfig, resume: bool = False) -> RunDir:
         raise RunError(f"{run_dir.path} already exists; pass --resume to continue it, or choose another name "
                        f"(name=... or out_dir=...)")
     if resume and run_dir.config.exists():
-        saved = load_run_config(run_dir)
-        if to_dict(saved.data) != to_dict(cfg.data) or to_dict(saved.model) != to_dict(cfg.model):
-            raise RunError(f"--resume: the data or model settings differ from those saved in {run_dir.config}; "
-                           "resuming would mix two experiments. Use the saved settings or a new run name")
+        check_resumable(cfg, run_dir)
     check(cfg, trains=not (resume and run_dir.final.is_dir()))
     main = world()[0] == 0
     stop_after_training = deepspeed_launch()
