@@ -130,3 +130,26 @@ def test_resuming_a_finished_run_with_other_training_settings_is_refused_and_kee
         run(load_config(None, [*base, "train.lr=0.5"]), resume=True)
     assert run_dir.config.read_text() == saved
     run(load_config(run_dir.config), resume=True)  # the run's own config resumes it (nothing left to do)
+
+
+@pytest.mark.parametrize("damage", ["weights", "tokenizer"])
+def test_a_damaged_model_folder_is_refused_before_the_run_folder_is_written(damage, tmp_path, tiny_llama, corpus_file,
+                                                                           capsys):
+    # A corrupt model.safetensors failed in training, after config and data were written (the corrected
+    # command then said "already exists"); a folder without tokenizer files said "install sentencepiece".
+    import shutil
+
+    from hyperfit.cli import main
+
+    model = shutil.copytree(tiny_llama, tmp_path / "model")
+    if damage == "weights":
+        (model / "model.safetensors").write_bytes(b"\x00" * 64)
+    else:
+        for f in model.iterdir():
+            if f.name.startswith(("tokenizer", "special_tokens")):
+                f.unlink()
+    args = tiny_overrides(model, corpus_file, tmp_path / "runs", "r")
+    assert main(["run", *args]) == 2
+    err = capsys.readouterr().err
+    assert ("model.safetensors cannot be read" if damage == "weights" else "has no tokenizer files") in err
+    assert "Traceback" not in err and not (tmp_path / "runs" / "r").exists()

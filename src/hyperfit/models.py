@@ -25,6 +25,33 @@ def _source(cfg: ModelConfig, path: str | Path | None) -> str:
     return name
 
 
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "spiece.model", "vocab.json", "vocab.txt", "tokenizer_config.json")
+
+
+def check_model_files(cfg: ModelConfig, path: str | Path | None = None) -> None:
+    """A local model folder has tokenizer files and readable weights: checked up front (the headers only),
+    so a damaged download fails before a run folder is written, with the file and the fix."""
+    folder = Path(_source(cfg, path))
+    if not folder.is_dir():
+        return  # a hub id: the hub's files are checked as they download
+    if not any((folder / f).is_file() for f in TOKENIZER_FILES):
+        raise ModelError(f"{folder} has no tokenizer files (any of {', '.join(TOKENIZER_FILES)}); save the tokenizer "
+                         "beside the weights (tokenizer.save_pretrained(folder)) or copy its files there")
+    for weights in sorted(folder.glob("*.safetensors")):
+        check_safetensors(weights)
+
+
+def check_safetensors(path: Path) -> None:
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            f.keys()
+    except (SafetensorError, OSError) as e:
+        raise ModelError(f"{path} cannot be read ({e}): the file is damaged or incomplete; download or export it "
+                         "again") from None
+
+
 def load_model_config(cfg: ModelConfig, path: str | Path | None = None):
     from transformers import AutoConfig
 
@@ -145,7 +172,8 @@ def load_tokenizer(cfg: ModelConfig, path: str | Path | None = None):
     try:
         tok = AutoTokenizer.from_pretrained(name, revision=cfg.revision if path is None else None,
                                             trust_remote_code=cfg.trust_remote_code)
-    except OSError as e:
+    except (OSError, ValueError) as e:  # ValueError: a folder without tokenizer files ("install sentencepiece")
+        check_model_files(cfg, path)
         raise ModelError(f"cannot load the tokenizer of model.name={name!r}: {str(e).rstrip('.')}") from e
     if tok.pad_token_id is None:
         # Contexts all have the same length, so padding never reaches the model; generate() still wants an id.

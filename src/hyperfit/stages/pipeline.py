@@ -18,7 +18,7 @@ import yaml
 from hyperfit.config import RunConfig, to_dict
 from hyperfit.decoding.presets import resolve
 from hyperfit.metrics.registry import get_metric
-from hyperfit.models import check_lengths, deepspeed_launch, load_model, load_model_config, precision_guard
+from hyperfit.models import check_lengths, check_model_files, deepspeed_launch, load_model, load_model_config, precision_guard
 from hyperfit.dist import barrier, world
 from hyperfit.runs import RunDir, RunError, load_run_config, save_config
 from hyperfit.stages.generate import Job, run_jobs
@@ -38,6 +38,7 @@ def check(cfg: RunConfig, trains: bool = True) -> None:
     resolve(cfg.generate.decoder, cfg.generate.params)
     for name in cfg.evaluate.metrics:
         get_metric(name)
+    check_model_files(cfg.model)
     check_lengths(load_model_config(cfg.model), cfg.data, cfg.generate.max_new_tokens, cfg.train.probe_new_tokens)
     check_tracker(cfg.train.tracker)
     if cfg.model.dtype != "float32" and cfg.train.epochs > 0 and cfg.train.optimizer != "adamw_kahan":
