@@ -60,3 +60,40 @@ def test_files_libraries_write_privately_inside_an_atomic_dir_become_readable(tm
              for p in (tmp_path / "final").rglob("*")}
     assert modes["model.safetensors"] == 0o644 and modes["config.json"] == 0o644
     assert modes["sub"] == 0o755 and modes["sub/x.bin"] == 0o644
+
+
+def test_a_full_disk_or_a_read_only_folder_is_one_error_naming_the_file_and_the_fix(tmp_path, monkeypatch):
+    # A full disk mid-checkpoint printed torch's "unexpected pos 558464 vs 558356"; a read-only output folder
+    # printed an OSError traceback.
+    import errno
+    import shutil
+    import tempfile
+
+    import hyperfit.runs as runs
+    from hyperfit.runs import RunError, write_text
+
+    (tmp_path / "final").mkdir()
+    (tmp_path / "final" / "model.safetensors").write_bytes(b"complete")
+    monkeypatch.setattr(runs.shutil, "disk_usage", lambda p: shutil._ntuple_diskusage(100 * 2**30, 100 * 2**30, 2**20))
+    with pytest.raises(RunError, match=r"only 1 MiB free.*--resume"):
+        with atomic_dir(tmp_path / "final") as tmp:
+            (tmp / "model.safetensors").write_bytes(b"half")
+            raise RuntimeError("[enforce fail at inline_container.cc:603] . unexpected pos 558464 vs 558356")
+    assert (tmp_path / "final" / "model.safetensors").read_bytes() == b"complete"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["final"]
+    with pytest.raises(RunError, match="no space left"):
+        with atomic_path(tmp_path / "log.jsonl"):
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(runs.shutil, "disk_usage", lambda p: shutil._ntuple_diskusage(100 * 2**30, 0, 50 * 2**30))
+    with pytest.raises(RuntimeError, match="a bug") as plain:  # with space left, other errors stay what they are
+        with atomic_path(tmp_path / "x.json"):
+            raise RuntimeError("a bug")
+    assert not isinstance(plain.value, RunError)
+
+    def read_only(*args, **kwargs):
+        raise OSError(errno.EROFS, "Read-only file system")
+
+    monkeypatch.setattr(tempfile, "mkstemp", read_only)
+    with pytest.raises(RunError, match=r"cannot write .*config\.yaml: the file system is read-only; choose an output"):
+        write_text(tmp_path / "run" / "config.yaml", "x")

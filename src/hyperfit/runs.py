@@ -14,6 +14,7 @@ half-written artifact that a later stage would trust.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import platform
@@ -149,26 +150,77 @@ def _as_if_created_tree(root: Path) -> None:
     _as_if_created(root, directory=True)
 
 
+UNWRITABLE = {errno.EROFS: "the file system is read-only", errno.EACCES: "permission denied",
+              errno.EPERM: "permission denied"}
+FULL = {errno.ENOSPC: "no space left on the device", errno.EDQUOT: "the disk quota is exceeded"}
+LOW_SPACE = 64 * 2**20  # below this much free space, a failed write is taken to be a full disk
+
+
+def write_failure(path: Path, error: BaseException) -> RunError | None:
+    """A RunError naming `path` and the fix, when `error` is the disk's or the folder's fault, else None.
+
+    Libraries report a full disk in their own words (torch.save: "unexpected pos 558464 vs 558356"), so a
+    failure with little space left counts as one too."""
+    code = getattr(error, "errno", None)
+    if code in UNWRITABLE:
+        return RunError(f"cannot write {path}: {UNWRITABLE[code]}; choose an output folder you can write to "
+                        "(out_dir=... or --out DIR). Nothing there was replaced")
+    try:
+        free = shutil.disk_usage(_existing_parent(path)).free
+    except OSError:
+        free = None
+    if code in FULL or (free is not None and free < LOW_SPACE and isinstance(error, (OSError, RuntimeError))):
+        what = FULL.get(code, f"only {free / 2**20:.0f} MiB free")
+        return RunError(f"cannot write {path}: {what} ({str(error)[:120]}). Free some space (old checkpoints: "
+                        "train.keep_checkpoints) and rerun with --resume; the previous complete files are intact")
+    return None
+
+
+def _existing_parent(path: Path) -> Path:
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    return path
+
+
+@contextmanager
+def _explained(path: Path) -> Iterator[None]:
+    try:
+        yield
+    except (OSError, RuntimeError) as e:
+        explained = write_failure(path, e)
+        if explained is None:
+            raise
+        raise explained from e
+
+
 @contextmanager
 def atomic_path(path: Path) -> Iterator[Path]:
     """Yield a temp path beside `path`; rename it onto `path` only if the block succeeds."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        yield Path(tmp)
-        _as_if_created(tmp, directory=False)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    with _explained(path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        os.close(fd)
+        try:
+            yield Path(tmp)
+            _as_if_created(tmp, directory=False)
+            os.replace(tmp, path)
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
 
 
 @contextmanager
 def atomic_dir(path: Path) -> Iterator[Path]:
     """Yield a temp directory beside `path`; it replaces `path` only if the block succeeds."""
     path = Path(path)
+    with _explained(path):
+        with _atomic_dir(path) as tmp:
+            yield tmp
+
+
+@contextmanager
+def _atomic_dir(path: Path) -> Iterator[Path]:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"))
     try:
@@ -216,7 +268,7 @@ def write_jsonl(path: Path, rows: Iterable[dict]) -> None:
 
 def append_jsonl(path: Path, row: dict) -> None:
     # Appends are line-sized; a torn last line from a crash is dropped by read_jsonl(tolerate_tail=True).
-    with open(path, "a") as f:
+    with _explained(Path(path)), open(path, "a") as f:
         f.write(json.dumps(row) + "\n")
 
 
