@@ -129,3 +129,17 @@ def test_evaluating_generations_without_rows_is_refused(tiny_run, tmp_path):
     (run / "generations/empty.jsonl").write_text("")
     assert main(["evaluate", str(run), "--tag", "empty"]) == 2
     assert not (run / "metrics/empty.json").exists()
+
+
+def test_temp_files_of_writes_a_kill_cut_short_are_swept_by_the_next_stage(tiny_run, tmp_path):
+    # Kills during evaluate or report left hidden temp files in metrics/ and plots/ for good.
+    run = shutil.copytree(tiny_run, tmp_path / "r")
+    left = [run / "metrics/.greedy.json.k1l2.tmp", run / "plots/.training_curves.png.x9.tmp", run / ".report.md.q.tmp",
+            run / "generations/.greedy.jsonl.z.tmp"]
+    for p in left:
+        p.write_text("half")
+    (run / "metrics/.old-folder.old").mkdir()
+    kept = {p: p.read_bytes() for p in (run / "metrics").glob("*.json")}
+    assert main(["report", str(run)]) == 0
+    assert not any(p.exists() for p in left) and not (run / "metrics/.old-folder.old").exists()
+    assert all(p.read_bytes() == b for p, b in kept.items())

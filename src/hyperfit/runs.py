@@ -113,6 +113,12 @@ class RunDir:
                            f"{', '.join(have)}")
         return path
 
+    def sweep_interrupted_writes(self) -> list[Path]:
+        """Temp files of writes a kill cut short, in every folder a stage writes (checkpoints: the training
+        stage sweeps its own). One process must call it, while no stage is writing."""
+        return [p for folder in (self.path, self.data, self.generations, self.metrics, self.plots)
+                for p in sweep_interrupted_writes(folder)]
+
     def require(self, path: Path, made_by: str) -> Path:
         if not path.exists():
             raise RunError(f"{path} does not exist; it is written by `{made_by}` (run that stage first)")
@@ -237,6 +243,22 @@ def _atomic_dir(path: Path) -> Iterator[Path]:
             os.replace(tmp, path)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def sweep_interrupted_writes(folder: Path) -> list[Path]:
+    """Remove what atomic writes into `folder` left when a kill cut them short (their cleanup never ran):
+    hidden `.NAME.*.tmp` files and folders, and `.NAME.old` folders. The complete files are never touched.
+    Call it where one process writes the folder, before the stage writes there again."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    left = [p for p in folder.glob(".*") if p.name.endswith((".tmp", ".old"))]
+    for p in left:
+        if p.is_dir():
+            shutil.rmtree(p, ignore_errors=True)
+        else:
+            p.unlink(missing_ok=True)
+    return left
 
 
 def write_text(path: Path, text: str) -> None:

@@ -20,6 +20,7 @@ from pathlib import Path
 from hyperfit.config import EvaluateConfig, ModelConfig
 from hyperfit.stages.data import continuation_text, load_vocabulary
 from hyperfit.metrics.registry import GenerationSet, compute
+from hyperfit.dist import world
 from hyperfit.runs import RunDir, RunError, file_sha256, load_run_config, provenance, read_jsonl, write_json
 
 REFERENCE_TAG = "reference"
@@ -58,6 +59,8 @@ def evaluate(cfg: EvaluateConfig, model_cfg: ModelConfig, run: RunDir, tags: lis
              reference: bool = True) -> list[Path]:
     """Metrics for each generations/<tag>.jsonl (all of them by default) and for the human reference."""
     run = RunDir.of(run)
+    if world()[1] == 1:  # under a launch every rank writes the same files: none may sweep another's temp
+        run.sweep_interrupted_writes()
     from hyperfit.metrics.predictive import predictive_metrics
     from hyperfit.metrics.registry import get_metric
     from hyperfit.models import load_for_inference, load_tokenizer

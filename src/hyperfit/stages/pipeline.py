@@ -123,6 +123,7 @@ def run(cfg: RunConfig, resume: bool = False) -> RunDir:
     barrier()  # every rank has looked at the run directory before rank 0 writes to it
     if main:
         print("Resolved config:\n" + yaml.safe_dump(to_dict(cfg), sort_keys=False))
+        run_dir.sweep_interrupted_writes()  # no rank writes before the next barrier
         _write_config_and_data(cfg, run_dir, resume)
     barrier()  # the data files are there for every rank
     if not (resume and run_dir.final.is_dir()):

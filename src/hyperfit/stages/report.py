@@ -12,6 +12,7 @@ import json
 from pathlib import Path
 from typing import Sequence
 
+from hyperfit.dist import world
 from hyperfit.runs import RunDir, RunError, atomic_path, file_sha256, load_run_config, read_jsonl, write_text
 
 TABLE_METRICS = ("ttr", "ttr_words", "distinct_4", "rep_4", "nonword_rate", "self_bleu", "longest_overlap")
@@ -259,6 +260,9 @@ def examples(run: RunDir, n: int = 2, chars: int = 400) -> list[str]:
 def report(runs: Sequence[RunDir], out: Path | None = None) -> Path:
     """Write report.md (+ plots) into `out` (default: the first run's directory); returns its path."""
     runs = [RunDir.of(r) for r in runs]
+    if world()[1] == 1:  # under a launch every rank writes the same files: none may sweep another's temp
+        for r in runs:
+            r.sweep_interrupted_writes()
     not_runs = [str(r.path) for r in runs if not r.config.is_file()]
     if not_runs:  # a mistyped folder was reported on as an empty run (and created, when first)
         raise RunError(f"not a run directory (no config.yaml): {', '.join(not_runs)}; pass folders that "
