@@ -177,7 +177,7 @@ def _dispatch(args) -> int:
 
             say(prepare_data(cfg.data, load_tokenizer(cfg.model), run_dir))
         elif args.command == "train":
-            from hyperfit.training.loop import train
+            from hyperfit.training import train
 
             say(train(cfg.train, cfg.model, run_dir, resume=args.resume))
         elif args.command == "generate":

@@ -33,7 +33,7 @@ def check(cfg: RunConfig, trains: bool = True) -> None:
     from hyperfit.decoding.presets import resolve
     from hyperfit.metrics.registry import get_metric
     from hyperfit.models import check_lengths, load_model_config
-    from hyperfit.training.loop import check_tracker, local_batch_size
+    from hyperfit.training import check_tracker, local_batch_size
 
     if trains:
         local_batch_size(cfg.train, world()[1], cfg.data.num_train)
@@ -76,7 +76,7 @@ def run(cfg: RunConfig, resume: bool = False) -> RunDir:
     from hyperfit.stages.evaluate import evaluate
     from hyperfit.stages.generate import generate
     from hyperfit.stages.report import report
-    from hyperfit.training.loop import train
+    from hyperfit.training import train
 
     run_dir = RunDir(cfg.run_dir)
     if run_dir.config.exists() and not resume:
