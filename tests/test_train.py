@@ -195,6 +195,29 @@ def test_logged_loss_is_the_mean_of_the_updates_since_the_last_log_across_epochs
     assert step_losses(cut) == pytest.approx([v for _, v in logged], rel=1e-6)
 
 
+def test_the_loss_window_is_saved_with_a_checkpoint_and_reopened_on_rank_0_only():
+    from hyperfit.training.loop import LossWindow
+
+    class OneProcess:  # what LossWindow reads of accelerate's Accelerator
+        device, is_main_process = torch.device("cpu"), True
+
+        def reduce(self, tensor, op):
+            return tensor
+
+    class OtherRank(OneProcess):
+        is_main_process = False
+
+    window = LossWindow(OneProcess())
+    for loss in (1.0, 2.0):
+        window.add(torch.tensor(loss))
+    assert window.saved() == [3.0, 2]  # saving leaves the window open
+    reopened = LossWindow(OneProcess(), window.saved())
+    reopened.add(torch.tensor(6.0))
+    assert reopened.take() == 3.0 and reopened.steps == 0 and window.take() == 1.5
+    # The saved sum is already over all ranks: the other ranks reopen it empty, or a reduce would count it twice.
+    assert LossWindow(OtherRank(), [3.0, 2]).total.item() == 0.0
+
+
 @pytest.mark.parametrize("key", ["train.log_every", "train.keep_checkpoints"])
 def test_counts_that_must_be_positive_are_refused_before_anything_is_written(tmp_path, tiny_llama, corpus_file, key):
     from hyperfit.config import ConfigError
