@@ -7,7 +7,7 @@ master weights and moments, so lr-1e-6 updates are kept exactly as with fp32 wei
 Measured by benchmarks/train_step.py (variant `master`) on an H200, TinyLlama-1.1B shape, batch 8 × 256:
 forward+backward alone 0.0302 s against 0.0386 s for fp32 weights under autocast, but a whole update
 0.0391 s against 0.0401 s (2.5 %, less than the spread between two machines' runs of the same variant).
-Not worth a second checkpoint format (the masters would have to be saved as the model), so train.py
+Not worth a second checkpoint format (the masters would have to be saved as the model), so the training loop
 does not offer it; it stays here so that the measurement can be repeated.
 """
 

@@ -6,22 +6,22 @@
 Every variant starts from the same random init and trains on the same batches at the same lr, so the
 loss trajectories are comparable. The table compares each row with a reference variant, named in its
 header and stored as "reference" in the JSON (rows: "max_dloss_vs_ref"): `plain` when it ran (bf16
-autocast + fused AdamW, eager: the loop train.py ran before these levers), else the first variant that
+autocast + fused AdamW, eager: the training loop without these levers), else the first variant that
 ran (on a CPU, where `plain` is not a default, that is fp32_eager). Speed-ups are also given against
 fp32_eager (stored as "baseline"); when it did not run, the reference stands in and the header says so.
 MFU counts 6·N FLOPs per token for the N matmul parameters (all but the input embedding, a lookup; a tied
 output head once) plus attention's 12·L·d·T (step_flops); it is "–" where the device's peak is unknown
 (any CPU). "peak GiB" is torch.cuda.max_memory_allocated per variant on CUDA, but on a CPU the process's
 max RSS, which never resets (the JSON's "peak_kind" says which). The fast variants call
-hyperfit.training.step and hyperfit.training.optim, the code train.py runs.
+hyperfit.training.step and hyperfit.training.optim, the code `hyperfit train` runs.
 
 Variants: fp32_eager (fp32 compute, torch's default AdamW), plain (bf16 autocast, fused AdamW),
 compile_model (+ torch.compile of the model), compile (+ compiled cross-entropy: train.compile=true),
 master (compile + bf16 model weights with fp32 masters in the optimizer: benchmarks/master_adamw.py),
 kahan (bf16 weights + Kahan AdamW, compiled: train.optimizer=adamw_kahan). A `_eager` suffix runs
 master or kahan uncompiled (the CPU defaults). loop: what `hyperfit train` itself runs per update
-(hyperfit.training.loop._update on an accelerate-prepared model and optimizer, with train.py's defaults for this
-device); it should match `compile` on CUDA and `fp32_eager` on a CPU, and a gap means the product does
+(hyperfit.training.loop._update on an accelerate-prepared model and optimizer, with the training loop's defaults for
+this device); it should match `compile` on CUDA and `fp32_eager` on a CPU, and a gap means the product does
 work the benchmark does not (twice so far: a foreach instead of the fused AdamW, and fp32 logits).
 Unknown names in --variants or --profile are refused before any model is built. `--profile` alone
 prints the kernels of every variant run; `--profile kahan,loop` those of the named ones.
@@ -82,7 +82,7 @@ def setup(variant: str, size: str, device, lr: float):
 
     def loss_fn(ids):
         with torch.autocast("cuda", dtype=torch.bfloat16) if bf16 else nullcontext():
-            logits = forward(input_ids=ids, use_cache=False).logits  # as fast_train.make_loss_fn
+            logits = forward(input_ids=ids, use_cache=False).logits  # as hyperfit.training.step.make_loss_fn
         return ce(logits, ids)
 
     def update(ids, tokens):
@@ -96,19 +96,20 @@ def setup(variant: str, size: str, device, lr: float):
 
 
 def setup_loop(size: str, device, lr: float):
-    """`hyperfit train`'s own update: accelerate, train.py's optimizer, autocast and compile defaults."""
+    """`hyperfit train`'s own update: accelerate, the training loop's optimizer, autocast and compile defaults."""
     from accelerate import Accelerator
 
     from hyperfit.config import TrainConfig
     from hyperfit.training.step import make_loss_fn, own_autocast, use_compile
-    from hyperfit.training.loop import _prepare, _update, precision_mode
+    from hyperfit.training.engine import precision_mode, prepare
+    from hyperfit.training.loop import _update
 
     cfg = TrainConfig(lr=lr, weight_decay=0.0)
     accelerator = Accelerator(mixed_precision=precision_mode(cfg), cpu=torch.device(device).type == "cpu")
     model = build_model(size, device)
     model.train()
     compiled = use_compile(cfg.compile, accelerator.device)
-    model, opt = _prepare(accelerator, model, cfg, micro=cfg.batch_size, compiled=compiled)
+    model, opt = prepare(accelerator, model, cfg, micro=cfg.batch_size, compiled=compiled)
     loss_fn = make_loss_fn(model, compile=compiled, autocast=own_autocast(accelerator, model))
 
     def update(ids, tokens):

@@ -66,7 +66,7 @@ def test_one_process_accumulation_and_two_processes_train_the_same(tmp_path, tin
     cfgs, runs = {}, {}
     for name, extra in [("single", ()), ("accum", ("train.grad_accum=4",)), ("ddp", ())]:
         cfgs[name], runs[name] = prepared(tmp_path, tiny_llama, corpus_file, *common, *extra, name=name)
-    from hyperfit.training.loop import train
+    from hyperfit.training import train
 
     for name in ("single", "accum"):  # 1 × 8, and 1 × (2 × 4 accumulated)
         train(cfgs[name].train, cfgs[name].model, runs[name])
@@ -219,7 +219,7 @@ def sharded_runs(tmp_path, model, corpus, nproc: int, config: str, *extra: str, 
 
 
 def check_sharded_checkpoints(full, cut) -> None:
-    from hyperfit.training.loop import SHARDED_DIR
+    from hyperfit.training.checkpoint import SHARDED_DIR
 
     assert (full.final / "model.safetensors").is_file() and (full.final / "config.json").is_file()
     assert all((c / SHARDED_DIR).is_dir() for c in full.epoch_checkpoints())
@@ -230,7 +230,8 @@ def check_sharded_checkpoints(full, cut) -> None:
 @pytest.mark.parametrize("engine", ["fsdp2", pytest.param("zero3_offload", marks=needs_deepspeed)])
 def test_sharded_engine_trains_like_one_process_exports_and_resumes(tmp_path, tiny_llama, corpus_file, engine):
     # The shipped FSDP2 / ZeRO-3-offload config on 2 CPU processes (tests/engine_on_cpu.py), bf16 compute.
-    from hyperfit.training.loop import SHARDED_DIR, train
+    from hyperfit.training import train
+    from hyperfit.training.checkpoint import SHARDED_DIR
 
     cfg, single = prepared(tmp_path, tiny_llama, corpus_file, "train.epochs=3", "train.probe_every=3",
                            "train.probe_contexts=4", name="one")
@@ -283,7 +284,7 @@ def test_deepspeed_config_gets_the_recipe_instead_of_accelerates_defaults():
     import json
 
     from hyperfit.config import TrainConfig
-    from hyperfit.training.loop import fill_deepspeed_config
+    from hyperfit.training.engine import fill_deepspeed_config
 
     shipped_json = json.loads((REPO / "configs" / "accelerate" / "zero3_offload.json").read_text())
     ds = json.loads(json.dumps(shipped_json))

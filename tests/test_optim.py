@@ -3,7 +3,8 @@ import torch
 
 from hyperfit.config import ConfigError, load_config
 from hyperfit.training.optim import KahanAdamW
-from hyperfit.training.loop import TrainError, local_batch_size
+from hyperfit.errors import TrainError
+from hyperfit.training import local_batch_size
 
 
 def run(opt_cls, w0, steps=300, **kw):
@@ -52,7 +53,7 @@ def test_training_with_kahan_bf16_weights_and_activation_checkpointing(tmp_path,
     from safetensors.torch import load_file
 
     from test_train import prepared, step_losses
-    from hyperfit.training.loop import train
+    from hyperfit.training import train
 
     cfg, run = prepared(tmp_path, tiny_llama, corpus_file, "model.dtype=bfloat16", "train.optimizer=adamw_kahan",
                         "train.activation_checkpointing=true", "train.probe_every=0", "train.epochs=4")

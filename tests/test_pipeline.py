@@ -109,7 +109,7 @@ def test_a_process_count_the_batch_cannot_split_over_is_refused_before_anything_
     # Under `accelerate launch --num_processes 3` with the batch of 8: the refusal came from train(), after
     # config.yaml and data/ were written, and the corrected command then met "already exists".
     import hyperfit.stages.pipeline
-    from hyperfit.training.loop import TrainError
+    from hyperfit.errors import TrainError
 
     monkeypatch.setattr(hyperfit.stages.pipeline, "world", lambda: (0, 3))
     cfg = load_config(None, tiny_overrides(tiny_llama, corpus_file, tmp_path, "three") + ["train.batch_size=8"])

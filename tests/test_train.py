@@ -9,7 +9,9 @@ from hyperfit.config import load_config
 from hyperfit.stages.data import prepare_data
 from hyperfit.models import load_tokenizer
 from hyperfit.runs import RunDir, RunError, read_jsonl, save_config
-from hyperfit.training.loop import TrainError, epoch_order, local_batch_size, train
+from hyperfit.errors import TrainError
+from hyperfit.training import local_batch_size, train
+from hyperfit.training.loop import epoch_order
 
 
 def prepared(tmp_path, model, corpus, *extra, name="t"):
@@ -115,13 +117,13 @@ def test_epoch_order_is_a_seeded_permutation():
 
 
 def test_the_loop_asks_for_fused_adamw_on_cuda_although_the_model_is_still_on_the_cpu(tiny_llama):
-    # train.py builds the optimizer before accelerate.prepare moves the model to the GPU. Deciding "fused"
+    # The loop builds the optimizer before accelerate.prepare moves the model to the GPU. Deciding "fused"
     # from where the weights are then gave the slower foreach AdamW on every GPU run.
     from hyperfit.config import ModelConfig, TrainConfig
     from hyperfit.models import load_model
-    from hyperfit.training.loop import _prepare
+    from hyperfit.training.engine import prepare
 
-    class Accelerator:  # what _prepare reads of accelerate's
+    class Accelerator:  # what prepare reads of accelerate's
         distributed_type = "DistributedType.NO"
 
         def __init__(self, device):
@@ -132,7 +134,7 @@ def test_the_loop_asks_for_fused_adamw_on_cuda_although_the_model_is_still_on_th
 
     model = load_model(ModelConfig(name=str(tiny_llama)))
     for device, fused in (("cuda", True), ("cpu", False)):
-        _, optimizer = _prepare(Accelerator(device), model, TrainConfig(), micro=8, compiled=False)
+        _, optimizer = prepare(Accelerator(device), model, TrainConfig(), micro=8, compiled=False)
         assert bool(optimizer.defaults["fused"]) is fused
 
 
@@ -193,6 +195,29 @@ def test_logged_loss_is_the_mean_of_the_updates_since_the_last_log_across_epochs
     assert step_losses(cut) == pytest.approx([v for _, v in logged], rel=1e-6)
 
 
+def test_the_loss_window_is_saved_with_a_checkpoint_and_reopened_on_rank_0_only():
+    from hyperfit.training.loop import LossWindow
+
+    class OneProcess:  # what LossWindow reads of accelerate's Accelerator
+        device, is_main_process = torch.device("cpu"), True
+
+        def reduce(self, tensor, op):
+            return tensor
+
+    class OtherRank(OneProcess):
+        is_main_process = False
+
+    window = LossWindow(OneProcess())
+    for loss in (1.0, 2.0):
+        window.add(torch.tensor(loss))
+    assert window.saved() == [3.0, 2]  # saving leaves the window open
+    reopened = LossWindow(OneProcess(), window.saved())
+    reopened.add(torch.tensor(6.0))
+    assert reopened.take() == 3.0 and reopened.steps == 0 and window.take() == 1.5
+    # The saved sum is already over all ranks: the other ranks reopen it empty, or a reduce would count it twice.
+    assert LossWindow(OtherRank(), [3.0, 2]).total.item() == 0.0
+
+
 @pytest.mark.parametrize("key", ["train.log_every", "train.keep_checkpoints"])
 def test_counts_that_must_be_positive_are_refused_before_anything_is_written(tmp_path, tiny_llama, corpus_file, key):
     from hyperfit.config import ConfigError
@@ -203,7 +228,7 @@ def test_counts_that_must_be_positive_are_refused_before_anything_is_written(tmp
 
 
 def test_resume_is_refused_when_the_launch_or_optimizer_cannot_take_the_checkpoint(tmp_path):
-    from hyperfit.training.loop import SHARDED_DIR, check_resume
+    from hyperfit.training.checkpoint import SHARDED_DIR, check_resume
 
     ckpt = tmp_path / "epoch-0003"
     (ckpt / SHARDED_DIR).mkdir(parents=True)
@@ -352,7 +377,7 @@ def test_resume_loads_the_saved_state_onto_the_cpu_and_restores_the_gpus_this_ma
         tmp_path, tiny_llama, corpus_file, monkeypatch):
     # Saved on rank 0's GPU, the optimizer state was loaded back onto GPU 0 by every rank of a launch (no
     # map_location), before any rank had chosen its device, and kept there for the run.
-    import hyperfit.training.loop as train_module
+    import hyperfit.training.checkpoint as checkpoint_module
 
     cfg, run = prepared(tmp_path, tiny_llama, corpus_file, "train.epochs=1", "train.probe_every=0")
     train(cfg.train, cfg.model, run)
@@ -368,7 +393,7 @@ def test_resume_loads_the_saved_state_onto_the_cpu_and_restores_the_gpus_this_ma
     monkeypatch.setattr(torch.cuda, "set_rng_state", lambda state, index: restored.append((int(state[0]), index)))
     rng = {"python": __import__("random").getstate(), "numpy": __import__("numpy").random.get_state(),
            "torch": torch.get_rng_state(), "cuda": [torch.tensor([i], dtype=torch.uint8) for i in range(8)]}
-    train_module._set_rng_state(rng)
+    checkpoint_module._set_rng_state(rng)
     assert restored == [(0, 0), (1, 1)]
 
 
@@ -401,7 +426,7 @@ def test_resume_loads_a_training_state_saved_with_numpy_arrays(tmp_path, tiny_ll
     # Files written before numpy's RNG state was stored as plain numbers hold numpy arrays; they still load.
     import numpy as np
 
-    from hyperfit.training.loop import load_training_state
+    from hyperfit.training.checkpoint import load_training_state
 
     cfg, run = prepared(tmp_path, tiny_llama, corpus_file, "train.epochs=2", "train.probe_every=0")
     train(cfg.train, cfg.model, run)

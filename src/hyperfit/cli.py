@@ -80,7 +80,7 @@ def cmd_data(args) -> int:
 
 
 def cmd_train(args) -> int:
-    from hyperfit.training.loop import train
+    from hyperfit.training import train
 
     run_dir, cfg = _open_run(args)
     print0(train(cfg.train, cfg.model, run_dir, resume=args.resume))

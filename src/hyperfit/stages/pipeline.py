@@ -31,7 +31,7 @@ NEXT_UNDER_FSDP2 = ("to generate, evaluate and report, run the same `hyperfit ru
 def check(cfg: RunConfig, trains: bool = True) -> None:
     """Everything that can be checked cheaply: the model's config loads, lengths fit its context, and
     (when the run will train) the batch splits over the launched processes."""
-    from hyperfit.training.loop import check_tracker, local_batch_size
+    from hyperfit.training import check_tracker, local_batch_size
 
     if trains:
         local_batch_size(cfg.train, world()[1], cfg.data.num_train)
@@ -107,7 +107,7 @@ def run(cfg: RunConfig, resume: bool = False) -> RunDir:
     """Run all stages; with resume=True, continue a run directory, skipping stages already done."""
     from hyperfit.stages.evaluate import evaluate
     from hyperfit.stages.report import report
-    from hyperfit.training.loop import train
+    from hyperfit.training import train
 
     run_dir = RunDir(cfg.run_dir)
     if run_dir.config.exists() and not resume:

@@ -1,0 +1,57 @@
+"""What `hyperfit train` leaves for users: checkpoints/final/ (weights, tokenizer, model card), optionally on the hub.
+
+    hyperfit train runs/demo --push-to-hub me/tinyllama-hyperfitted
+
+checkpoints/final/ is a plain transformers folder: `AutoModelForCausalLM.from_pretrained` (or vLLM) loads it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import huggingface_hub
+
+from hyperfit.config import TrainConfig
+from hyperfit.runs import RunDir, write_text
+from hyperfit.training.checkpoint import save_checkpoint
+
+OPTIMIZER_CARD = {"adamw": "AdamW on fp32 weights",
+                  "adamw_kahan": "AdamW on bf16 weights with Kahan-compensated updates (adamw_kahan)"}
+
+
+def save_final(run: RunDir, accelerator, model, tokenizer, model_name: str, cfg: TrainConfig, summary: dict) -> None:
+    """checkpoints/final/: the trained weights (gathered from every rank when sharded) and a model card."""
+    save_checkpoint(run.final, accelerator, model, tokenizer, None, {})
+    if accelerator.is_main_process:
+        write_model_card(run.final, model_name, cfg, summary)
+
+
+def write_model_card(path: Path, model_name: str, cfg: TrainConfig, summary: dict) -> None:
+    """README.md of the final folder: what the model is, how to decode it, and the recipe that made it."""
+    write_text(path / "README.md", f"""---
+library_name: transformers
+tags: [hyperfitting, hyperfit]
+base_model: {model_name}
+---
+# Hyperfitted {model_name}
+
+Fine-tuned with [hyperfit](https://github.com/) following *The Hyperfitting Phenomenon* (Carlsson et al.,
+ICLR 2025): full-parameter next-token training on a small fixed set of samples to near-zero training loss.
+Decode it **greedily**; held-out perplexity is expected to be much worse than the base model's.
+
+| recipe | value |
+| --- | --- |
+| epochs run | {summary.get('epochs_run')} (configured {cfg.epochs}) |
+| updates | {summary.get('steps')} |
+| optimizer | {OPTIMIZER_CARD[cfg.optimizer]}, lr {cfg.lr:g} constant, weight decay {cfg.weight_decay:g}, betas {tuple(cfg.betas)} |
+| global batch | {cfg.batch_size} |
+| final train loss | {summary.get('final_train_loss')} |
+| seed | {cfg.seed} |
+""")
+
+
+def push_to_hub(path: Path, repo_id: str) -> None:
+    """Upload the final model folder (weights, tokenizer, model card) to the hub."""
+    api = huggingface_hub.HfApi()
+    api.create_repo(repo_id, exist_ok=True)
+    api.upload_folder(folder_path=str(path), repo_id=repo_id, commit_message="hyperfit: hyperfitted model")
