@@ -1,4 +1,5 @@
 import dataclasses
+from pathlib import Path
 
 import pytest
 import torch
@@ -439,3 +440,45 @@ def test_resume_loads_a_training_state_saved_with_numpy_arrays(tmp_path, tiny_ll
     assert np.array_equal(loaded["rng"]["numpy"][1], np.random.get_state()[1])
     summary = train(dataclasses.replace(cfg.train, epochs=3), cfg.model, run, resume=True)
     assert summary["epochs_run"] == 3 and [p.name for p in run.epoch_checkpoints()][-1] == "epoch-0003"
+
+
+def test_a_kill_while_pruning_leaves_nothing_the_next_start_keeps(tmp_path, monkeypatch):
+    # A kill during rmtree of an old checkpoint left a partial epoch-0001/ that no longer counted as a
+    # checkpoint (its training_state.pt was gone), so it was never pruned.
+    import hyperfit.training.checkpoint as C
+
+    run = RunDir(tmp_path / "r")
+    for epoch in (1, 2, 3):
+        (run.epoch_checkpoint(epoch)).mkdir(parents=True)
+        (run.epoch_checkpoint(epoch) / "training_state.pt").write_bytes(b"s")
+        (run.epoch_checkpoint(epoch) / "model.safetensors").write_bytes(b"w")
+
+    def killed_mid_delete(path, ignore_errors=False):
+        (next(p for p in sorted(Path(path).iterdir()) if p.name == "training_state.pt")).unlink()
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(C.shutil, "rmtree", killed_mid_delete)
+    with pytest.raises(KeyboardInterrupt):
+        C.prune_checkpoints(run, keep=1)
+    monkeypatch.undo()
+    C.remove_interrupted_writes(run)  # what the next start does
+    C.prune_checkpoints(run, keep=1)
+    assert sorted(p.name for p in run.checkpoints.iterdir()) == ["epoch-0003"]
+
+
+def test_the_final_folder_appears_with_its_model_card(tmp_path, tiny_llama, corpus_file, monkeypatch):
+    # A kill between writing final/ and its card left final/ without README.md (and --resume skips training).
+    import hyperfit.runs as runs
+
+    cfg, run = prepared(tmp_path, tiny_llama, corpus_file, "train.epochs=1", "train.probe_every=0")
+    seen, real = [], runs.os.replace
+
+    def watching(src, dst):
+        if Path(dst).name == "final":
+            seen.append(sorted(p.name for p in Path(src).iterdir()))
+        return real(src, dst)
+
+    monkeypatch.setattr(runs.os, "replace", watching)
+    train(cfg.train, cfg.model, run)
+    assert seen and "README.md" in seen[-1] and "model.safetensors" in seen[-1]
+    assert "Hyperfitted" in (run.final / "README.md").read_text()

@@ -10,6 +10,7 @@ accelerator.save_state. This layout is part of the run-directory contract: runs 
 
 from __future__ import annotations
 
+import os
 import pickle
 import random
 import shutil
@@ -107,8 +108,10 @@ def restore(start: Start, accelerator, optimizer, run: RunDir) -> None:
         write_jsonl(run.train_log, kept)
 
 
-def save_checkpoint(path: Path, accelerator, model, tokenizer, optimizer, state: dict) -> None:
-    """Model (safetensors) + tokenizer + optimizer/RNG state, written to a temp dir and renamed.
+def save_checkpoint(path: Path, accelerator, model, tokenizer, optimizer, state: dict,
+                    files: dict[str, str] | None = None) -> None:
+    """Model (safetensors) + tokenizer + optimizer/RNG state (+ `files`: name → text, e.g. the model card),
+    written to a temp dir and renamed, so the folder appears with all of them or not at all.
 
     Sharded engines: the consolidated HF folder (for users; get_state_dict gathers the full weights, a
     collective every rank must enter) plus every rank's shard of model and optimizer written by
@@ -129,6 +132,8 @@ def save_checkpoint(path: Path, accelerator, model, tokenizer, optimizer, state:
         with atomic_dir(path) as tmp:
             unwrapped.save_pretrained(tmp, state_dict=weights, safe_serialization=True)
             tokenizer.save_pretrained(tmp)
+            for name, text in (files or {}).items():
+                (tmp / name).write_text(text, encoding="utf-8")
             if sharded:
                 staging.rename(tmp / SHARDED_DIR)
                 torch.save({**state, "rng": _rng_state()}, tmp / STATE_FILE)
@@ -155,7 +160,11 @@ def load_training_state(path: Path) -> dict:
 def prune_checkpoints(run: RunDir, keep: int) -> None:
     """Keep the newest `keep` epoch checkpoints (each a full model copy)."""
     for old in run.epoch_checkpoints()[:-keep]:
-        shutil.rmtree(old, ignore_errors=True)
+        # Renamed first: a kill during the delete leaves a hidden .old folder the next start sweeps, not a
+        # partial epoch-NNNN/ that no longer counts as a checkpoint and so is never pruned.
+        doomed = old.with_name(f".{old.name}.old")
+        os.replace(old, doomed)
+        shutil.rmtree(doomed, ignore_errors=True)
 
 
 def remove_interrupted_writes(run: RunDir) -> None:

@@ -12,7 +12,7 @@ from pathlib import Path
 import huggingface_hub
 
 from hyperfit.config import TrainConfig
-from hyperfit.runs import RunDir, write_text
+from hyperfit.runs import RunDir
 from hyperfit.training.checkpoint import save_checkpoint
 
 OPTIMIZER_CARD = {"adamw": "AdamW on fp32 weights",
@@ -21,14 +21,13 @@ OPTIMIZER_CARD = {"adamw": "AdamW on fp32 weights",
 
 def save_final(run: RunDir, accelerator, model, tokenizer, model_name: str, cfg: TrainConfig, summary: dict) -> None:
     """checkpoints/final/: the trained weights (gathered from every rank when sharded) and a model card."""
-    save_checkpoint(run.final, accelerator, model, tokenizer, None, {})
-    if accelerator.is_main_process:
-        write_model_card(run.final, model_name, cfg, summary)
+    save_checkpoint(run.final, accelerator, model, tokenizer, None, {},
+                    files={"README.md": model_card(model_name, cfg, summary)})
 
 
-def write_model_card(path: Path, model_name: str, cfg: TrainConfig, summary: dict) -> None:
+def model_card(model_name: str, cfg: TrainConfig, summary: dict) -> str:
     """README.md of the final folder: what the model is, how to decode it, and the recipe that made it."""
-    write_text(path / "README.md", f"""---
+    return f"""---
 library_name: transformers
 tags: [hyperfitting, hyperfit]
 base_model: {model_name}
@@ -47,7 +46,7 @@ Decode it **greedily**; held-out perplexity is expected to be much worse than th
 | global batch | {cfg.batch_size} |
 | final train loss | {summary.get('final_train_loss')} |
 | seed | {cfg.seed} |
-""")
+"""
 
 
 def push_to_hub(path: Path, repo_id: str) -> None:
