@@ -29,7 +29,8 @@ def tokenizer():
     if model.exists():
         return build_tokenizer(model)
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-    from tinymodels import build_tokenizer as word_level, make_corpus
+    from tinymodels import build_tokenizer as word_level
+    from tinymodels import make_corpus
 
     return word_level(make_corpus())
 

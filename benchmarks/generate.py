@@ -23,8 +23,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import (SIZES, build_model, device_name, dump, kernel_table, now, peak_gib, peak_kind,  # noqa: E402
-                    peak_note, reset_peak)
+from common import SIZES, build_model, device_name, dump, kernel_table, now, peak_gib, peak_kind, peak_note, reset_peak  # noqa: E402
 
 DTYPES = {"bf16": torch.bfloat16, "fp32": torch.float32}
 

@@ -56,7 +56,7 @@ class MasterAdamW(_ListAdamW):
             self.state[p]["master"] = w
 
     @classmethod
-    def convert(cls, model, dtype=torch.bfloat16, **kw) -> "MasterAdamW":
+    def convert(cls, model, dtype=torch.bfloat16, **kw) -> MasterAdamW:
         params = [p for p in model.parameters() if p.requires_grad]
         masters = [p.detach().float().clone() for p in params]
         for p in params:

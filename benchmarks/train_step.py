@@ -39,8 +39,19 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import (SIZES, build_model, device_name, dump, kernel_table, now, peak_flops, peak_gib,  # noqa: E402
-                    peak_kind, peak_note, reset_peak)
+from common import (  # noqa: E402
+    SIZES,
+    build_model,
+    device_name,
+    dump,
+    kernel_table,
+    now,
+    peak_flops,
+    peak_gib,
+    peak_kind,
+    peak_note,
+    reset_peak,
+)
 
 VARIANTS = ("fp32_eager", "plain", "compile_model", "compile", "loop", "master", "kahan", "master_eager",
             "kahan_eager")  # every name setup() knows; anything else would silently run as plain fp32 AdamW
@@ -61,8 +72,8 @@ def setup(variant: str, size: str, device, lr: float):
     under the variant's autocast), update(ids, tokens) one whole update that returns its mean loss."""
     if variant == "loop":
         return setup_loop(size, device, lr)
-    from hyperfit.training.step import ce_sum, compiled_ce_sum
     from hyperfit.training.optim import build_optimizer
+    from hyperfit.training.step import ce_sum, compiled_ce_sum
     from master_adamw import MasterAdamW
 
     kahan = variant.startswith("kahan")
@@ -100,9 +111,9 @@ def setup_loop(size: str, device, lr: float):
     from accelerate import Accelerator
 
     from hyperfit.config import TrainConfig
-    from hyperfit.training.step import make_loss_fn, own_autocast, use_compile
     from hyperfit.training.engine import precision_mode, prepare
     from hyperfit.training.loop import _update
+    from hyperfit.training.step import make_loss_fn, own_autocast, use_compile
 
     cfg = TrainConfig(lr=lr, weight_decay=0.0)
     accelerator = Accelerator(mixed_precision=precision_mode(cfg), cpu=torch.device(device).type == "cpu")

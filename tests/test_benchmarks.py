@@ -9,7 +9,6 @@ from pathlib import Path
 import pytest
 import torch
 
-
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
@@ -124,9 +123,10 @@ def test_train_step_times_fp32_eager_with_no_warmup(tmp_path):
 
 
 def test_mfu_counts_matmul_parameters_not_the_embedding_lookup(monkeypatch):
+    from transformers import LlamaConfig, LlamaForCausalLM
+
     import train_step
     from common import SIZES, build_model
-    from transformers import LlamaConfig, LlamaForCausalLM
 
     # Tiny shape by hand: per layer q 64·64 + k, v 64·32 each + o 64·64 = 12,288, MLP 3·64·128 = 24,576,
     # two norms 128: 36,992. Two layers + final norm 64 + head 512·64 = 32,768: 106,816. The input

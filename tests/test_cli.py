@@ -5,9 +5,9 @@ import sys
 import pytest
 import yaml
 
-from tinymodels import ASSETS, needs_assets, tiny_overrides
 from hyperfit.cli import main
 from hyperfit.runs import read_jsonl
+from tinymodels import ASSETS, needs_assets, tiny_overrides
 
 
 def test_run_end_to_end_writes_the_run_directory(tmp_path, tiny_llama, corpus_file, capsys):

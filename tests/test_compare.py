@@ -4,10 +4,10 @@ import shutil
 
 import pytest
 
-from tinymodels import tiny_overrides
 from hyperfit.cli import main
-from hyperfit.stages.compare import compare, weights_hash
 from hyperfit.runs import read_jsonl, write_jsonl
+from hyperfit.stages.compare import compare, weights_hash
+from tinymodels import tiny_overrides
 
 DECODERS = ["greedy", "top_p", "contrastive", "entropy_matched_temperature"]
 

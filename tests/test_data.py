@@ -2,12 +2,11 @@ import json
 
 import pytest
 
-from tinymodels import make_corpus
-from hyperfit.config import DataConfig
-from hyperfit.stages.data import DataError, prepare_data, read_documents, split_documents
+from hyperfit.config import DataConfig, ModelConfig
 from hyperfit.models import load_tokenizer
-from hyperfit.config import ModelConfig
 from hyperfit.runs import RunDir, read_jsonl
+from hyperfit.stages.data import DataError, prepare_data, read_documents, split_documents
+from tinymodels import make_corpus
 
 
 def cfg(source, **kw):
@@ -158,9 +157,8 @@ def test_files_as_editors_and_spreadsheets_write_them(tmp_path):
 
 def test_long_documents_are_cut_before_tokenizing_and_keep_the_same_tokens(tmp_path):
     # A one-line 32 MB book was tokenized whole (3.9 GB peak for the 1,280 tokens kept).
-    from tinymodels import build_tokenizer, make_corpus
-
     from hyperfit.stages.data import REFERENCE_MAX_TOKENS, longest_piece, tokenize_documents
+    from tinymodels import build_tokenizer, make_corpus
 
     corpus = make_corpus(n_docs=20, words_per_doc=60)
     tok = build_tokenizer(corpus)

@@ -5,10 +5,17 @@ import pytest
 import torch
 
 from hyperfit.config import ConfigError, ModelConfig, load_config
-from hyperfit.decoding.contrastive import contrastive_search
-from hyperfit.decoding.presets import PRESETS, REPORTED_TOP_P, DecoderError, effective_settings, generation_config, resolve
-from hyperfit.decoding.entropy_match import match_temperature, mean_entropy
 from hyperfit.decoding import decode
+from hyperfit.decoding.contrastive import contrastive_search
+from hyperfit.decoding.entropy_match import match_temperature, mean_entropy
+from hyperfit.decoding.presets import (
+    PRESETS,
+    REPORTED_TOP_P,
+    DecoderError,
+    effective_settings,
+    generation_config,
+    resolve,
+)
 from hyperfit.models import load_model, load_tokenizer
 
 # Decoders that search against another checkpoint first need a run: see test_compare.

@@ -3,9 +3,9 @@
 
 import pytest
 
-from tinymodels import ASSETS, needs_assets
 from hyperfit.demo import DEMO_MARKER, demo
 from hyperfit.runs import read_jsonl
+from tinymodels import ASSETS, needs_assets
 
 FAST = ["train.epochs=1", "data.num_train=16", "data.num_val=8", "data.num_contexts=4", "train.probe_every=0",
         "generate.max_new_tokens=16"]

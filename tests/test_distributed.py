@@ -15,8 +15,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from hyperfit.stages.generate import generate
 from hyperfit.runs import RunDir, read_jsonl
+from hyperfit.stages.generate import generate
 from test_train import prepared, step_losses
 from tinymodels import ASSETS, needs_assets
 

@@ -4,9 +4,9 @@ import pytest
 import torch
 
 from hyperfit.config import ModelConfig
-from hyperfit.decoding.presets import generation_config
 from hyperfit.decoding.fast_greedy import GreedyDecoder, fast_greedy_applies
 from hyperfit.decoding.loops import continue_contexts
+from hyperfit.decoding.presets import generation_config
 from hyperfit.models import load_model, load_tokenizer
 
 
@@ -92,8 +92,9 @@ def sliding_window_model():
 def test_sliding_window_models_are_never_recorded_and_decode_like_generate():
     # Their cache keeps its fill level as a Python int: a recorded CUDA graph replays the capture step's
     # position and mask at every token (30 % of tokens right, emulated; or an index_copy_ out of range).
-    from hyperfit.decoding.fast_greedy import recordable, resolve_mode
     from transformers import GenerationConfig, StaticCache
+
+    from hyperfit.decoding.fast_greedy import recordable, resolve_mode
 
     model = sliding_window_model()
     cache = StaticCache(config=model.config, max_cache_len=40)

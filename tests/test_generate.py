@@ -2,8 +2,8 @@ import torch
 from transformers import GenerationConfig
 
 from hyperfit.config import ModelConfig
-from hyperfit.decoding.presets import effective_settings, generation_config
 from hyperfit.decoding.loops import continue_contexts
+from hyperfit.decoding.presets import effective_settings, generation_config
 from hyperfit.models import load_model, load_tokenizer
 
 
@@ -56,8 +56,8 @@ def test_generation_dtype_is_applied_and_recorded_in_every_row(tmp_path, tiny_ll
     # generate.dtype=auto is float32 off CUDA (bfloat16 on it); an explicit bfloat16 loads bf16 weights.
     # Greedy tokens may differ between dtypes, so each row says which one made it, and compare's cache
     # key changes with it.
-    from hyperfit.stages.generate import Job, generate
     from hyperfit.runs import read_jsonl
+    from hyperfit.stages.generate import Job, generate
     from test_train import prepared
 
     cfg, run = prepared(tmp_path, tiny_llama, corpus_file, "generate.checkpoint=base", name="auto")

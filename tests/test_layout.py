@@ -30,6 +30,9 @@ PACKAGE = SRC / "hyperfit"
 MAX_FUNCTION_LINES = 60
 # Packages that load torch (or are torch): importing them costs seconds, so they may wait inside a function.
 TORCH_BOUNDARY = {"torch", "transformers", "accelerate", "peft", "deepspeed", "safetensors"}
+# Not torch, but as slow to import and needed by one command each (plots; the hub client for a download):
+# `hyperfit --help` and the study server must not pay for them.
+SLOW_TO_IMPORT = {"matplotlib", "huggingface_hub"}
 LIGHT_ENTRY_POINTS = ["hyperfit", "hyperfit.config", "hyperfit.study.server"]
 HEAVY = ["torch", "transformers"]
 
@@ -252,7 +255,8 @@ def optional_extras() -> frozenset[str]:
 
 @cache
 def loads_torch(module: str) -> bool:
-    """Whether a hyperfit module loads the torch boundary from its module top, itself or through another."""
+    """Whether a hyperfit module loads the torch boundary (or a slow or optional package) from its module top,
+    itself or through another."""
     graph, seen, todo = import_graph(top_only=True), set(), [module]
     while todo:
         m = todo.pop()
@@ -260,7 +264,8 @@ def loads_torch(module: str) -> bool:
             continue
         seen.add(m)
         for _, target, in_function in imports(m):
-            if not in_function and target.split(".")[0] in TORCH_BOUNDARY:
+            top = target.split(".")[0]
+            if not in_function and (top in TORCH_BOUNDARY | SLOW_TO_IMPORT or top.lower() in optional_extras()):
                 return True
         todo.extend(graph[m])
     return False
@@ -268,7 +273,7 @@ def loads_torch(module: str) -> bool:
 
 def allowed_late(target: str) -> bool:
     top = target.split(".")[0]
-    if top in TORCH_BOUNDARY or top.lower() in optional_extras():
+    if top in TORCH_BOUNDARY | SLOW_TO_IMPORT or top.lower() in optional_extras():
         return True
     own = own_module(target)
     return own is not None and loads_torch(own)

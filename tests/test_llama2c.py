@@ -3,8 +3,8 @@ import math
 import pytest
 import torch
 
-from tinymodels import ASSETS, needs_assets
 from hyperfit.llama2c import ImportError_, import_llama2c, unpermute_rotary
+from tinymodels import ASSETS, needs_assets
 
 
 def test_unpermute_rotary_worked_example():

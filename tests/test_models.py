@@ -1,10 +1,17 @@
 import pytest
 import torch
 
-from tinymodels import save_tiny_model
 from hyperfit.config import DataConfig, ModelConfig
-from hyperfit.models import (ModelError, PrecisionError, check_lengths, load_model, load_model_config,
-                             lost_update_fraction, precision_guard)
+from hyperfit.models import (
+    ModelError,
+    PrecisionError,
+    check_lengths,
+    load_model,
+    load_model_config,
+    lost_update_fraction,
+    precision_guard,
+)
+from tinymodels import save_tiny_model
 
 
 def test_dropout_is_disabled(tmp_path):

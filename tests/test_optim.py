@@ -2,9 +2,9 @@ import pytest
 import torch
 
 from hyperfit.config import ConfigError, load_config
-from hyperfit.training.optim import KahanAdamW
 from hyperfit.errors import TrainError
 from hyperfit.training import local_batch_size
+from hyperfit.training.optim import KahanAdamW
 
 
 def run(opt_cls, w0, steps=300, **kw):
@@ -52,8 +52,8 @@ def test_more_ranks_than_the_batch_is_an_error_that_names_the_options():
 def test_training_with_kahan_bf16_weights_and_activation_checkpointing(tmp_path, tiny_llama, corpus_file):
     from safetensors.torch import load_file
 
-    from test_train import prepared, step_losses
     from hyperfit.training import train
+    from test_train import prepared, step_losses
 
     cfg, run = prepared(tmp_path, tiny_llama, corpus_file, "model.dtype=bfloat16", "train.optimizer=adamw_kahan",
                         "train.activation_checkpointing=true", "train.probe_every=0", "train.epochs=4")

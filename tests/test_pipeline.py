@@ -3,9 +3,9 @@
 import pytest
 
 from hyperfit.config import load_config
+from hyperfit.runs import read_jsonl
 from hyperfit.stages.data import DataError
 from hyperfit.stages.pipeline import run
-from hyperfit.runs import read_jsonl
 from tinymodels import tiny_overrides
 
 
@@ -44,14 +44,14 @@ def test_the_flat_api_stays_callable_after_its_modules_are_imported(monkeypatch)
     # Python binds an imported submodule over the package attribute of the same name: after hyperfit.run()
     # imported hyperfit.training.loop, `hyperfit.train(...)` (the README's one-stage call) raised "'module' object
     # is not callable".
+    from importlib import import_module
+
     import hyperfit
     import hyperfit.stages.compare
     import hyperfit.stages.evaluate
     import hyperfit.stages.generate
     import hyperfit.stages.report
     import hyperfit.training.loop
-
-    from importlib import import_module
 
     for name in ("train", "generate", "evaluate", "report", "compare"):
         assert callable(getattr(hyperfit, name))

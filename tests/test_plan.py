@@ -4,9 +4,24 @@ from pathlib import Path
 import pytest
 
 from hyperfit.cli import main
-from hyperfit.plan import (CHECKPOINTED_BY_LAUNCH_FILE, DEFAULT_GPU_GIB, OFFLOAD_HOST_BYTES, OVERHEAD,
-                           REDUCE_BUCKET_BYTES, STATE_BYTES, STRATEGIES, PlanError, Shape, activation_bytes, gpu_size,
-                           looks_like_path, per_gpu, rank_options, shape_of, table)
+from hyperfit.plan import (
+    CHECKPOINTED_BY_LAUNCH_FILE,
+    DEFAULT_GPU_GIB,
+    OFFLOAD_HOST_BYTES,
+    OVERHEAD,
+    REDUCE_BUCKET_BYTES,
+    STATE_BYTES,
+    STRATEGIES,
+    PlanError,
+    Shape,
+    activation_bytes,
+    gpu_size,
+    looks_like_path,
+    per_gpu,
+    rank_options,
+    shape_of,
+    table,
+)
 
 LAUNCH_DIR = Path(__file__).resolve().parents[1] / "configs" / "accelerate"
 

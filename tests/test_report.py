@@ -7,9 +7,9 @@ import statistics
 
 import pytest
 
-from tinymodels import tiny_overrides
 from hyperfit.cli import main
 from hyperfit.runs import read_jsonl
+from tinymodels import tiny_overrides
 
 
 @pytest.fixture(scope="module")

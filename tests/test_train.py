@@ -5,14 +5,14 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from tinymodels import tiny_overrides
 from hyperfit.config import load_config
-from hyperfit.stages.data import prepare_data
+from hyperfit.errors import TrainError
 from hyperfit.models import load_tokenizer
 from hyperfit.runs import RunDir, RunError, read_jsonl, save_config
-from hyperfit.errors import TrainError
+from hyperfit.stages.data import prepare_data
 from hyperfit.training import local_batch_size, train
 from hyperfit.training.loop import epoch_order
+from tinymodels import tiny_overrides
 
 
 def prepared(tmp_path, model, corpus, *extra, name="t"):
@@ -145,8 +145,8 @@ def test_mixed_precision_training_keeps_bf16_logits_and_probes_decode_in_the_mod
     # place, each training step wrote fp32 logits, and the probes' greedy decoder ran under autocast although
     # it switches autocast off: its static cache then got fp32 keys beside bf16 values, which transformers
     # 5.17 refuses (the crash seen on an H200). The probes take the fast decoder here as they do on CUDA.
-    import hyperfit.training.step as F
     import hyperfit.stages.generate as G
+    import hyperfit.training.step as F
 
     logits_dtypes, decode_dtypes = set(), set()
     real_ce, real_continue = F.ce_sum, G.continue_contexts
@@ -269,8 +269,8 @@ def test_the_training_forward_builds_no_kv_cache(tiny_llama):
     # the recomputed layer appended its keys to it a second time, and with transformers 5.17 attention then
     # failed (64 keys against a mask of 32): the shipped fsdp2.yaml could not train there.
     from hyperfit.config import ModelConfig
-    from hyperfit.training.step import make_loss_fn
     from hyperfit.models import load_model
+    from hyperfit.training.step import make_loss_fn
 
     model = load_model(ModelConfig(name=str(tiny_llama))).train()
     outputs = []

@@ -25,8 +25,6 @@ from hyperfit.errors import ConfigError, HyperfitError
 from hyperfit.metrics.registry import available_metrics
 from hyperfit.plan import plan
 from hyperfit.runs import RunDir, load_run_config, record_stage_overrides
-from hyperfit.stages.agreement import agreement
-from hyperfit.stages.compare import compare
 from hyperfit.stages.data import prepare_data
 from hyperfit.stages.evaluate import evaluate
 from hyperfit.stages.report import report
@@ -119,6 +117,8 @@ def cmd_report(args) -> int:
 
 
 def cmd_compare(args) -> int:
+    from hyperfit.stages.compare import compare  # loads torch: only this command pays for it
+
     runs = [a for a in args.items if "=" not in a]
     overrides = [a for a in args.items if "=" in a]
     lengths = parse_lengths(args.lengths) if args.lengths else None
@@ -155,6 +155,8 @@ def cmd_import_llama2c(args) -> int:
 
 
 def cmd_agreement(args) -> int:
+    from hyperfit.stages.agreement import agreement  # loads torch: only this command pays for it
+
     result = agreement(args.run_dirs, args.base, args.out)
     for name, row in zip(result["models"], result["matrix"]):
         print0(f"{name:>20s} " + " ".join(f"{v:.3f}" for v in row))

@@ -18,7 +18,9 @@ import os
 import shutil
 from pathlib import Path
 
+from hyperfit.config import load_config
 from hyperfit.runs import RunDir, RunError, read_jsonl
+from hyperfit.stages.report import metrics_rows
 
 MODEL_FILES = ("stories260K/stories260K.bin", "stories260K/tok512.model")
 TEXT_FILE = "text/tinystories/tinystories_val.txt"
@@ -93,7 +95,6 @@ def demo(assets: str | None = None, out_dir: str = "runs", overrides=(), resume:
     """The whole pipeline on stories260K. A rerun replaces the previous demo run of the same name (the marker
     file, written before anything else, says the folder is the demo's, so a killed demo can be rerun);
     resume=True finishes it instead."""
-    from hyperfit.config import load_config
     from hyperfit.llama2c import import_llama2c
     from hyperfit.stages.pipeline import run
 
@@ -126,7 +127,6 @@ def claim_run_dir(run_dir: RunDir, resume: bool) -> None:
 
 
 def report_to_terminal(run_dir: RunDir) -> None:
-    from hyperfit.stages.report import metrics_rows
 
     header, rows = metrics_rows([run_dir])
     keep = [header.index(k) for k in ("weights / decoder", "ttr", "distinct_4", "rep_4", "nonword_rate", "val loss",

@@ -15,13 +15,13 @@ must enter. Single process: no process group, nothing gathered.
 from __future__ import annotations
 
 import math
+import os
 
 from hyperfit.errors import RunError
 
 
 def world() -> tuple[int, int]:
     """(rank, number of processes); starts the process group when launched by accelerate/torchrun."""
-    import os
 
     if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
         return 0, 1
@@ -41,7 +41,6 @@ def check_group(formed: int) -> None:
     A GPU launch config (distributed_type: MULTI_GPU) on a process that sees no GPU makes accelerate
     fall back to one process each, silently: every process would then train the whole run and write the
     same files. Called with the group size accelerate formed."""
-    import os
 
     launched = int(os.environ.get("WORLD_SIZE", "1"))
     if launched != formed:

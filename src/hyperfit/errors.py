@@ -8,7 +8,7 @@ callers that catch those keep working.
 from __future__ import annotations
 
 import difflib
-from typing import Iterable, Mapping
+from collections.abc import Iterable, Mapping
 
 
 class HyperfitError(Exception):

@@ -21,9 +21,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from hyperfit.runs import atomic_dir
 from hyperfit.errors import LlamaImportError as ImportError_  # noqa: F401 - raised here, importable from here
-
+from hyperfit.runs import atomic_dir
 
 MARKER = "hyperfit_import.json"  # written into every import, so a later import knows it may replace the folder
 

@@ -4,11 +4,14 @@ fp32 master weights, and a precision guard against updates that would round away
 
 from __future__ import annotations
 
+import inspect
+import os
 from pathlib import Path
 
 import torch
 
 from hyperfit.config import DataConfig, ModelConfig
+from hyperfit.dist import device, world
 from hyperfit.errors import ModelError, PrecisionError  # noqa: F401 - raised here, importable from here
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -102,9 +105,6 @@ def load_for_inference(cfg: ModelConfig, path: str | Path | None = None):
     larger than one GPU still runs (70B in bf16: 140 GB, 17.5 GB per GPU on 8), each rank on its own
     contexts. Otherwise the whole model goes to this process's device.
     """
-    import os
-
-    from hyperfit.dist import device, world
 
     launched = world()[1] > 1
     if deepspeed_launch():
@@ -145,16 +145,12 @@ def cache_argument(model) -> str:
     """The name of the KV-cache argument of model.forward (and field of its output): transformers renamed
     past_key_values to cache in 5.2x; the versions we support (>= 5.0; our GPU machines have 5.17) use
     either."""
-    import inspect
 
     return "cache" if "cache" in inspect.signature(type(model).forward).parameters else "past_key_values"
 
 
 def deepspeed_launch() -> bool:
     """True under `accelerate launch` with a DeepSpeed config and several processes."""
-    import os
-
-    from hyperfit.dist import world
 
     return world()[1] > 1 and os.environ.get("ACCELERATE_USE_DEEPSPEED", "").lower() == "true"
 

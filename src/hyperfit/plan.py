@@ -20,6 +20,7 @@ import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
+
 from hyperfit.errors import PlanError  # noqa: F401 - raised here, importable from here
 
 GIB = 2**30

@@ -15,6 +15,7 @@ half-written artifact that a later stage would trust.
 from __future__ import annotations
 
 import errno
+import hashlib
 import json
 import os
 import platform
@@ -22,13 +23,16 @@ import shutil
 import subprocess
 import sys
 import tempfile
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Iterable, Iterator
 
 import yaml
+
+from hyperfit.config import from_dict, read_config_file, replace, to_dict
+from hyperfit.dist import world
 from hyperfit.errors import RunError  # noqa: F401 - raised here, importable from here
 
 
@@ -40,7 +44,7 @@ class RunDir:
         object.__setattr__(self, "path", Path(self.path))
 
     @classmethod
-    def of(cls, run: "RunDir | str | Path") -> "RunDir":
+    def of(cls, run: RunDir | str | Path) -> RunDir:
         """A RunDir from a RunDir or a path: the stage functions take either (notebooks pass paths)."""
         return run if isinstance(run, cls) else cls(run)
 
@@ -269,7 +273,6 @@ def write_text(path: Path, text: str) -> None:
 def file_sha256(path: Path) -> str:
     """sha256 of a file's bytes, read in 4 MiB blocks (weight files can be larger than memory allows):
     what a metrics file records of the generations it measured, and what a weights hash is made of."""
-    import hashlib
 
     h = hashlib.sha256()
     with open(path, "rb") as f:
@@ -340,7 +343,6 @@ def _git_commit() -> str | None:
 
 
 def save_config(run: RunDir, cfg) -> None:
-    from hyperfit.config import to_dict
 
     doc = to_dict(cfg)
     doc["provenance"] = provenance()
@@ -353,7 +355,6 @@ def record_stage_overrides(run: RunDir, overrides) -> None:
     The config itself stays as the run was created, because later stages read their defaults from it;
     the note is what tells a reader that, say, the run was trained for 6 epochs and not the saved 2.
     Rank 0 writes it under a launch."""
-    from hyperfit.dist import world
 
     if not overrides or world()[0] != 0:
         return
@@ -366,7 +367,6 @@ def record_stage_overrides(run: RunDir, overrides) -> None:
 
 def load_run_config(run: RunDir, overrides=()):
     """The config saved in a run directory, with overrides applied (provenance is not a config key)."""
-    from hyperfit.config import from_dict, read_config_file, replace
 
     raw = read_config_file(run.require(run.config, "hyperfit run"))
     raw.pop("provenance", None)

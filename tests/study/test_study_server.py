@@ -11,8 +11,7 @@ import pytest
 
 from hyperfit.study import StudyError, store
 from hyperfit.study.server import allowed_hosts, create_app
-from study_fixtures import (DECODER, MODEL, RUN_NAME, admin_token, count_judgements, form_fields,
-                            tokens)
+from study_fixtures import DECODER, MODEL, RUN_NAME, admin_token, count_judgements, form_fields, tokens
 
 # Nothing that identifies a system may reach an annotator: names, file names, decoder, model, config.
 LEAKS = (RUN_NAME, MODEL, DECODER, "SECRET", "greedy", "original", ".jsonl", "contexts", "decoder",

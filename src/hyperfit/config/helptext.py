@@ -10,12 +10,12 @@ import dataclasses
 import inspect
 import textwrap
 from dataclasses import fields
-from functools import lru_cache
+from functools import cache
 
 from hyperfit.config.schema import RunConfig
 
 
-@lru_cache(maxsize=None)
+@cache
 def field_docs(cls) -> dict[str, str]:
     """{field name: docstring} for a config dataclass, from the string literal below each field."""
     tree = ast.parse(textwrap.dedent(inspect.getsource(cls)))

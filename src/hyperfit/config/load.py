@@ -14,9 +14,10 @@ problem is collected before one ConfigError lists them all.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 from dataclasses import fields
 from pathlib import Path
-from typing import Any, Optional, Sequence, get_type_hints
+from typing import Any, Optional, get_type_hints
 
 import yaml
 

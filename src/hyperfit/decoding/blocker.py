@@ -27,8 +27,8 @@ short context's window still holds pad ids, it can only match training text that
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from typing import Sequence
 
 import numpy as np
 import torch
@@ -67,7 +67,7 @@ class NgramIndex:
     def num_entries(self) -> int:
         return int(self.keys.numel())
 
-    def to(self, device: torch.device | str) -> "NgramIndex":
+    def to(self, device: torch.device | str) -> NgramIndex:
         """The same index with its tensors on `device`."""
         move = {f: getattr(self, f).to(device) for f in ("keys", "grams", "offsets", "followers")}
         return replace(self, **move)
@@ -287,7 +287,7 @@ class NgramBlocker(LogitsProcessor):
         self._unblockable = torch.zeros((), dtype=torch.long)
 
     @classmethod
-    def from_samples(cls, samples: Sequence[Sequence[int]], n: int = 6, **kwargs) -> "NgramBlocker":
+    def from_samples(cls, samples: Sequence[Sequence[int]], n: int = 6, **kwargs) -> NgramBlocker:
         return cls(build_index(samples, n), **kwargs)
 
     @property

@@ -17,7 +17,7 @@ cache repeated k times (a copy of the cache per step: the hidden cost of batchin
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 

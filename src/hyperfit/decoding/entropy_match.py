@@ -15,8 +15,8 @@ exists for completeness and as a check, the meaningful control samples.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Sequence
 from dataclasses import replace
-from typing import Callable, Sequence
 
 from hyperfit.errors import EntropyMatchError
 
@@ -63,16 +63,14 @@ def match_temperature(model, target_model, sequences: Sequence[Sequence[int]], t
             "original_entropy": mean_entropy(model, sequences, 1.0, batch_size)}
 
 
-def prepare(decoder, model, run, model_cfg, batch_size: int = 16):
+def prepare(decoder, model, run, load: Callable, batch_size: int = 16):
     """`decoder` (a resolved presets.Decoder; not imported here, since presets calls this) with its
-    temperature found against run's `target` checkpoint on data/val.jsonl."""
-    from hyperfit.models import load_for_inference
-
+    temperature found against run's `target` checkpoint (loaded by `load(name)`) on data/val.jsonl."""
     val = [r["input_ids"] for r in run.read_samples("val")][: decoder.params["max_sequences"]]
     if not val:
         raise EntropyMatchError(f"{run.data_file('val')} holds no sequences; entropy matching measures on the "
                                 "validation text, so prepare the run with data.num_val > 0")
-    target_model = load_for_inference(model_cfg, run.weights_for(decoder.params["target"]))
+    target_model = load(decoder.params["target"])
     found = match_temperature(model, target_model, val, decoder.params["tolerance"], batch_size)
     del target_model
     return replace(decoder, found={**found, "matched_on": f"{len(val)} val sequences"})

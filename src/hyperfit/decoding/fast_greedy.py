@@ -28,7 +28,8 @@ is called eagerly each step; it must not sync with the host if it is to stay fas
 from __future__ import annotations
 
 import inspect
-from typing import Callable, Optional, Sequence
+from collections.abc import Callable, Sequence
+from typing import Optional
 
 import torch
 

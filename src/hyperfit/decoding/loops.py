@@ -13,8 +13,8 @@ because in bf16 the two greedy loops can part where two logits nearly tie.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import torch
 

@@ -18,9 +18,11 @@ n-gram, beam search) is plain GenerationConfig fields. Two presets need more tha
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any
 
+from hyperfit.decoding import entropy_match
 from hyperfit.errors import DecoderError, did_you_mean
 from hyperfit.values import coerce
 
@@ -39,24 +41,25 @@ class Method:
     name = "generate"
     loop = "generate"
 
-    def config_fields(self, decoder: "Decoder") -> dict:
+    def config_fields(self, decoder: Decoder) -> dict:
         """GenerationConfig fields set from the decoder's parameters (on top of the preset's fixed ones)."""
         return dict(decoder.params)
 
-    def record(self, decoder: "Decoder") -> dict:
+    def record(self, decoder: Decoder) -> dict:
         """What the rows record beyond the GenerationConfig's own fields."""
         return {}
 
-    def target(self, decoder: "Decoder") -> str | None:
+    def target(self, decoder: Decoder) -> str | None:
         """The checkpoint a search measures against (it is then part of the cache key), if any."""
         return None
 
-    def skip_reason(self, decoder: "Decoder", checkpoint: str) -> str | None:
+    def skip_reason(self, decoder: Decoder, checkpoint: str) -> str | None:
         """Why decoding `checkpoint` with this decoder would be meaningless (compare notes it and skips)."""
         return None
 
-    def prepare(self, decoder: "Decoder", model, run, model_cfg) -> "Decoder":
-        """The decoder with anything a search must find first (with `model` loaded)."""
+    def prepare(self, decoder: Decoder, model, run, load: Callable[[str], Any]) -> Decoder:
+        """The decoder with anything a search must find first (with `model` loaded; `load(checkpoint)` loads
+        another of the run's checkpoints for inference)."""
         return decoder
 
 
@@ -65,10 +68,10 @@ class Contrastive(Method):
 
     name = loop = "contrastive"
 
-    def config_fields(self, decoder: "Decoder") -> dict:
+    def config_fields(self, decoder: Decoder) -> dict:
         return {}
 
-    def record(self, decoder: "Decoder") -> dict:
+    def record(self, decoder: Decoder) -> dict:
         return decoder.record()
 
 
@@ -78,23 +81,21 @@ class EntropyMatched(Method):
 
     name = "entropy_matched"
 
-    def config_fields(self, decoder: "Decoder") -> dict:
+    def config_fields(self, decoder: Decoder) -> dict:
         return {"do_sample": decoder.params["do_sample"], "temperature": decoder.found.get("temperature", 1.0)}
 
-    def record(self, decoder: "Decoder") -> dict:
+    def record(self, decoder: Decoder) -> dict:
         return decoder.record()
 
-    def target(self, decoder: "Decoder") -> str | None:
+    def target(self, decoder: Decoder) -> str | None:
         return decoder.params["target"]
 
-    def skip_reason(self, decoder: "Decoder", checkpoint: str) -> str | None:
+    def skip_reason(self, decoder: Decoder, checkpoint: str) -> str | None:
         target = self.target(decoder)
         return f"it is its own target ({target})" if target == checkpoint else None
 
-    def prepare(self, decoder: "Decoder", model, run, model_cfg) -> "Decoder":
-        from hyperfit.decoding.entropy_match import prepare  # measures with the model: the torch boundary
-
-        return prepare(decoder, model, run, model_cfg)
+    def prepare(self, decoder: Decoder, model, run, load: Callable[[str], Any]) -> Decoder:
+        return entropy_match.prepare(decoder, model, run, load)
 
 
 GENERATE, CONTRASTIVE, ENTROPY_MATCHED = Method(), Contrastive(), EntropyMatched()

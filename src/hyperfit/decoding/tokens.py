@@ -7,7 +7,7 @@ min_new_tokens == max_new_tokens, every loop bans EOS at every step, and nothing
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 

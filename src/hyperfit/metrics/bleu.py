@@ -20,7 +20,7 @@ the tests and `benchmarks/bleu.py`; this module reimplements its 13a tokenizer (
 from __future__ import annotations
 
 import re
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 

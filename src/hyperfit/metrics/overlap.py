@@ -17,7 +17,7 @@ programming over 2000 samples.
 from __future__ import annotations
 
 import weakref
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 

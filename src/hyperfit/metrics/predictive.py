@@ -7,10 +7,12 @@ mass on the top-1 token) while validation loss and perplexity get much worse.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from contextlib import nullcontext
-from typing import Sequence
 
 import torch
+
+from hyperfit.dist import map_batches
 
 TOPK = (1, 3, 5)
 
@@ -47,7 +49,6 @@ def predictive_metrics(model, sequences: Sequence[Sequence[int]], batch_size: in
     Returns loss (nats/token), perplexity, entropy (nats), top-1/3/5 probability mass, mean gold rank.
     `temperature` divides the logits first (the entropy-matched temperature control searches over it).
     """
-    from hyperfit.dist import map_batches
 
     if not sequences:
         return {}
@@ -79,7 +80,6 @@ def predictive_metrics(model, sequences: Sequence[Sequence[int]], batch_size: in
 @torch.no_grad()
 def top1_predictions(model, sequences: Sequence[Sequence[int]], batch_size: int = 16) -> torch.Tensor:
     """Argmax next-token predictions [N, T-1] (for top-1 agreement between models)."""
-    from hyperfit.dist import map_batches
 
     device = next(model.parameters()).device
     batches = [sequences[s : s + batch_size] for s in range(0, len(sequences), batch_size)]

@@ -8,8 +8,10 @@ useful for plots. The arithmetic lives in small pure functions beside each regis
 
 from __future__ import annotations
 
+import importlib
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Callable, Sequence, Union
+from typing import Union
 
 from hyperfit.errors import MetricError, did_you_mean
 
@@ -94,7 +96,6 @@ def compute(names: Sequence[str], gens: GenerationSet) -> dict[str, dict]:
 def _load_builtin_metrics() -> None:
     # Importing the modules runs their @register decorators. Optional modules that are missing (a metric
     # family not installed in this checkout) are simply not registered.
-    import importlib
 
     for module in ("lexical", "repetition", "bleu", "overlap"):
         try:

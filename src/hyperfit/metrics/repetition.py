@@ -16,7 +16,7 @@ Three "rep-n" circulate, and they are not the same number:
 from __future__ import annotations
 
 import gzip
-from typing import Hashable, Sequence
+from collections.abc import Hashable, Sequence
 
 import numpy as np
 

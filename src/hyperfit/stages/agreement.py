@@ -10,8 +10,8 @@ Validation text is the first run's data/val.jsonl, so every model is measured on
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 from hyperfit.metrics.predictive import top1_agreement, top1_predictions
 from hyperfit.models import load_for_inference

@@ -24,9 +24,9 @@ import csv
 import dataclasses
 import io
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
 from hyperfit.config import RunConfig, to_dict
 from hyperfit.decoding.presets import DecoderError, resolve

@@ -16,14 +16,15 @@ import csv
 import hashlib
 import json
 import re
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 
 from hyperfit.config import DataConfig
-from hyperfit.runs import RunDir, write_json, write_jsonl, write_text
 from hyperfit.errors import DataError  # noqa: F401 - raised here, importable from here
+from hyperfit.metrics.lexical import words
+from hyperfit.runs import RunDir, write_json, write_jsonl, write_text
 
 REFERENCE_MAX_TOKENS = 1024  # a held-out book could be 200k tokens; nobody compares continuations that long
 
@@ -231,7 +232,6 @@ def prepare_data(cfg: DataConfig, tokenizer, run: RunDir) -> dict:
     # The non-word rate needs a vocabulary of real words: every word type in the source text, but the held-out
     # documents (contexts and their human continuations): with them in, the human row was all words by
     # construction, its non-word rate understated (0.010 against 0.023 without them, demo).
-    from hyperfit.metrics.lexical import words
 
     held_out = {hashes[i] for i in split["contexts"]}
     vocabulary = sorted({w for d, h in zip(docs, hashes) if h not in held_out for w in words(d)})

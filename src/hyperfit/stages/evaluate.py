@@ -18,10 +18,10 @@ import statistics
 from pathlib import Path
 
 from hyperfit.config import EvaluateConfig, ModelConfig
-from hyperfit.stages.data import continuation_text, load_vocabulary
-from hyperfit.metrics.registry import GenerationSet, compute
 from hyperfit.dist import world
+from hyperfit.metrics.registry import GenerationSet, compute, get_metric
 from hyperfit.runs import RunDir, RunError, file_sha256, load_run_config, provenance, read_jsonl, write_json
+from hyperfit.stages.data import continuation_text, load_vocabulary
 
 REFERENCE_TAG = "reference"
 
@@ -62,7 +62,6 @@ def evaluate(cfg: EvaluateConfig, model_cfg: ModelConfig, run: RunDir, tags: lis
     if world()[1] == 1:  # under a launch every rank writes the same files: none may sweep another's temp
         run.sweep_interrupted_writes()
     from hyperfit.metrics.predictive import predictive_metrics
-    from hyperfit.metrics.registry import get_metric
     from hyperfit.models import load_for_inference, load_tokenizer
 
     for name in cfg.metrics:

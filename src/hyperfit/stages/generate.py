@@ -24,11 +24,11 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Sequence
 
 from hyperfit.config import GenerateConfig, ModelConfig, RunConfig
 from hyperfit.decoding.loops import continue_contexts, decode, loop_for, sample_seed  # noqa: F401 - continue_contexts: the probe's import
@@ -63,7 +63,7 @@ class Job:
     """How compare's table names the weights (base, final, <run>:final); the checkpoint when empty."""
 
     @classmethod
-    def of(cls, run: RunDir, cfg: RunConfig, contexts: list[dict] | None = None, label: str = "", **changes) -> "Job":
+    def of(cls, run: RunDir, cfg: RunConfig, contexts: list[dict] | None = None, label: str = "", **changes) -> Job:
         """A job of run with cfg.generate's settings, `changes` (e.g. checkpoint="base") applied."""
         own = load_run_config(run).generate if run.config.is_file() else cfg.generate
         contexts = run.read_samples("contexts") if contexts is None else contexts
@@ -245,7 +245,8 @@ def blocker_processor(run: RunDir, cfg: GenerateConfig, tokenizer):
 def prepare_decoder(job: Job, model) -> Decoder:
     """The resolved decoder; a search that needs the model (entropy matching) runs here."""
     decoder = resolve(job.decoder, job.gen.params)
-    return decoder.method.prepare(decoder, model, job.run, job.cfg.model)
+    return decoder.method.prepare(decoder, model, job.run,
+                                  lambda name: load_for_inference(job.cfg.model, job.run.weights_for(name)))
 
 
 def generation_rows(job: Job, model, tokenizer) -> list[dict]:

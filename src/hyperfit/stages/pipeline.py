@@ -13,15 +13,27 @@ the FSDP2 launch, and the same command with --resume under it finishes the run.
 
 from __future__ import annotations
 
+import shutil
+
 import yaml
 
 from hyperfit.config import RunConfig, to_dict
 from hyperfit.decoding.presets import resolve
-from hyperfit.metrics.registry import get_metric
-from hyperfit.models import check_lengths, check_model_files, deepspeed_launch, load_model, load_model_config, precision_guard
 from hyperfit.dist import barrier, world
+from hyperfit.metrics.registry import get_metric
+from hyperfit.models import (
+    check_lengths,
+    check_model_files,
+    deepspeed_launch,
+    load_model,
+    load_model_config,
+    precision_guard,
+)
 from hyperfit.runs import RunDir, RunError, load_run_config, save_config
+from hyperfit.stages.data import prepare_data
+from hyperfit.stages.evaluate import evaluate
 from hyperfit.stages.generate import Job, run_jobs
+from hyperfit.stages.report import report
 
 NEXT_UNDER_FSDP2 = ("to generate, evaluate and report, run the same `hyperfit run` command with --resume under "
                     "`accelerate launch --config_file configs/accelerate/fsdp2.yaml`, which skips the finished "
@@ -72,9 +84,7 @@ def changed_keys(saved: dict, now: dict, prefix: str) -> list[str]:
 def _write_config_and_data(cfg: RunConfig, run_dir: RunDir, resume: bool) -> None:
     """config.yaml and data/; a run directory this call created is removed again if the data fails
     (a missing file, too few documents, a wrong field), so the corrected command can use the same name."""
-    import shutil
 
-    from hyperfit.stages.data import prepare_data
     from hyperfit.models import load_tokenizer
 
     created = not run_dir.path.exists()
@@ -105,8 +115,6 @@ def generation_jobs(cfg: RunConfig, run_dir: RunDir) -> list[Job]:
 
 def run(cfg: RunConfig, resume: bool = False) -> RunDir:
     """Run all stages; with resume=True, continue a run directory, skipping stages already done."""
-    from hyperfit.stages.evaluate import evaluate
-    from hyperfit.stages.report import report
     from hyperfit.training import train
 
     run_dir = RunDir(cfg.run_dir)

@@ -9,11 +9,13 @@ Every number in the table says where it came from: run, generations tag, checkpo
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 from hyperfit.dist import world
+from hyperfit.metrics.repetition import ttr_by_position
 from hyperfit.runs import RunDir, RunError, atomic_path, file_sha256, load_run_config, read_jsonl, write_text
+from hyperfit.stages.evaluate import reference_lengths
 
 TABLE_METRICS = ("ttr", "ttr_words", "distinct_4", "rep_4", "nonword_rate", "self_bleu", "longest_overlap")
 PREDICTIVE = ("loss", "perplexity", "entropy", "top1_mass")
@@ -101,7 +103,6 @@ def human_label(run: RunDir, m: dict) -> str:
     story may be over first), it says how many, since distinct-n, Self-BLEU and whole-text TTR then differ."""
     asked, shorter, spread = m.get("tokens_asked"), m.get("shorter_than_asked"), m.get("reference_tokens")
     if asked is None and m.get("tokens") and run.data_file("contexts").is_file():  # file from before they were recorded
-        from hyperfit.stages.evaluate import reference_lengths
 
         asked = m["tokens"]
         ids = [c["reference_ids"][:asked] for c in read_jsonl(run.data_file("contexts"))]
@@ -211,8 +212,6 @@ def plot_ttr_by_position(run: RunDir, out: Path, window: int = 96, label: str | 
     """The paper's Figure 9: TTR of the `window`-token window ending at each generated position, per
     generations file, with the human continuations as reference."""
     plt = pyplot()
-
-    from hyperfit.metrics.repetition import ttr_by_position
 
     own, curves = own_contexts(run), {}
     for path in sorted(run.generations.glob("*.jsonl")):

@@ -25,7 +25,7 @@ from urllib.parse import urlsplit
 
 # Atomic writes come from the run-directory module (stdlib + yaml only: still no torch here).
 from hyperfit.runs import atomic_path
-from hyperfit.study import StudyError
+from hyperfit.study import StudyError, assign, judge, results, sources, store
 
 _ANNOTATOR_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 
@@ -48,7 +48,6 @@ def parse_annotators(text: str) -> list[str]:
 
 
 def cmd_create(args) -> int:
-    from hyperfit.study import assign, sources, store
 
     study_dir = Path(args.study_dir)
     store.check_target(study_dir)  # before reading anything large: fail fast, write nothing
@@ -130,7 +129,6 @@ def cmd_serve(args) -> int:
 
 
 def cmd_status(args) -> int:
-    from hyperfit.study import store
 
     conn = store.connect(Path(args.study_dir))
     try:
@@ -150,7 +148,6 @@ def cmd_status(args) -> int:
 
 
 def cmd_results(args) -> int:
-    from hyperfit.study import results
 
     for path in results.write_results(Path(args.study_dir), seed=args.seed, drop_failed=args.drop_failed_checks):
         print(f"wrote {path}")
@@ -158,7 +155,7 @@ def cmd_results(args) -> int:
 
 
 def cmd_export(args) -> int:
-    from hyperfit.study import server, store
+    from hyperfit.study import server
 
     conn = store.connect(Path(args.study_dir))
     try:
@@ -175,7 +172,6 @@ def cmd_export(args) -> int:
 
 
 def cmd_judge(args) -> int:
-    from hyperfit.study import judge
 
     key = judge.api_key_from_env(args.api_key_env)
     n = judge.run_judge(Path(args.study_dir), args.endpoint, args.model, key, args.limit)

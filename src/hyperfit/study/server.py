@@ -31,6 +31,11 @@ from collections.abc import Iterable
 from pathlib import Path
 from urllib.parse import urlsplit
 
+try:
+    import resource  # POSIX only
+except ImportError:
+    resource = None
+
 from flask import Flask, Response, abort, g, redirect, render_template, request
 
 from hyperfit.study import StudyError, store
@@ -282,10 +287,11 @@ BIND_FIXES = {
 def connection_limit() -> int:
     """MAX_CONNECTIONS, or fewer where the process may open fewer files: each connection is one, and
     the request threads' SQLite connections need some more."""
+    if resource is None:
+        return MAX_CONNECTIONS
     try:
-        import resource  # POSIX only
         soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
-    except (ImportError, OSError, ValueError):
+    except (OSError, ValueError):
         return MAX_CONNECTIONS
     return MAX_CONNECTIONS if soft == resource.RLIM_INFINITY else max(100, min(MAX_CONNECTIONS, soft - 100))
 

@@ -17,9 +17,9 @@ checkpoint.py, the per-epoch probe in probe.py and the final folder in export.py
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 from tqdm.auto import tqdm
@@ -27,10 +27,26 @@ from tqdm.auto import tqdm
 from hyperfit.config import ModelConfig, TrainConfig, to_dict
 from hyperfit.models import load_model, load_tokenizer, precision_guard
 from hyperfit.runs import RunDir, append_jsonl
-from hyperfit.training.checkpoint import (Start, check_resume, find_start, prune_checkpoints, remove_interrupted_writes,
-                                          restore, save_checkpoint)
-from hyperfit.training.engine import (check_engine, compute_precision, engine_of, fsdp2_reduction, local_batch_size,
-                                      local_weights, make_accelerator, prepare, reduce_fsdp2_gradients_in_fp32)
+from hyperfit.training.checkpoint import (
+    Start,
+    check_resume,
+    find_start,
+    prune_checkpoints,
+    remove_interrupted_writes,
+    restore,
+    save_checkpoint,
+)
+from hyperfit.training.engine import (
+    check_engine,
+    compute_precision,
+    engine_of,
+    fsdp2_reduction,
+    local_batch_size,
+    local_weights,
+    make_accelerator,
+    prepare,
+    reduce_fsdp2_gradients_in_fp32,
+)
 from hyperfit.training.export import push_to_hub, save_final
 from hyperfit.training.probe import ChangeTracker, Probe
 from hyperfit.training.step import enable_activation_checkpointing, make_loss_fn, own_autocast, use_compile

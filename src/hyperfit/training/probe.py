@@ -9,7 +9,7 @@ greedy continuations and a few examples (`Probe`); the share of weights each epo
 from __future__ import annotations
 
 import math
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 

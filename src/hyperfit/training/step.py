@@ -20,8 +20,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from contextlib import nullcontext
-from typing import Callable, ContextManager, Optional
+from typing import ContextManager, Optional
 
 import torch
 
