@@ -20,6 +20,7 @@ import json
 import os
 import platform
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -118,9 +119,9 @@ class RunDir:
         return path
 
     def sweep_interrupted_writes(self) -> list[Path]:
-        """Temp files of writes a kill cut short, in every folder a stage writes (checkpoints: the training
-        stage sweeps its own). One process must call it, while no stage is writing."""
-        return [p for folder in (self.path, self.data, self.generations, self.metrics, self.plots)
+        """Temp files of writes a kill cut short, in every folder a stage writes (see sweep_interrupted_writes).
+        One process must call it, while no stage is writing."""
+        return [p for folder in (self.path, self.data, self.checkpoints, self.generations, self.metrics, self.plots)
                 for p in sweep_interrupted_writes(folder)]
 
     def require(self, path: Path, made_by: str) -> Path:
@@ -203,6 +204,27 @@ def _explained(path: Path) -> Iterator[None]:
         raise explained from e
 
 
+FAULT_ENV = "HYPERFIT_FAULT_AT"
+_writes_seen: dict[str, int] = {}
+
+
+def fault_point(path: Path, when: str) -> None:
+    """The crash tests' kill switch: HYPERFIT_FAULT_AT=NAME[:N[:WHEN]] kills this process (SIGKILL: no
+    cleanup runs, as in a power cut or the OOM killer) at the N-th write of a file or folder named NAME,
+    WHEN "before" its rename or append (default), "after" it, or "between" the two renames that replace a
+    folder. Unset, it costs one environment lookup."""
+    spec = os.environ.get(FAULT_ENV)
+    if not spec:
+        return
+    name, n, moment = (spec.split(":") + ["1", "before"])[:3]
+    if Path(path).name != name or moment != when:
+        return
+    key = f"{name}:{when}"
+    _writes_seen[key] = _writes_seen.get(key, 0) + 1
+    if _writes_seen[key] == int(n):
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
 @contextmanager
 def atomic_path(path: Path) -> Iterator[Path]:
     """Yield a temp path beside `path`; rename it onto `path` only if the block succeeds."""
@@ -214,7 +236,9 @@ def atomic_path(path: Path) -> Iterator[Path]:
         try:
             yield Path(tmp)
             _as_if_created(tmp, directory=False)
+            fault_point(path, "before")
             os.replace(tmp, path)
+            fault_point(path, "after")
         finally:
             if os.path.exists(tmp):
                 os.unlink(tmp)
@@ -236,29 +260,36 @@ def _atomic_dir(path: Path) -> Iterator[Path]:
     try:
         yield tmp
         _as_if_created_tree(tmp)
+        fault_point(path, "before")
         if path.exists():
             # Two renames keep a complete copy on disk at every moment.
             old = path.with_name(f".{path.name}.old")
             shutil.rmtree(old, ignore_errors=True)
             os.replace(path, old)
+            fault_point(path, "between")
             os.replace(tmp, path)
             shutil.rmtree(old, ignore_errors=True)
         else:
             os.replace(tmp, path)
+        fault_point(path, "after")
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
 def sweep_interrupted_writes(folder: Path) -> list[Path]:
-    """Remove what atomic writes into `folder` left when a kill cut them short (their cleanup never ran):
-    hidden `.NAME.*.tmp` files and folders, and `.NAME.old` folders. The complete files are never touched.
-    Call it where one process writes the folder, before the stage writes there again."""
+    """Undo what atomic writes into `folder` left when a kill cut them short (their cleanup never ran):
+    hidden `.NAME.*.tmp` files and folders are removed; a `.NAME.old` folder is the previous complete copy,
+    put back when the kill fell between the two renames (NAME missing), else removed. Complete files are
+    never touched. Call it where one process writes the folder, before the stage writes there again."""
     folder = Path(folder)
     if not folder.is_dir():
         return []
     left = [p for p in folder.glob(".*") if p.name.endswith((".tmp", ".old"))]
     for p in left:
-        if p.is_dir():
+        original = folder / p.name[1 : -len(".old")] if p.name.endswith(".old") else None
+        if original is not None and not original.exists():
+            os.replace(p, original)
+        elif p.is_dir():
             shutil.rmtree(p, ignore_errors=True)
         else:
             p.unlink(missing_ok=True)
@@ -293,8 +324,10 @@ def write_jsonl(path: Path, rows: Iterable[dict]) -> None:
 
 def append_jsonl(path: Path, row: dict) -> None:
     # Appends are line-sized; a torn last line from a crash is dropped by read_jsonl(tolerate_tail=True).
+    fault_point(path, "before")
     with _explained(Path(path)), open(path, "a") as f:
         f.write(json.dumps(row) + "\n")
+    fault_point(path, "after")
 
 
 def read_jsonl(path: Path, tolerate_tail: bool = False) -> list[dict]:

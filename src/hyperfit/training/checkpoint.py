@@ -26,7 +26,7 @@ except ImportError:  # numpy 1.x
     from numpy.core.multiarray import _reconstruct
 
 from hyperfit.errors import RunError, TrainError
-from hyperfit.runs import RunDir, atomic_dir, read_jsonl, write_jsonl
+from hyperfit.runs import RunDir, atomic_dir, read_jsonl, sweep_interrupted_writes, write_jsonl
 from hyperfit.training.engine import is_sharded
 
 STATE_FILE = "training_state.pt"
@@ -168,12 +168,11 @@ def prune_checkpoints(run: RunDir, keep: int) -> None:
 
 
 def remove_interrupted_writes(run: RunDir) -> None:
-    """Temp folders of checkpoint writes cut short by a kill (SIGTERM skips the cleanup in atomic_dir):
-    each is a full model copy, left behind at every preemption otherwise."""
-    if run.checkpoints.is_dir():
-        for leftover in run.checkpoints.glob(".*"):
-            if leftover.is_dir() and leftover.suffix in (".tmp", ".old", ".sharded"):
-                shutil.rmtree(leftover, ignore_errors=True)
+    """What checkpoint writes cut short by a kill left (SIGTERM and SIGKILL skip atomic_dir's cleanup): temp
+    folders, each a full model copy, and the sharded staging folder; a previous complete copy is put back."""
+    sweep_interrupted_writes(run.checkpoints)
+    for staging in run.checkpoints.glob(".*.sharded") if run.checkpoints.is_dir() else []:
+        shutil.rmtree(staging, ignore_errors=True)
 
 
 def _rng_state() -> dict:
