@@ -19,6 +19,7 @@ import sys
 from pathlib import Path
 
 from hyperfit.config import RunConfig, help_text, load_config
+from hyperfit.config.load import is_file
 from hyperfit.demo import demo
 from hyperfit.dist import print0
 from hyperfit.errors import ConfigError, HyperfitError
@@ -61,7 +62,7 @@ def cmd_run(args) -> int:
     from hyperfit.stages.pipeline import run
 
     config, overrides = args.config, list(args.overrides)
-    if config and "=" in config and not Path(config).is_file():
+    if config and "=" in config and not is_file(config):
         config, overrides = None, [config] + overrides  # `hyperfit run key=value ...` without a YAML
     overrides += [f"train.push_to_hub={args.push_to_hub}"] if args.push_to_hub else []
     run_dir = run(load_config(config, overrides), resume=args.resume)

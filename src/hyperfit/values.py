@@ -54,7 +54,10 @@ def _scalar(value: Any, typ: Any) -> Any:
     if typ is float:
         if isinstance(value, bool):
             raise TypeError
-        return float(value)  # YAML 1.1 reads 1e-6 (no dot) as a string; float() accepts it
+        try:
+            return float(value)  # YAML 1.1 reads 1e-6 (no dot) as a string; float() accepts it
+        except OverflowError:  # an int of 309+ digits: no float holds it
+            raise ValueError(f"{value} is too large for a float") from None
     if typ is str:
         if value is None or isinstance(value, (dict, list)):
             raise TypeError
@@ -88,6 +91,9 @@ class Range(NamedTuple):
     def problem(self, key: str, value: Any) -> str | None:
         if value is None or isinstance(value, bool):  # None: an Optional left unset; bools are not numbers
             return None
+        # An int past 64 bits: math.isfinite would overflow converting it, and numpy and torch later.
+        if isinstance(value, int) and abs(value) >= 2**63:
+            return f"{key}={value} must fit in 64 bits" + ("" if self == Range() else f" and {self.bounds()}")
         if not math.isfinite(value):
             return f"{key}={value} must be a finite number" + ("" if self == Range() else f" and {self.bounds()}")
         above = value > self.low if self.open_low else value >= self.low

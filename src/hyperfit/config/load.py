@@ -32,13 +32,21 @@ def load_config(path: str | Path | None = None, overrides: Sequence[str] = ()) -
     raw: dict = {}
     if path is not None:
         path = Path(path)
-        if not path.is_file():
+        if not is_file(path):
             raise ConfigError(f"config file {str(path)!r} does not exist; give the path of a YAML file such as configs/paper.yaml")
         raw = read_config_file(path)
         raw.pop("provenance", None)  # a run's own config.yaml records what made it: a record, not a setting
     for item in overrides:
         _set_dotted(raw, *_parse_override(item, "train.lr=1e-4"))
     return from_dict(raw)
+
+
+def is_file(path: str | Path) -> bool:
+    """Path.is_file, False for a name the OS refuses (ENAMETOOLONG), which is_file would raise as OSError."""
+    try:
+        return Path(path).is_file()
+    except OSError:
+        return False
 
 
 def from_dict(raw: dict) -> RunConfig:
@@ -99,6 +107,16 @@ def _load_yaml(text: str, name: str, loader=_UniqueKeyLoader) -> Any:
     loader.name = name  # error marks name the file or override instead of "<unicode string>"
     try:
         return loader.get_single_data()
+    except RecursionError:  # PyYAML recurses once per level: a few hundred nested [ or { overflow the stack
+        raise ConfigError(f"{name} is nested too deeply for YAML to read (hundreds of levels of [ or {{); "
+                          "a config needs a few levels: flatten it") from None
+    except ConfigError:  # a duplicate key (a ValueError too): already says what to fix
+        raise
+    except (ValueError, TypeError, LookupError, AttributeError) as e:
+        # PyYAML's constructors raise these, not a YAMLError, for scalars their pattern or tag sends them:
+        # the date 2024-13-45, an int of over 4300 digits (Python's limit), !!int xyz, !!bool x, !!set [1].
+        raise yaml.constructor.ConstructorError(problem=f"cannot build a value ({str(e).split(';')[0]})",
+                                                note="quote it to make it text, or fix it") from None
     finally:
         loader.dispose()
 
@@ -111,13 +129,14 @@ def read_config_file(path: Path) -> dict:
         raise ConfigError(f"config file {str(path)!r} cannot be read ({e}); give a readable UTF-8 YAML file") from None
     try:
         raw = _load_yaml(text, str(path)) or {}
+        # The same file read without YAML 1.1's typing (every scalar a string), for str fields given unquoted
+        # values such as `revision: 0755`. Cheaper than a loader that knows each key's field type. Inside the
+        # try: BaseLoader refuses some YAML that SafeLoader reads (a recursive alias such as `a: &a [*a]`).
+        as_written = _load_yaml(text, str(path), yaml.BaseLoader)
     except yaml.YAMLError as e:
         raise ConfigError(f"config file {str(path)!r} is not valid YAML: {e}") from None
     if not isinstance(raw, dict):
         raise ConfigError(f"config file {str(path)!r} must hold a mapping of sections, got {type(raw).__name__}")
-    # The same file read without YAML 1.1's typing (every scalar a string), for str fields given unquoted
-    # values such as `revision: 0755`. Cheaper than a loader that knows each key's field type.
-    as_written = _load_yaml(text, str(path), yaml.BaseLoader)
     return _str_fields_as_written(raw, as_written, RunConfig)
 
 
@@ -169,7 +188,8 @@ def _parse_override(item: str, example: str) -> tuple[str, Any]:
     except yaml.YAMLError as e:
         if typ in (str, Optional[str]):
             return key, text  # a str field takes any text, YAML or not (e.g. name=a: b: c)
-        raise ConfigError(f"override {item!r}: the value is not valid YAML ({e.problem}); quote it or fix it") from None
+        problem = getattr(e, "problem", None) or str(e).splitlines()[0]  # a ReaderError (e.g. a NUL) has no .problem
+        raise ConfigError(f"override {item!r}: the value is not valid YAML ({problem}); quote it or fix it") from None
     return key, _as_written(value, text, typ)
 
 

@@ -46,9 +46,14 @@ def read_documents(cfg: DataConfig) -> list[str]:
 
 def _iter_source(cfg: DataConfig) -> Iterator[str]:
     path = Path(cfg.source)
-    if path.is_dir():
+    try:
+        is_dir, is_file = path.is_dir(), path.is_file()
+    except OSError as e:  # ENAMETOOLONG: is_dir and is_file raise it instead of answering False
+        raise DataError(f"data.source={cfg.source[:60]!r}... cannot be a file ({e.strerror}, {len(cfg.source)} "
+                        "characters) nor a datasets id; give the path of a text file or a datasets id") from None
+    if is_dir:
         raise DataError(f"data.source={cfg.source!r} is a directory; give one file or a datasets id")
-    if path.is_file():
+    if is_file:
         try:
             yield from _iter_file(path, cfg)
         except UnicodeDecodeError as e:
@@ -118,6 +123,12 @@ def _json_line(line: str, where: str):
     except json.JSONDecodeError as e:
         raise DataError(f"{where} is not JSON ({e.msg}); a .jsonl file holds one JSON object per line, a .json "
                         "file one list of objects") from e
+    except ValueError as e:  # not a JSONDecodeError: an integer of over 4300 digits, past Python's limit
+        raise DataError(f"{where} holds a number JSON cannot read ({str(e).split(';')[0]}); write it as a string "
+                        "or drop it") from e
+    except RecursionError:  # json recurses once per level: about a thousand nested [ or { overflow the stack
+        raise DataError(f"{where} nests JSON too deeply to read (about a thousand levels of [ or {{); give one "
+                        "flat JSON object per document") from None
 
 
 def _field(row: dict, cfg: DataConfig, where: str) -> str:
@@ -126,7 +137,14 @@ def _field(row: dict, cfg: DataConfig, where: str) -> str:
                         "JSON object per document")
     if cfg.text_field not in row:
         raise DataError(_missing_field_msg(cfg, list(row), where))
-    return str(row[cfg.text_field] or "")
+    text = str(row[cfg.text_field] or "")
+    try:  # a lone surrogate escape ("\\ud800") is valid JSON but no text: the tokenizer and the hashes refuse it
+        text.encode("utf-8")
+    except UnicodeEncodeError as e:
+        raise DataError(f"{where}: field {cfg.text_field!r} holds {text[e.start:e.end]!r}, a lone UTF-16 surrogate "
+                        f"at character {e.start}, which is not text; fix the escape (pairs such as \\ud83d\\ude00 "
+                        "are fine) or drop the document") from None
+    return text
 
 
 def _missing_field_msg(cfg: DataConfig, columns: list, where: str) -> str:
