@@ -160,9 +160,9 @@ def load_training_state(path: Path) -> dict:
 def prune_checkpoints(run: RunDir, keep: int) -> None:
     """Keep the newest `keep` epoch checkpoints (each a full model copy)."""
     for old in run.epoch_checkpoints()[:-keep]:
-        # Renamed first: a kill during the delete leaves a hidden .old folder the next start sweeps, not a
+        # Renamed first: a kill during the delete leaves a hidden .pruned folder the next start sweeps, not a
         # partial epoch-NNNN/ that no longer counts as a checkpoint and so is never pruned.
-        doomed = old.with_name(f".{old.name}.old")
+        doomed = old.with_name(f".{old.name}.pruned")  # not .old: that suffix is a copy to put back
         os.replace(old, doomed)
         shutil.rmtree(doomed, ignore_errors=True)
 
@@ -171,8 +171,9 @@ def remove_interrupted_writes(run: RunDir) -> None:
     """What checkpoint writes cut short by a kill left (SIGTERM and SIGKILL skip atomic_dir's cleanup): temp
     folders, each a full model copy, and the sharded staging folder; a previous complete copy is put back."""
     sweep_interrupted_writes(run.checkpoints)
-    for staging in run.checkpoints.glob(".*.sharded") if run.checkpoints.is_dir() else []:
-        shutil.rmtree(staging, ignore_errors=True)
+    for leftover in run.checkpoints.glob(".*") if run.checkpoints.is_dir() else []:
+        if leftover.name.endswith((".sharded", ".pruned")):
+            shutil.rmtree(leftover, ignore_errors=True)
 
 
 def _rng_state() -> dict:
