@@ -196,7 +196,7 @@ def test_unknown_keys_get_the_closest_name_or_the_synonym_other_tools_use():
     assert "unknown key train.num_train_epochs; did you mean train.epochs?" in problems_of(["train.num_train_epochs=3"])
     assert "unknown key train.gradient_accumulation_steps; did you mean train.grad_accum?" in problems_of(
         ["train.gradient_accumulation_steps=2"])
-    assert "unknown key train.zzz; known keys: epochs, lr," in problems_of(["train.zzz=1"])
+    assert "unknown key train.zzz; known keys: epochs, updates, lr," in problems_of(["train.zzz=1"])
     assert closest("lerning_rate", ["lr", "epochs"], synonyms={"learning_rate": "lr"}) == ["lr"]
     assert closest("lerning_rate", ["epochs"], synonyms={"learning_rate": "lr"}) == []  # the synonym's target must exist
     assert did_you_mean("num_epochs", ["epochs", "lr"], synonyms={"num_epochs": "epochs"}) == " Did you mean epochs?"

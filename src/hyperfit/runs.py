@@ -5,6 +5,7 @@
       data/{train,val,contexts}.jsonl data/vocabulary.txt
       train_log.jsonl                 one row per logged step and per probe
       checkpoints/epoch-NNNN/         HF model + training_state.pt (exact resume)
+      checkpoints/step-NNNNNNN/       the same, under a train.updates budget (saved every N updates)
       checkpoints/final/              what users load with transformers
       generations/<tag>.jsonl         metrics/<tag>.json      report.md, plots/*.png
 
@@ -92,6 +93,9 @@ class RunDir:
     def epoch_checkpoint(self, epoch: int) -> Path:
         return self.checkpoints / f"epoch-{epoch:04d}"
 
+    def step_checkpoint(self, step: int) -> Path:
+        return self.checkpoints / f"step-{step:07d}"
+
     def generation_file(self, tag: str) -> Path:
         return self.generations / f"{tag}.jsonl"
 
@@ -100,10 +104,14 @@ class RunDir:
 
     # Queries ----------------------------------------------------------------------------------------------
     def epoch_checkpoints(self) -> list[Path]:
-        """Complete epoch checkpoints, oldest first (temp directories of interrupted writes excluded)."""
+        """Complete resumable checkpoints, oldest first (temp directories of interrupted writes excluded):
+        epoch-NNNN/, then step-NNNNNNN/ (train.updates), so a run resumed under an update budget continues
+        after its epoch checkpoints."""
         if not self.checkpoints.is_dir():
             return []
-        return sorted(p for p in self.checkpoints.glob("epoch-[0-9][0-9][0-9][0-9]") if (p / "training_state.pt").is_file())
+        found = [*self.checkpoints.glob("epoch-[0-9][0-9][0-9][0-9]"), *self.checkpoints.glob("step-" + "[0-9]" * 7)]
+        return sorted((p for p in found if (p / "training_state.pt").is_file()),
+                      key=lambda p: (p.name.startswith("step-"), p.name))
 
     def weights_for(self, checkpoint: str) -> Path | None:
         """The folder of the weights named by generate.checkpoint (final or epoch-NNNN); None for base, the

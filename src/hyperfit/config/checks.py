@@ -14,7 +14,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from hyperfit.config.schema import EvaluateConfig, GenerateConfig, RunConfig
+from hyperfit.config.schema import EvaluateConfig, GenerateConfig, RunConfig, TrainConfig
 from hyperfit.decoding.presets import resolve
 from hyperfit.errors import DecoderError, did_you_mean
 from hyperfit.metrics.registry import available_metrics
@@ -33,6 +33,9 @@ RANGES: dict[str, Range] = {
     "train.stop_at_loss": Range(0, why=" (a cross-entropy loss never is), or null to run all epochs"),
     "train.probe_every": NON_NEGATIVE, "train.probe_contexts": NON_NEGATIVE, "train.probe_new_tokens": NON_NEGATIVE,
     "train.probe_val": NON_NEGATIVE, "train.save_every": NON_NEGATIVE, "train.log_every": AT_LEAST_1,
+    "train.updates": Range(1, why=", or null to train for train.epochs"),
+    "train.probe_every_updates": Range(0, why=" (0: no probes), or null for 10 evenly spaced probes"),
+    "train.save_every_updates": Range(0, why=" (0: the final weights only)"),
     "train.keep_checkpoints": Range(1, why=" (the checkpoint that --resume needs)"),
     "generate.num_samples": AT_LEAST_1, "generate.max_new_tokens": AT_LEAST_1, "generate.batch_size": AT_LEAST_1,
     "generate.block_ngrams": Range(2, why=" (the paper blocks 6-grams), or null"), "generate.seed": SEED,
@@ -63,6 +66,7 @@ def validate(cfg: RunConfig) -> list[str]:
     if t.grad_accum >= 1 and t.batch_size % t.grad_accum:
         p.append(f"train.batch_size={t.batch_size} is not divisible by train.grad_accum={t.grad_accum}; "
                  "the global batch is fixed, so choose grad_accum among its divisors")
+    p += _update_cadence_problems(t)
     if t.precision not in ("auto", "bf16", "fp16", "no"):
         p.append(f"train.precision={t.precision!r} must be one of auto, bf16, fp16, no")
     if t.optimizer not in ("adamw", "adamw_kahan"):
@@ -75,9 +79,19 @@ def validate(cfg: RunConfig) -> list[str]:
     if g.dtype not in ("auto", "float32", "bfloat16", "float16"):
         p.append(f"generate.dtype={g.dtype!r} must be one of auto, float32, bfloat16, float16")
     p += _decoder_problems(g)
-    if not (g.checkpoint in ("final", "base") or g.checkpoint.startswith("epoch-")):
-        p.append(f"generate.checkpoint={g.checkpoint!r} must be final, base or epoch-NNNN")
+    if not (g.checkpoint in ("final", "base") or g.checkpoint.startswith(("epoch-", "step-"))):
+        p.append(f"generate.checkpoint={g.checkpoint!r} must be final, base, epoch-NNNN or step-NNNNNNN")
     return p + _metric_problems(cfg.evaluate)
+
+
+def _update_cadence_problems(t: TrainConfig) -> list[str]:
+    """Update cadences belong to an update budget; without one they would be silently ignored."""
+    if t.updates is not None:
+        return []
+    return [f"train.{name}={value} counts updates of a train.updates budget, but train.updates is not set: set "
+            f"train.updates=N, or use train.{name.removesuffix('_updates')} (epochs)"
+            for name, value in (("probe_every_updates", t.probe_every_updates),
+                                ("save_every_updates", t.save_every_updates)) if value is not None]
 
 
 def _range_problems(cfg: RunConfig) -> list[str]:

@@ -63,7 +63,14 @@ class ModelConfig:
 @dataclass(frozen=True)
 class TrainConfig:
     epochs: int = 20
-    """Passes over the training samples (paper: 20, i.e. 5,000 updates for 2000 samples at batch 8)."""
+    """Passes over the training samples (paper: 20, i.e. 5,000 updates for 2000 samples at batch 8). Ignored
+    when train.updates is set."""
+    updates: Optional[int] = None
+    """Train for exactly this many optimizer updates; train.epochs is then ignored (updates wins, so a sweep
+    may set it over a base config that sets epochs). The epochs follow: samples // batch_size updates each,
+    the last one partial when updates does not divide, in the same seeded order a full epoch has. Probes and
+    checkpoints then count updates: train.probe_every_updates, train.save_every_updates (paper's data-quantity
+    study: 5,000 updates at 2000 … 8 samples). None: train for train.epochs."""
     lr: float = 1e-6
     """Learning rate, constant (paper: 1e-6 for 1B+ models; a 260K-parameter model needs ~1e-4–1e-3)."""
     weight_decay: float = 0.0
@@ -96,6 +103,14 @@ class TrainConfig:
     """Validation sequences used by each probe (loss, perplexity, entropy, top-1 mass)."""
     save_every: int = 1
     """Write a resumable checkpoint every this many epochs (0: only the final model)."""
+    probe_every_updates: Optional[int] = None
+    """Under train.updates: run the probes every this many updates (mid-epoch if need be), at update 0 and
+    when training ends. None: 10 evenly spaced probes (every ceil(updates / 10)); 0: no probes. Needs
+    train.updates (train.probe_every counts epochs otherwise)."""
+    save_every_updates: Optional[int] = None
+    """Under train.updates: write a resumable checkpoint (checkpoints/step-NNNNNNN/) every this many updates
+    and when training ends. None or 0: the final weights only, no optimizer state (sweep-friendly: a
+    resumable 1.1B checkpoint is ~13 GB), so such a run cannot be resumed. Needs train.updates."""
     keep_checkpoints: int = 1
     """How many epoch checkpoints to keep (oldest deleted first); final/ is always kept."""
     log_every: int = 10
@@ -139,7 +154,8 @@ class GenerateConfig:
     """Stop a continuation at the end-of-sequence token. Off by default: the paper compares fixed-length
     continuations, and TTR over the last 96 tokens needs at least 96 of them."""
     checkpoint: str = "final"
-    """Which weights continue the contexts: final, base (the untrained model.name) or epoch-NNNN."""
+    """Which weights continue the contexts: final, base (the untrained model.name), epoch-NNNN or step-NNNNNNN
+    (the checkpoints of a train.updates run)."""
     batch_size: int = 32
     """Contexts per generate() call."""
     tag: Optional[str] = None

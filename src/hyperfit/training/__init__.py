@@ -2,6 +2,7 @@
 
     loop.py        train(): setup, fit, finish
     engine.py      the Accelerator; one process, DDP, FSDP2, DeepSpeed policy; the batch split over ranks
+    budget.py      how long to train (train.epochs or train.updates) and when to probe and save
     checkpoint.py  epoch checkpoints and what --resume reads back
     probe.py       the per-epoch probe (losses, entropy, greedy TTR, examples) and the weight-change share
     export.py      checkpoints/final/, its model card, the hub

@@ -2,8 +2,9 @@
 
     hyperfit train runs/demo --resume              # continue from the last complete checkpoint
 
-checkpoints/epoch-NNNN/ holds the model (safetensors) and tokenizer, plus training_state.pt: epoch, step,
-the open loss-log window, RNG state and (one process, DDP) the optimizer state. Sharded engines (FSDP2,
+checkpoints/epoch-NNNN/ (or step-NNNNNNN/ under train.updates, possibly inside an epoch) holds the model
+(safetensors) and tokenizer, plus training_state.pt: epochs done, step, the open loss-log window (and the
+epoch's loss so far, inside an epoch), RNG state and (one process, DDP) the optimizer state. Sharded engines (FSDP2,
 DeepSpeed) keep every rank's shard of model and optimizer in sharded_state/ instead, written by
 accelerator.save_state. This layout is part of the run-directory contract: runs written earlier resume.
 """
@@ -48,8 +49,9 @@ def find_start(run: RunDir, resume: bool) -> Start:
     ckpts = run.epoch_checkpoints() if resume else []
     if resume and not ckpts and run.final.is_dir():
         raise RunError(f"--resume: {run.path} has finished training (checkpoints/final/) and kept no epoch checkpoint "
-                       "(train.save_every=0), so there is no optimizer state to continue from. To train further, start "
-                       f"a new run from its weights: model.name={run.final}")
+                       "(train.save_every=0, or train.updates without train.save_every_updates), so there is no "
+                       f"optimizer state to continue from. To train further, start a new run from its weights: "
+                       f"model.name={run.final}")
     if resume and not ckpts:
         # Interrupted before the first checkpoint: nothing to keep, start over.
         print(f"--resume: no complete checkpoint in {run.checkpoints}; training from the start")

@@ -40,13 +40,20 @@ Decode it **greedily**; held-out perplexity is expected to be much worse than th
 
 | recipe | value |
 | --- | --- |
-| epochs run | {summary.get('epochs_run')} (configured {cfg.epochs}) |
-| updates | {summary.get('steps')} |
+| budget | {summary.get('budget')} |
+| epochs run | {summary.get('epochs_run')}{' (the last one partial)' if _partial(summary) else ''} |
+| updates run | {summary.get('steps')} |
 | optimizer | {OPTIMIZER_CARD[cfg.optimizer]}, lr {cfg.lr:g} constant, weight decay {cfg.weight_decay:g}, betas {tuple(cfg.betas)} |
 | global batch | {cfg.batch_size} |
 | final train loss | {summary.get('final_train_loss')} |
 | seed | {cfg.seed} |
 """
+
+
+def _partial(summary: dict) -> bool:
+    """Whether a train.updates run stopped inside its last epoch."""
+    per_epoch = summary.get("updates_per_epoch")
+    return bool(per_epoch) and summary.get("steps", 0) < summary.get("epochs_run", 0) * per_epoch
 
 
 def push_to_hub(path: Path, repo_id: str) -> None:

@@ -11,7 +11,8 @@ loss is summed over target tokens and divided by the global batch's target-token
 
 train() reads as its three parts: `setup` (engine, model, optimizer, resume), `fit` (the epochs) and
 `finish` (checkpoints/final/, trackers, hub). The engine policy lives in engine.py, checkpoints in
-checkpoint.py, the per-epoch probe in probe.py and the final folder in export.py.
+checkpoint.py, the per-epoch probe in probe.py, the final folder in export.py, and how long to train (epochs,
+or train.updates) and when to probe and save in budget.py.
 """
 
 from __future__ import annotations
@@ -25,8 +26,10 @@ import torch
 from tqdm.auto import tqdm
 
 from hyperfit.config import ModelConfig, TrainConfig, to_dict
+from hyperfit.errors import TrainError
 from hyperfit.models import load_model, load_tokenizer, precision_guard
 from hyperfit.runs import RunDir, append_jsonl
+from hyperfit.training.budget import Budget
 from hyperfit.training.checkpoint import (
     Start,
     check_resume,
@@ -55,7 +58,8 @@ from hyperfit.training.step import enable_activation_checkpointing, make_loss_fn
 def train(cfg: TrainConfig, model_cfg: ModelConfig, run: RunDir, resume: bool = False) -> dict:
     """Hyperfit model_cfg.name on run's data/train.jsonl; writes train_log.jsonl and checkpoints/.
 
-    Returns a summary: epochs run, updates, final mean training loss, why it stopped.
+    Returns a summary: epochs run (the last may be partial under train.updates), updates run ("steps"), the
+    budget, final mean training loss, why it stopped.
     """
     session = setup(cfg, model_cfg, RunDir.of(run), resume)
     summary = fit(session)
@@ -79,10 +83,7 @@ class Session:
     ids: torch.Tensor  # every training sample, on the device
     probe: Probe
     tracker: ChangeTracker
-
-    @property
-    def steps_per_epoch(self) -> int:
-        return len(self.ids) // self.cfg.batch_size
+    budget: Budget
 
     @property
     def tokens_per_update(self) -> int:
@@ -104,6 +105,8 @@ def setup(cfg: TrainConfig, model_cfg: ModelConfig, run: RunDir, resume: bool) -
     """Everything fit needs, checked before the first update; a resumed run gets its optimizer and RNG back."""
     train_rows, val_rows, contexts = (run.read_samples(split) for split in ("train", "val", "contexts"))
     start = find_start(run, resume)
+    budget = Budget.of(cfg, len(train_rows))
+    _check_budget_kind(cfg, start)
     accelerator = make_accelerator(cfg, run)
     micro = local_batch_size(cfg, accelerator.num_processes, len(train_rows))
     check_engine(cfg, accelerator)
@@ -121,10 +124,19 @@ def setup(cfg: TrainConfig, model_cfg: ModelConfig, run: RunDir, resume: bool) -
     # The samples live on the device: a step indexes them there, with no host→device copy (a pageable copy
     # can stall the host behind the queued kernels).
     ids = torch.tensor([r["input_ids"] for r in train_rows]).to(accelerator.device)
-    accelerator.print(_banner(cfg, accelerator, model, ids, micro, compiled))
+    accelerator.print(_banner(cfg, accelerator, model, ids, micro, compiled, budget))
     tracker = ChangeTracker(accelerator.unwrap_model(model), reduce=lambda t: accelerator.reduce(t, "sum"))
     probe = Probe(cfg, model, accelerator, tokenizer, train_rows, val_rows, contexts)
-    return Session(cfg, run, start, accelerator, model, optimizer, tokenizer, loss_fn, micro, ids, probe, tracker)
+    return Session(cfg, run, start, accelerator, model, optimizer, tokenizer, loss_fn, micro, ids, probe, tracker,
+                   budget)
+
+
+def _check_budget_kind(cfg: TrainConfig, start: Start) -> None:
+    """A step-NNNNNNN checkpoint (train.updates) sorts after epoch-NNNN ones: continuing it under an epoch
+    budget would write epoch checkpoints that the next resume ranks older than it."""
+    if cfg.updates is None and start.checkpoint is not None and start.checkpoint.name.startswith("step-"):
+        raise TrainError(f"--resume: {start.checkpoint} was written under a train.updates budget, and this run sets "
+                         "none; resume with train.updates (the total number of updates to reach)")
 
 
 def _build(cfg: TrainConfig, model_cfg: ModelConfig, accelerator, micro: int, compiled: bool, start: Start):
@@ -142,17 +154,17 @@ def _build(cfg: TrainConfig, model_cfg: ModelConfig, accelerator, micro: int, co
     return model, optimizer, tokenizer, loss_fn
 
 
-def _banner(cfg: TrainConfig, accelerator, model, ids: torch.Tensor, micro: int, compiled: bool) -> str:
+def _banner(cfg: TrainConfig, accelerator, model, ids: torch.Tensor, micro: int, compiled: bool,
+            budget: Budget) -> str:
     """The Training: line, printed once before the first update: the numbers a user checks."""
     n, seq_len = ids.shape
-    steps_per_epoch = n // cfg.batch_size
     dtype = local_weights(accelerator.unwrap_model(model))[0].dtype  # what updates land on (ZeRO-3: its fp32 masters)
     left_out = n % cfg.batch_size
     return (
         f"Training: {n} samples × {seq_len} tokens | global batch {cfg.batch_size} = {accelerator.num_processes} "
         f"process(es) × {cfg.grad_accum} micro-batch(es) × {micro} | {cfg.batch_size * (seq_len - 1)} target "
-        f"tokens/update | {steps_per_epoch} updates/epoch × {cfg.epochs} epochs = {steps_per_epoch * cfg.epochs} "
-        f"updates | {cfg.optimizer} lr {cfg.lr:g} constant, wd {cfg.weight_decay:g} | compile {compiled} | weights "
+        f"tokens/update | {budget.describe()} ({budget.per_epoch}/epoch) | {budget.cadence()} "
+        f"| {cfg.optimizer} lr {cfg.lr:g} constant, wd {cfg.weight_decay:g} | compile {compiled} | weights "
         f"{str(dtype).replace('torch.', '')}, compute {compute_precision(accelerator)} on {accelerator.device}"
         f"{fsdp2_reduction(accelerator)}"
         + (f" | {left_out} samples left out of each epoch (n not divisible by batch)" if left_out else ""))
@@ -163,8 +175,9 @@ def _banner(cfg: TrainConfig, accelerator, model, ids: torch.Tensor, micro: int,
 
 
 class LossWindow:
-    """The mean loss of the updates since the last log. The window runs across epochs, so log_every need
-    not divide the updates per epoch; a checkpoint saves the open window and a resume reopens it."""
+    """The mean loss of a run of updates: those since the last log, or those of the epoch so far. The log
+    window runs across epochs, so log_every need not divide the updates per epoch; a checkpoint saves the
+    open windows (a mid-epoch one, under train.updates, the epoch's too) and a resume reopens them."""
 
     def __init__(self, accelerator, saved: list | None = None):
         self.accelerator = accelerator
@@ -200,22 +213,28 @@ def epoch_order(n: int, seed: int, epoch: int) -> torch.Tensor:
 
 
 def fit(s: Session) -> dict:
-    """Train from s.start to train.epochs (or train.stop_at_loss); returns the summary train() returns."""
-    cfg, state = s.cfg, s.start.state or {}
-    if s.start.epoch == 0 and cfg.probe_every:
+    """Train from s.start to the budget (train.epochs or train.updates) or train.stop_at_loss; returns the
+    summary train() returns."""
+    cfg, state, budget = s.cfg, s.start.state or {}, s.budget
+    if s.start.step == 0 and budget.probe_every:
         s.log(s.probe(epoch=0, step=0, epoch_loss=None, changed=None))
-    bar = tqdm(total=s.steps_per_epoch * cfg.epochs, initial=s.start.step,
+    bar = tqdm(total=budget.total, initial=min(s.start.step, budget.total),
                disable=not s.accelerator.is_local_main_process, desc="hyperfitting", dynamic_ncols=True)
-    summary = {"epochs_run": s.start.epoch, "steps": s.start.step, "final_train_loss": None, "stopped": "epochs"}
+    summary = {"epochs_run": s.start.epoch, "steps": s.start.step, "budget": budget.describe(),
+               "updates_per_epoch": budget.per_epoch,
+               "final_train_loss": None, "stopped": "updates" if budget.in_updates else "epochs"}
     t0 = time.time()
     window = LossWindow(s.accelerator, state.get("log_window"))
-    last_epoch, step = cfg.epochs, s.start.step
+    # A checkpoint taken inside an epoch (train.updates) carries that epoch's loss so far.
+    carried = state.get("epoch_loss")
+    last_epoch, step = (budget.epochs if s.start.step < budget.total else s.start.epoch), s.start.step
     if reached_stop_loss(cfg, state.get("train_loss_epoch")):
         last_epoch = s.start.epoch  # the run had stopped there: resuming it trains nothing more
         summary["stopped"] = (f"train loss {state['train_loss_epoch']:.4g} <= train.stop_at_loss="
                               f"{cfg.stop_at_loss:g} at epoch {s.start.epoch}, before this resume")
     for epoch in range(s.start.epoch + 1, last_epoch + 1):
-        mean_loss, step = _epoch(s, epoch, step, window, bar)
+        mean_loss, step = _epoch(s, epoch, step, window, bar, carried)
+        carried = None
         summary.update(epochs_run=epoch, steps=step, final_train_loss=mean_loss)
         if _close_epoch(s, epoch, step, mean_loss, window):
             summary["stopped"] = f"train loss {mean_loss:.4g} <= train.stop_at_loss={cfg.stop_at_loss:g}"
@@ -226,17 +245,20 @@ def fit(s: Session) -> dict:
     return summary
 
 
-def _epoch(s: Session, epoch: int, step: int, window: LossWindow, bar) -> tuple[float, int]:
-    """One epoch of updates; returns its mean loss over the ranks and the step count after it."""
-    cfg, per_rank = s.cfg, s.micro * s.cfg.grad_accum
+def _epoch(s: Session, epoch: int, step: int, window: LossWindow, bar, carried: list | None) -> tuple[float, int]:
+    """The updates of one epoch from `step` (past 0 when resumed inside it) to its end, which under
+    train.updates may come before the epoch's last batch; returns its mean loss over the ranks and the step
+    count after it. `carried`: the epoch's loss so far, saved by a checkpoint inside it."""
+    cfg, budget, per_rank = s.cfg, s.budget, s.micro * s.cfg.grad_accum
     order = epoch_order(len(s.ids), cfg.seed, epoch).to(s.ids.device)
-    epoch_loss = torch.zeros((), device=s.ids.device)
-    for b in range(s.steps_per_epoch):
+    epoch_loss = LossWindow(s.accelerator, carried)
+    begin = (epoch - 1) * budget.per_epoch  # the step count when the epoch started
+    for b in range(step - begin, budget.epoch_end(epoch) - begin):
         batch = order[b * cfg.batch_size : (b + 1) * cfg.batch_size]
         mine = batch[s.accelerator.process_index * per_rank :][:per_rank]
         loss = _update(s.model, s.optimizer, s.accelerator, s.ids[mine], s.micro, s.tokens_per_update, cfg,
                        s.loss_fn)
-        epoch_loss += loss
+        epoch_loss.add(loss)
         window.add(loss)
         step += 1
         bar.update(1)
@@ -244,25 +266,45 @@ def _epoch(s: Session, epoch: int, step: int, window: LossWindow, bar) -> tuple[
             value = window.take()
             bar.set_postfix(loss=f"{value:.4f}", epoch=epoch)
             s.log({"type": "step", "epoch": epoch, "step": step, "loss": value, "lr": cfg.lr})
-    return s.accelerator.reduce(epoch_loss, "sum").item() / s.steps_per_epoch, step
+        if budget.in_updates and step < budget.epoch_end(epoch):
+            _inside_epoch(s, epoch, step, window, epoch_loss)
+    return epoch_loss.take(), step
+
+
+def _inside_epoch(s: Session, epoch: int, step: int, window: LossWindow, epoch_loss: LossWindow) -> None:
+    """Under train.updates, a probe or checkpoint that falls inside an epoch (epoch ends: _close_epoch).
+    Its probe row has no epoch loss or weight change: those are per epoch."""
+    budget = s.budget
+    if budget.due(budget.probe_every, epoch, step):
+        s.log(s.probe(epoch, step, None, None))
+    if budget.due(budget.save_every, epoch, step):
+        _save(s, epoch - 1, step, None, window, epoch_loss)
 
 
 def _close_epoch(s: Session, epoch: int, step: int, mean_loss: float, window: LossWindow) -> bool:
     """Log the epoch (a probe when due), save its checkpoint when due; True when train.stop_at_loss is reached."""
-    cfg = s.cfg
+    cfg, budget = s.cfg, s.budget
     changed = s.tracker.changed()
     s.tracker.snapshot()
-    is_probe = cfg.probe_every and (epoch % cfg.probe_every == 0 or epoch == cfg.epochs)
     stop = reached_stop_loss(cfg, mean_loss)
-    s.log(s.probe(epoch, step, mean_loss, changed) if is_probe or stop else
+    s.log(s.probe(epoch, step, mean_loss, changed) if budget.due(budget.probe_every, epoch, step) or stop else
           {"type": "epoch", "epoch": epoch, "step": step, "train_loss_epoch": mean_loss, "weights_changed": changed})
-    if cfg.save_every and (epoch % cfg.save_every == 0 or epoch == cfg.epochs or stop):
-        save_checkpoint(s.run.epoch_checkpoint(epoch), s.accelerator, s.model, s.tokenizer, s.optimizer,
-                        {"epoch": epoch, "step": step, "seed": cfg.seed, "writer": engine_of(s.accelerator, cfg),
-                         "train_loss_epoch": mean_loss, "log_window": window.saved()})
-        if s.accelerator.is_main_process:
-            prune_checkpoints(s.run, cfg.keep_checkpoints)
+    if budget.due(budget.save_every, epoch, step) or (stop and budget.save_every):
+        _save(s, epoch, step, mean_loss, window, None)
     return stop
+
+
+def _save(s: Session, epochs_done: int, step: int, mean_loss: float | None, window: LossWindow,
+          epoch_loss: LossWindow | None) -> None:
+    """A resumable checkpoint after `step` updates: epoch-NNNN/ at an epoch end, step-NNNNNNN/ under
+    train.updates (two can fall in one epoch); the oldest beyond train.keep_checkpoints are deleted."""
+    path = s.run.step_checkpoint(step) if s.budget.in_updates else s.run.epoch_checkpoint(epochs_done)
+    save_checkpoint(path, s.accelerator, s.model, s.tokenizer, s.optimizer,
+                    {"epoch": epochs_done, "step": step, "seed": s.cfg.seed, "writer": engine_of(s.accelerator, s.cfg),
+                     "train_loss_epoch": mean_loss, "log_window": window.saved(),
+                     "epoch_loss": epoch_loss.saved() if epoch_loss is not None else None})
+    if s.accelerator.is_main_process:
+        prune_checkpoints(s.run, s.cfg.keep_checkpoints)
 
 
 def _update(model, optimizer, accelerator, ids: torch.Tensor, micro: int, tokens_per_update: int,
