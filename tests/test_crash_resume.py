@@ -41,7 +41,7 @@ def outcome(run) -> dict:
 
 
 def leftovers(run) -> list[str]:
-    return sorted(str(p.relative_to(run)) for p in run.rglob(".*") if p.name.endswith((".tmp", ".old", ".sharded")))
+    return sorted(str(p.relative_to(run)) for p in run.rglob(".*") if p.name.endswith((".tmp", ".old", ".sharded", ".pruned")))
 
 
 @pytest.fixture(scope="module")
