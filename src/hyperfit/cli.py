@@ -7,6 +7,7 @@
     hyperfit compare RUN_DIR [RUN_DIR ...] --decoders greedy,top_p [--lengths 128,256] [--block-ngrams 6]
     hyperfit import-llama2c SRC_DIR OUT_DIR
     hyperfit agreement RUN_DIR RUN_DIR ... [--base]  # top-1 agreement (the paper's shuffling experiment)
+    hyperfit experiment configs/experiments/quantity.yaml [--fast] [--launcher submitit]   # a sweep of runs
     hyperfit metrics                                # the metric registry
     hyperfit plan llama-3.1-70b [--gpu-gib 79.6]    # memory per strategy, GPUs needed (config only)
     hyperfit study ...                              # blind pairwise human evaluation
@@ -23,6 +24,7 @@ from hyperfit.config.load import is_file
 from hyperfit.demo import demo
 from hyperfit.dist import print0
 from hyperfit.errors import ConfigError, HyperfitError
+from hyperfit.experiments import LAUNCHERS, load_spec, run_experiment
 from hyperfit.metrics.registry import available_metrics
 from hyperfit.plan import plan
 from hyperfit.runs import RunDir, load_run_config, record_stage_overrides
@@ -164,6 +166,16 @@ def cmd_agreement(args) -> int:
     return 0
 
 
+def cmd_experiment(args) -> int:
+    spec = load_spec(args.spec, fast=args.fast, overrides=args.overrides)
+    command = " ".join(["hyperfit experiment", args.spec, *(["--fast"] if args.fast else []),
+                        *([f"--launcher {args.launcher}"] if args.launcher != "local" else []),
+                        *([f"--out {args.out}"] if args.out != "runs" else []), *args.overrides])
+    summary = run_experiment(spec, args.launcher, Path(args.out), command)
+    print0(f"{summary.line()}\nreport: {summary.report}")
+    return 1 if summary.failed else 0  # a failed cell is the sweep's result, not a usage error (2)
+
+
 def cmd_plan(args) -> int:
     print0(plan(args.model, gpu_gib=args.gpu_gib, gpu_gb=args.gpu_gb, batch=args.batch, seq=args.seq,
                 checkpointing=args.checkpointing))
@@ -189,6 +201,7 @@ def _parser() -> argparse.ArgumentParser:
     _add_report_compare(sub, fields)
     _add_tools(sub)
     _add_plan(sub)
+    _add_experiment(sub, fields)
     sub.add_parser("study", help="blind pairwise human evaluation (hyperfit study --help)", add_help=False)
     return p
 
@@ -275,9 +288,23 @@ def _add_plan(sub) -> None:
     pl.set_defaults(fn=cmd_plan)
 
 
+def _add_experiment(sub, fields: str) -> None:
+    e = sub.add_parser("experiment", help="a sweep: one run per cell of a spec's axes, cached, + an aggregate report",
+                       epilog=fields, formatter_class=FMT)
+    e.add_argument("spec", help="experiment spec (e.g. configs/experiments/quantity.yaml; see docs/experiments.md)")
+    e.add_argument("overrides", nargs="*", help="key.sub=value for every cell; an axis key replaces that axis's "
+                   "values (data.seed=0, data.num_train=[8,16])")
+    e.add_argument("--fast", action="store_true",
+                   help="the spec's fast: cut (few cells, tiny settings), into <name>-fast")
+    e.add_argument("--launcher", default="local", choices=list(LAUNCHERS),
+                   help="local: one cell after another here (default); submitit: one SLURM job per cell")
+    e.add_argument("--out", default="runs", help="parent of the experiment's folder (default: runs)")
+    e.set_defaults(fn=cmd_experiment)
+
+
 # The positional list that holds each command's key.sub=value overrides.
 OVERRIDES_FIELD = {"run": "overrides", "data": "overrides", "train": "overrides", "generate": "overrides",
-                   "evaluate": "overrides", "demo": "overrides", "compare": "items"}
+                   "evaluate": "overrides", "demo": "overrides", "compare": "items", "experiment": "overrides"}
 
 
 def _take_late_overrides(args, rest: list[str]) -> list[str]:
