@@ -13,12 +13,12 @@ FAST = ["train.epochs=1", "data.num_train=16", "data.num_val=8", "data.num_conte
 
 @needs_assets()
 def test_a_demo_killed_mid_run_can_be_rerun_and_resumed(tmp_path, monkeypatch):
-    import hyperfit.stages.report as report_module
+    import hyperfit.stages.pipeline as pipeline_module
 
     def killed(*args, **kwargs):
         raise KeyboardInterrupt  # what Ctrl-C raises; a SIGKILL stops at the same point without cleanup
 
-    monkeypatch.setattr(report_module, "report", killed)
+    monkeypatch.setattr(pipeline_module, "report", killed)
     with pytest.raises(KeyboardInterrupt):
         demo(str(ASSETS), str(tmp_path), FAST)
     run = tmp_path / "demo"

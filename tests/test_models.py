@@ -52,15 +52,15 @@ def test_lengths_beyond_the_context_window(tiny_llama):
 def test_inference_under_a_deepspeed_launch_is_refused_before_loading(tmp_path, monkeypatch):
     # A ZeRO-3 model cannot run forwards outside a DeepSpeed engine; a full copy per rank would not fit
     # the models that need ZeRO-3. The message names the launch to use instead.
-    import hyperfit.dist
+    import hyperfit.models
     from hyperfit.models import load_for_inference
 
-    monkeypatch.setattr(hyperfit.dist, "world", lambda: (0, 2))
+    monkeypatch.setattr(hyperfit.models, "world", lambda: (0, 2))
     monkeypatch.setenv("ACCELERATE_USE_DEEPSPEED", "true")
     with pytest.raises(ModelError, match="fsdp2.yaml"):
         load_for_inference(ModelConfig(name=str(tmp_path / "not-even-loaded")))
     from hyperfit.models import deepspeed_launch
 
     assert deepspeed_launch()  # what `hyperfit run` asks before it plans to stop after training
-    monkeypatch.setattr(hyperfit.dist, "world", lambda: (0, 1))
+    monkeypatch.setattr(hyperfit.models, "world", lambda: (0, 1))
     assert not deepspeed_launch()  # one process: generation runs, the model is whole
