@@ -224,13 +224,22 @@ def fault_point(path: Path, when: str) -> None:
     spec = os.environ.get(FAULT_ENV)
     if not spec:
         return
-    name, n, moment = (spec.split(":") + ["1", "before"])[:3]
+    name, n, moment = fault_spec(spec)
     if Path(path).name != name or moment != when:
         return
     key = f"{name}:{when}"
     _writes_seen[key] = _writes_seen.get(key, 0) + 1
     if _writes_seen[key] == int(n):
         os.kill(os.getpid(), signal.SIGKILL)
+
+
+def fault_spec(spec: str) -> tuple[str, str, str]:
+    """
+    >>> fault_spec("final"), fault_spec("train_log.jsonl:3"), fault_spec("final:1:after")
+    (('final', '1', 'before'), ('train_log.jsonl', '3', 'before'), ('final', '1', 'after'))
+    """
+    name, n, moment = (spec.split(":", 2) + ["", ""])[:3]
+    return name, n or "1", moment or "before"
 
 
 @contextmanager
