@@ -102,7 +102,8 @@ class RunDir:
         """Complete epoch checkpoints, oldest first (temp directories of interrupted writes excluded)."""
         if not self.checkpoints.is_dir():
             return []
-        return sorted(p for p in self.checkpoints.glob("epoch-[0-9][0-9][0-9][0-9]") if (p / "training_state.pt").is_file())
+        return sorted(p for p in self.checkpoints.glob("epoch-[0-9][0-9][0-9][0-9]")
+                      if (p / "training_state.pt").is_file())
 
     def weights_for(self, checkpoint: str) -> Path | None:
         """The folder of the weights named by generate.checkpoint (final or epoch-NNNN); None for base, the
@@ -306,10 +307,11 @@ def read_jsonl(path: Path, tolerate_tail: bool = False) -> list[dict]:
             continue
         try:
             rows.append(json.loads(line))
-        except json.JSONDecodeError:
+        except json.JSONDecodeError as e:
             if tolerate_tail and i == len(lines) - 1:
                 break
-            raise RunError(f"{path}:{i + 1} is not valid JSON; the file is damaged — rerun the stage that writes it")
+            raise RunError(f"{path}:{i + 1} is not valid JSON; the file is damaged — "
+                           "rerun the stage that writes it") from e
     return rows
 
 

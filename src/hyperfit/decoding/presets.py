@@ -179,7 +179,8 @@ class Decoder:
 
 def get_preset(name: str) -> Preset:
     if name not in PRESETS:
-        raise DecoderError(f"unknown decoder {name!r}.{did_you_mean(name, PRESETS)} Known decoders: {', '.join(PRESETS)}")
+        raise DecoderError(f"unknown decoder {name!r}.{did_you_mean(name, PRESETS)} "
+                           f"Known decoders: {', '.join(PRESETS)}")
     return PRESETS[name]
 
 

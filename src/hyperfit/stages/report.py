@@ -135,7 +135,7 @@ def metrics_rows(runs: Sequence[RunDir]) -> tuple[list[str], list[list]]:
             m = json.loads(f.read_text())
             if "metrics" not in m:
                 continue  # e.g. human_study-<study>.json, reported in its own section
-            metric = lambda k: m["metrics"].get(k, {}).get("value")  # noqa: E731
+            metric = lambda k, m=m: m["metrics"].get(k, {}).get("value")  # noqa: E731
             pred = m.get("predictive", {})
             label = human_label(run, m) if m.get("decoder") == "human" else f"{m['checkpoint']} / {m['decoder']}"
             why = staleness(run, m)

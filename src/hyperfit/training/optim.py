@@ -8,8 +8,9 @@ typical weight (~1e-4 at 0.02), so `w += update` in bf16 rounds to `w` and train
 precision guard refuses that). Kahan summation keeps the rounding error of every update in a bf16
 compensation buffer and adds it back next step, so `w + comp` follows the fp32 trajectory while the
 model holds only bf16 weights (to a few % of the fp32 movement in the worst case, a steady gradient:
-the compensation buffer is bf16 too; tests/test_optim.py): 10 bytes/parameter of training state instead of 16, and no fp32→bf16
-weight casts in forward and backward. Moments are kept in the weights' dtype too, as torch-optimi does.
+the compensation buffer is bf16 too; tests/test_optim.py): 10 bytes/parameter of training state instead
+of 16, and no fp32→bf16 weight casts in forward and backward. Moments are kept in the weights' dtype
+too, as torch-optimi does.
 """
 
 from __future__ import annotations

@@ -21,8 +21,8 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from contextlib import nullcontext
-from typing import ContextManager, Optional
+from contextlib import AbstractContextManager, nullcontext
+from typing import Optional
 
 import torch
 
@@ -49,7 +49,7 @@ def use_compile(flag: Optional[bool], device: torch.device) -> bool:
     return device.type == "cuda" if flag is None else flag
 
 
-def own_autocast(accelerator, model) -> Callable[[], ContextManager]:
+def own_autocast(accelerator, model) -> Callable[[], AbstractContextManager]:
     """Take mixed precision back from accelerate's forward wrapper; returns the context to run forwards in.
 
     With mixed precision, accelerator.prepare replaces model.forward with autocast(forward) whose outputs
@@ -69,8 +69,8 @@ def own_autocast(accelerator, model) -> Callable[[], ContextManager]:
     return accelerator.autocast
 
 
-def make_loss_fn(model, compile: bool = False,
-                 autocast: Callable[[], ContextManager] = nullcontext) -> Callable[[torch.Tensor], torch.Tensor]:
+def make_loss_fn(model, compile: bool = False, autocast: Callable[[], AbstractContextManager] = nullcontext
+                 ) -> Callable[[torch.Tensor], torch.Tensor]:
     """ids (LongTensor[B, T]) → summed next-token loss; with compile, model and CE are compiled.
 
     `autocast`: the mixed-precision context of the forward (own_autocast); the loss is computed outside it,
