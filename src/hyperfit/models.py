@@ -143,9 +143,8 @@ def _shard_for_inference(model):
 
 
 def cache_argument(model) -> str:
-    """The name of the KV-cache argument of model.forward (and field of its output): transformers renamed
-    past_key_values to cache in 5.2x; the versions we support (>= 5.0; our GPU machines have 5.17) use
-    either."""
+    """The name of the KV-cache argument of model.forward (and field of its output): transformers 5.x
+    names it `past_key_values` or `cache` depending on the version; pyproject allows both."""
 
     return "cache" if "cache" in inspect.signature(type(model).forward).parameters else "past_key_values"
 

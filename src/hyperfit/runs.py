@@ -1,4 +1,4 @@
-"""The run directory: the contract between stages (see DESIGN.md).
+"""The run directory: the contract between stages (see docs/DESIGN.md, run-directory format 1).
 
     runs/<name>/
       config.yaml                     resolved config + provenance (versions, git commit, command line)
