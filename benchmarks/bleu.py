@@ -78,7 +78,8 @@ def main(argv=None):
     texts = windows(words, args.texts, args.words, rng)
     train = windows(words, args.train, args.words, rng)
     sample = min(args.sample, args.texts)
-    print(f"{args.texts} continuations and {args.train} training texts of {args.words} words, sacrebleu {sacrebleu.__version__}")
+    print(f"{args.texts} continuations and {args.train} training texts of {args.words} words, "
+          f"sacrebleu {sacrebleu.__version__}")
     compare(
         "Self-BLEU", lambda: self_bleu(texts),
         lambda i: sacrebleu.sentence_bleu(texts[i], texts[:i] + texts[i + 1 :]).score, args.texts, sample,

@@ -29,8 +29,8 @@ from common import SIZES, now  # noqa: E402
 
 MODELS = {
     # ~10M parameters: a CPU-sized stand-in.
-    "small": dict(hidden_size=256, intermediate_size=688, num_hidden_layers=4, num_attention_heads=4, num_key_value_heads=4,
-                  max_position_embeddings=2048),
+    "small": dict(hidden_size=256, intermediate_size=688, num_hidden_layers=4, num_attention_heads=4,
+                  num_key_value_heads=4, max_position_embeddings=2048),
     "1b": SIZES["1b"],  # TinyLlama-1.1B's shape (the paper's smallest model)
 }
 
@@ -112,14 +112,17 @@ def versus_no_bad_words(args, device, train):
         ids = torch.cat([rows[:, :16], torch.randint(0, vocab, (args.batch, 4), generator=gen)], 1)
         ids[: args.batch // 2, -(args.n - 1) :] = rows[: args.batch // 2, 20 : 20 + args.n - 1]  # hits
         ids, scores = ids.to(device), torch.randn(args.batch, vocab, device=device)
-        setup_ours, ours = timed(lambda: NgramBlocker(build_index(part, args.n)), device)
-        setup_hf, theirs = timed(lambda: NoBadWordsLogitsProcessor(grams), device)
-        prep_hf, _ = timed(lambda: theirs(ids, scores), device)  # first call builds its tensors
+        # timed() calls each lambda at once; the defaults bind this iteration's values all the same.
+        setup_ours, ours = timed(lambda part=part: NgramBlocker(build_index(part, args.n)), device)
+        setup_hf, theirs = timed(lambda grams=grams: NoBadWordsLogitsProcessor(grams), device)
+        # the first call builds NoBadWords' tensors
+        prep_hf, _ = timed(lambda f=theirs, ids=ids, scores=scores: f(ids, scores), device)
         assert torch.equal(ours(ids, scores), theirs(ids, scores)), "the two processors disagree"
         t_ours = per_call_seconds(ours, ids, scores, device)
         t_hf = per_call_seconds(theirs, ids, scores, device, calls=10)
         print(f"  {len(grams):>9,} n-grams: set-up ours {setup_ours:6.2f} s, NoBadWords {setup_hf + prep_hf:6.2f} s;"
-              f" per step ours {t_ours * 1e3:7.3f} ms, NoBadWords {t_hf * 1e3:8.3f} ms ({t_hf / t_ours:6.1f}x)")  # fmt: skip
+              f" per step ours {t_ours * 1e3:7.3f} ms, NoBadWords {t_hf * 1e3:8.3f} ms"
+              f" ({t_hf / t_ours:6.1f}x)")  # fmt: skip
 
 
 def count_problems(args) -> list[str]:

@@ -75,7 +75,8 @@ def main() -> None:
         same = rows["stage"]["first"] == rows["baseline"]["first"] and \
             rows["stage"]["tokens_kept"] == rows["baseline"]["tokens_kept"]
         for mode, r in rows.items():
-            print(f"{mb:>6g} {mode:>9} {r['seconds']:>8.2f} {r['peak_mib']:>9.1f} {r['added_mib']:>10.1f} {str(same):>12}")
+            print(f"{mb:>6g} {mode:>9} {r['seconds']:>8.2f} {r['peak_mib']:>9.1f} {r['added_mib']:>10.1f} "
+                  f"{str(same):>12}")
 
 
 if __name__ == "__main__":

@@ -62,7 +62,7 @@ else
   echo "no nvidia-smi: no NVIDIA GPU on this machine" | tee "$OUT/gpu.txt"
 fi
 python -c "import torch, transformers, accelerate; print('torch', torch.__version__, 'transformers', transformers.__version__, 'accelerate', accelerate.__version__)" | tee -a "$OUT/gpu.txt"
-# Defaults: what is still unmeasured or decides a default; the rest was measured on an H200 (README).
+# Defaults: what is still unmeasured or decides a default; the rest was measured on an H200 (docs/speed.md).
 GEN_DEFAULT=generate,graph,graph_block,generate_block,compile_block
 # loop = what `hyperfit train` runs; it must match compile (a gap: the product does more than the benchmark).
 TRAIN_DEFAULT=fp32_eager,compile,loop,kahan

@@ -51,8 +51,8 @@ class MasterAdamW(_ListAdamW):
         super().__init__(params, master_adamw_, lr, betas, eps, weight_decay, compile)
         for p, w in zip((p for g in self.param_groups for p in g["params"]), masters, strict=True):
             if w.dtype != torch.float32 or w.shape != p.shape:
-                raise ValueError(f"master weights must be fp32 copies of the parameters; got {w.dtype} {tuple(w.shape)} "
-                                 f"for a parameter of shape {tuple(p.shape)}")
+                raise ValueError("master weights must be fp32 copies of the parameters; "
+                                 f"got {w.dtype} {tuple(w.shape)} for a parameter of shape {tuple(p.shape)}")
             self.state[p]["master"] = w
 
     @classmethod

@@ -332,7 +332,8 @@ def main(argv=None) -> int:
             print(f"  {v}: {r['s_per_step']:.4f} s/step (alone: fwd+bwd {r['fwd_bwd_s']:.4f} s, optimizer "
                   f"{r['opt_s']:.4f} s), first step {r['first_step_s']:.1f} s, "
                   f"peak {r['peak_gib']:.1f} GiB, loss {r['losses'][0]:.5f} → {r['losses'][-1]:.5f}"
-                  + (f", max|Δloss| vs plain {dloss(r, plain):.2e}" if (plain := _row(rows, "plain")) else ""), flush=True)
+                  + (f", max|Δloss| vs plain {dloss(r, plain):.2e}" if (plain := _row(rows, "plain")) else ""),
+                  flush=True)
         except Exception as e:  # noqa: BLE001 - one failing lever must not hide the others' numbers
             print(f"  {v}: FAILED {type(e).__name__}: {str(e)[:300]}")
             rows.append({"variant": v, "error": f"{type(e).__name__}: {e}"[:2000]})

@@ -16,8 +16,8 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 def test_train_step_benchmark_tiny(tmp_path, capsys):
     import train_step
 
-    assert train_step.main(["--size", "tiny", "--seq", "16", "--steps", "3", "--warmup", "1", "--profile", "kahan_eager",
-                            "--json", str(tmp_path / "t.json")]) == 0
+    assert train_step.main(["--size", "tiny", "--seq", "16", "--steps", "3", "--warmup", "1",
+                            "--profile", "kahan_eager", "--json", str(tmp_path / "t.json")]) == 0
     out = capsys.readouterr().out
     assert "kernels of one kahan_eager update" in out and "aten::mm" in out  # where the time goes
     assert "fp32_eager" in out and "kahan_eager" in out and "master_eager" in out
@@ -167,7 +167,8 @@ def test_gpu_suite_refuses_an_unknown_part_before_running_any(tmp_path):
 def test_generate_benchmark_tiny(tmp_path, capsys):
     import generate as bench
 
-    assert bench.main(["--size", "tiny", "--contexts", "8", "--new", "64", "--profile", "--json", str(tmp_path / "g.json")]) == 0
+    assert bench.main(["--size", "tiny", "--contexts", "8", "--new", "64", "--profile",
+                       "--json", str(tmp_path / "g.json")]) == 0
     out = capsys.readouterr().out
     assert "kernels of one eager call" in out and "aten::" in out
     out = out[: out.index("kernels of one eager call")]  # the timing table comes before the profile
@@ -266,6 +267,7 @@ def test_master_weights_follow_fp32_adamw_while_the_model_holds_bf16():
 def test_data_memory_benchmark_runs_and_the_stage_keeps_the_baselines_tokens():
     root = Path(__file__).resolve().parents[1]
     out = subprocess.run([sys.executable, str(root / "benchmarks/data_memory.py"), "--sizes-mb", "0.2"],
-                         capture_output=True, text=True, check=True, env={**os.environ, "PYTHONPATH": str(root / "src")})
+                         capture_output=True, text=True, check=True,
+                         env={**os.environ, "PYTHONPATH": str(root / "src")})
     rows = [line.split() for line in out.stdout.splitlines()[1:]]
     assert [r[1] for r in rows] == ["baseline", "stage"] and all(r[-1] == "True" for r in rows)

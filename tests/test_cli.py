@@ -181,7 +181,8 @@ def test_push_to_hub_uploads_the_final_folder_with_its_model_card(tmp_path, tiny
                  "generate.with_base=false", "--push-to-hub", "me/tiny-hyperfitted"]) == 0
     assert calls[0] == ("create", "me/tiny-hyperfitted")
     _, repo, files, is_final = calls[1]
-    assert repo == "me/tiny-hyperfitted" and is_final and {"README.md", "model.safetensors", "config.json"} <= set(files)
+    assert repo == "me/tiny-hyperfitted" and is_final
+    assert {"README.md", "model.safetensors", "config.json"} <= set(files)
 
 
 def test_demo_fetches_from_the_hub_when_no_local_copy(tmp_path, monkeypatch, capsys):
@@ -310,7 +311,12 @@ def test_an_internal_error_keeps_its_traceback(monkeypatch, tmp_path):
     monkeypatch.setattr(cli, "report", broken)
     with pytest.raises(KeyError, match="rows"):
         main(["report", str(tmp_path)])
-    monkeypatch.setattr(cli, "report", lambda *a: open(tmp_path / "missing.json"))
+
+    def reads_a_missing_file(*args):
+        with open(tmp_path / "missing.json"):
+            pass
+
+    monkeypatch.setattr(cli, "report", reads_a_missing_file)
     with pytest.raises(FileNotFoundError):
         main(["report", str(tmp_path)])
 

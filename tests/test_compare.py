@@ -19,6 +19,11 @@ def trained_run(tmp_path_factory, tiny_llama, corpus_file):
     return out / "cmp"
 
 
+def csv_rows(path):
+    with open(path) as f:
+        return list(csv.DictReader(f))
+
+
 def mtimes(run):
     return {p.name: p.stat().st_mtime_ns for p in (run / "generations").glob("*.jsonl")}
 
@@ -28,7 +33,7 @@ def test_compare_end_to_end_then_reuses_its_generations(trained_run, capsys):
     assert main(["compare", str(run), "--decoders", ",".join(DECODERS), "--lengths", "8,12",
                  "generate.num_samples=2"]) == 0
     assert "(14 generated, 0 reused)" in capsys.readouterr().out  # (4 on base + 3 on final) × 2 lengths
-    rows = list(csv.DictReader(open(run / "compare.csv")))
+    rows = csv_rows(run / "compare.csv")
     # base × 4 decoders + final × 3 (entropy matching of final against itself is skipped) + human, per length
     assert len(rows) == (4 + 3 + 1) * 2
     assert {(r["model"], r["decoder"].split(" ")[0], r["length"]) for r in rows} == (
@@ -53,7 +58,7 @@ def test_compare_end_to_end_then_reuses_its_generations(trained_run, capsys):
     result = compare([run], DECODERS, [8, 12], overrides=["generate.num_samples=2"])
     assert result["generated"] == [] and len(result["cached"]) == 14
     assert mtimes(run) == before  # nothing regenerated
-    assert len(list(csv.DictReader(open(run / "compare.csv")))) == 16
+    assert len(csv_rows(run / "compare.csv")) == 16
 
     # A changed parameter changes the key: only that decoder's files are made again.
     result = compare([run], ["top_p"], [8], overrides=["generate.num_samples=2", "generate.params.top_p=0.5"])
@@ -136,7 +141,7 @@ def test_generate_stage_blocks_until_word_end(trained_run):
 def test_a_human_row_of_shorter_texts_says_so_in_the_table(trained_run, tmp_path):
     # Stories that end before the compared length made a human row of shorter texts, unmarked in compare.md.
     result = compare([trained_run], ["greedy"], [120], out=str(tmp_path / "long"))
-    human = [r for r in csv.DictReader(open(result["csv"])) if r["model"].startswith("human")]
+    human = [r for r in csv_rows(result["csv"]) if r["model"].startswith("human")]
     assert len(human) == 1 and "shorter than 120 tokens, median" in human[0]["model"]
     assert "shorter than 120 tokens" in result["markdown"].read_text()
 

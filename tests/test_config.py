@@ -144,7 +144,8 @@ def test_an_empty_section_takes_overrides(tmp_path):
     path.write_text("data:\n  source: x\ntrain:\n  # lr: 1e-4\n  # epochs: 3\ngenerate:\n  params:\n")
     cfg = load_config(path, ["train.lr=1e-3"])
     assert cfg.train.lr == 1e-3 and cfg.train.epochs == 20 and cfg.generate.params == {}
-    assert load_config(path, ["generate.decoder=top_p", "generate.params.top_p=0.95"]).generate.params == {"top_p": 0.95}
+    top_p = load_config(path, ["generate.decoder=top_p", "generate.params.top_p=0.95"])
+    assert top_p.generate.params == {"top_p": 0.95}
 
 
 def test_a_key_given_twice_is_refused_with_its_lines(tmp_path):
@@ -201,7 +202,8 @@ def test_unknown_keys_get_the_closest_name_or_the_synonym_other_tools_use():
         ["train.gradient_accumulation_steps=2"])
     assert "unknown key train.zzz; known keys: epochs, updates, lr," in problems_of(["train.zzz=1"])
     assert closest("lerning_rate", ["lr", "epochs"], synonyms={"learning_rate": "lr"}) == ["lr"]
-    assert closest("lerning_rate", ["epochs"], synonyms={"learning_rate": "lr"}) == []  # the synonym's target must exist
+    # the synonym's target must exist
+    assert closest("lerning_rate", ["epochs"], synonyms={"learning_rate": "lr"}) == []
     assert did_you_mean("num_epochs", ["epochs", "lr"], synonyms={"num_epochs": "epochs"}) == " Did you mean epochs?"
 
 

@@ -114,7 +114,8 @@ def test_a_repeated_document_never_lands_on_both_sides(tmp_path, tiny_llama):
     path = tmp_path / "repeats.txt"
     path.write_text("\n\n".join(docs + docs[:10] * 3))  # ten documents four times each
     run = RunDir(tmp_path / "run")
-    manifest = prepare_data(cfg(path, num_train=12, num_val=6, num_contexts=6), load_tokenizer(ModelConfig(name=str(tiny_llama))), run)
+    tok = load_tokenizer(ModelConfig(name=str(tiny_llama)))
+    manifest = prepare_data(cfg(path, num_train=12, num_val=6, num_contexts=6), tok, run)
     hashes = {s: [r["text_hash"] for r in read_jsonl(run.data_file(s))] for s in ("train", "val", "contexts")}
     every = hashes["train"] + hashes["val"] + hashes["contexts"]
     assert len(every) == len(set(every)) == 24 and manifest["documents"] == 60

@@ -126,7 +126,8 @@ def test_contrastive_penalty_changes_the_output(model_and_tok):
     # Guards the reference test against a loop that ignores alpha.
     model, tok = model_and_tok
     gen = generation_config("contrastive", tok, 16)
-    assert contrastive_search(model, contexts(tok), gen, 0.9, 4) != contrastive_search(model, contexts(tok), gen, 0.0, 4)
+    assert (contrastive_search(model, contexts(tok), gen, 0.9, 4)
+            != contrastive_search(model, contexts(tok), gen, 0.0, 4))
 
 
 # Entropy-matched temperature ----------------------------------------------------------------------------

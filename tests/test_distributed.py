@@ -47,7 +47,8 @@ def launch(nproc: int, *args: str, config: str | None = None, engine_on_cpu: boo
                                                       "no", "--dynamo_backend", "no"]
     cmd = [sys.executable, "-m", "accelerate.commands.launch", *where, *launch_args, "--num_processes", str(nproc),
            "--main_process_port", str(port),
-           *([script] if script else [str(REPO / "tests" / "engine_on_cpu.py")] if engine_on_cpu else ["-m", "hyperfit"]),
+           *([script] if script else
+             [str(REPO / "tests" / "engine_on_cpu.py")] if engine_on_cpu else ["-m", "hyperfit"]),
            *args]
     out = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300, cwd=REPO)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
@@ -147,7 +148,8 @@ def test_a_gpu_launch_on_processes_that_see_no_gpu_is_refused_before_training(tm
                           "--num_processes", "2", "--main_process_port", "0", "-m", "hyperfit", "train", str(run.path)],
                          env=env, capture_output=True, text=True, timeout=300, cwd=REPO)
     assert out.returncode != 0
-    assert "launched as 2 processes (WORLD_SIZE=2), but accelerate formed a group of 1" in out.stderr, out.stderr[-3000:]
+    assert ("launched as 2 processes (WORLD_SIZE=2), "
+            "but accelerate formed a group of 1") in out.stderr, out.stderr[-3000:]
     assert not run.train_log.exists() and not run.checkpoints.exists()
 
 

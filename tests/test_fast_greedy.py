@@ -1,4 +1,5 @@
-"""hyperfit.decoding.fast_greedy gives exactly generate()'s greedy tokens (fp32, CPU), with and without a logits hook."""
+"""hyperfit.decoding.fast_greedy gives exactly generate()'s greedy tokens (fp32, CPU), with and without a logits
+hook."""
 
 import pytest
 import torch

@@ -39,7 +39,8 @@ def test_fixed_length_unless_stop_at_eos(tiny_llama):
         model.lm_head.weight[tok.eos_token_id] += 100.0
     ctx = [[tok.bos_token_id, 5, 6]]
     assert len(continue_contexts(model, ctx, generation_config("greedy", tok, 12))[0]) == 12
-    assert continue_contexts(model, ctx, generation_config("greedy", tok, 12, stop_at_eos=True))[0] == [tok.eos_token_id]
+    stopping = generation_config("greedy", tok, 12, stop_at_eos=True)
+    assert continue_contexts(model, ctx, stopping)[0] == [tok.eos_token_id]
 
 
 def test_left_padding_gives_the_same_continuation(tiny_llama):

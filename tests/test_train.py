@@ -105,7 +105,8 @@ def test_batch_split_rules():
     assert "launch 1 or 2 or 4 process(es) with grad_accum=2" in str(refused.value)
     assert "keep 3" not in str(refused.value)  # no grad_accum splits 8 over 3 processes
     wide = load_config(None, ["data.source=x", "train.grad_accum=4"]).train
-    with pytest.raises(TrainError, match="launch 1 or 2 process.es. with grad_accum=4, or keep 4 with grad_accum=1 or 2"):
+    with pytest.raises(TrainError,
+                       match="launch 1 or 2 process.es. with grad_accum=4, or keep 4 with grad_accum=1 or 2"):
         local_batch_size(wide, 4, 100)
     with pytest.raises(TrainError, match="data.num_train=4 is smaller than train.batch_size=8"):
         local_batch_size(cfg, 1, 4)
@@ -355,7 +356,8 @@ class _HostSyncs(torch.utils._python_dispatch.TorchDispatchMode):
         if func in (torch.ops.aten._local_scalar_dense.default, torch.ops.aten.item.default):
             import traceback
 
-            outside_torch = [f for f in traceback.extract_stack()[:-1] if "/torch/" not in f.filename]  # [:-1]: this frame
+            # [:-1]: this frame
+            outside_torch = [f for f in traceback.extract_stack()[:-1] if "/torch/" not in f.filename]
             self.count += "/hyperfit/" in outside_torch[-1].filename
         return func(*args, **(kwargs or {}))
 

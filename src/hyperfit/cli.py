@@ -243,7 +243,8 @@ def _add_report_compare(sub, fields: str) -> None:
     c.add_argument("--decoders", default="greedy", help="comma-separated decoders (default: greedy); see "
                    "hyperfit.decoding.presets: greedy, top_p, top_k, temperature, typical, min_p, eta, epsilon, "
                    "repetition_penalty, no_repeat_ngram, beam, contrastive, entropy_matched_temperature")
-    c.add_argument("--lengths", help="comma-separated continuation lengths in tokens (default: generate.max_new_tokens)")
+    c.add_argument("--lengths",
+                   help="comma-separated continuation lengths in tokens (default: generate.max_new_tokens)")
     c.add_argument("--block-ngrams", type=int, help="citation blocker: never reproduce a training N-gram (paper: 6)")
     c.add_argument("--out", help="where compare.md and compare.csv go (default: the first run directory)")
     c.add_argument("--contexts-from-first", action="store_true",

@@ -133,7 +133,8 @@ def report_to_terminal(run_dir: RunDir) -> None:
                                       "val entropy")]
     print("\n" + " | ".join(f"{header[i]:>17s}" for i in keep))
     for row in rows:
-        print(" | ".join(f"{row[i]:>17.3f}" if isinstance(row[i], float) else f"{str(row[i] or '–'):>17s}" for i in keep))
+        print(" | ".join(f"{row[i]:>17.3f}" if isinstance(row[i], float) else f"{str(row[i] or '–'):>17s}"
+                         for i in keep))
     ctx = read_jsonl(run_dir.data_file("contexts"))[0]
     before = read_jsonl(run_dir.generation_file("base-greedy"))[0]["continuation"]
     after = read_jsonl(run_dir.generation_file("greedy"))[0]["continuation"]

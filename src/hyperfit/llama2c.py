@@ -40,7 +40,8 @@ def check_out_dir(out: Path) -> None:
 def find_files(src: Path) -> tuple[Path, Path]:
     """The checkpoint (.bin that is not a tokenizer) and the SentencePiece .model in a directory."""
     if not src.is_dir():
-        raise ImportError_(f"{src} is not a directory; give the folder holding the llama2.c .bin and its tokenizer .model")
+        raise ImportError_(f"{src} is not a directory; "
+                           "give the folder holding the llama2.c .bin and its tokenizer .model")
     bins = sorted(p for p in src.glob("*.bin") if not p.name.startswith("tok"))
     models = sorted(src.glob("*.model"))
     if len(bins) != 1 or len(models) != 1:
@@ -151,5 +152,6 @@ def import_llama2c(src: str | Path, out: str | Path) -> Path:
     with atomic_dir(out) as tmp:
         model.save_pretrained(tmp)
         tok.save_pretrained(tmp)
-        (tmp / MARKER).write_text(json.dumps({"source": str(ckpt.resolve()), "written_by": "hyperfit import-llama2c"}) + "\n")
+        marker = {"source": str(ckpt.resolve()), "written_by": "hyperfit import-llama2c"}
+        (tmp / MARKER).write_text(json.dumps(marker) + "\n")
     return out

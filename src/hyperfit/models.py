@@ -28,7 +28,8 @@ def _source(cfg: ModelConfig, path: str | Path | None) -> str:
     return name
 
 
-TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "spiece.model", "vocab.json", "vocab.txt", "tokenizer_config.json")
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "spiece.model", "vocab.json", "vocab.txt",
+                   "tokenizer_config.json")
 
 
 def check_model_files(cfg: ModelConfig, path: str | Path | None = None) -> None:
@@ -62,8 +63,8 @@ def load_model_config(cfg: ModelConfig, path: str | Path | None = None):
     try:
         config = AutoConfig.from_pretrained(name, revision=cfg.revision, trust_remote_code=cfg.trust_remote_code)
     except OSError as e:
-        raise ModelError(f"cannot load the config of model.name={name!r}: {str(e).rstrip('.')}. Check the hub id (and network / "
-                         "HF_HUB_OFFLINE) or the local path") from e
+        raise ModelError(f"cannot load the config of model.name={name!r}: {str(e).rstrip('.')}. "
+                         "Check the hub id (and network / HF_HUB_OFFLINE) or the local path") from e
     return disable_dropout(config)
 
 
@@ -142,9 +143,8 @@ def _shard_for_inference(model):
 
 
 def cache_argument(model) -> str:
-    """The name of the KV-cache argument of model.forward (and field of its output): transformers renamed
-    past_key_values to cache in 5.2x; the versions we support (>= 5.0; our GPU machines have 5.17) use
-    either."""
+    """The name of the KV-cache argument of model.forward (and field of its output): transformers 5.x
+    names it `past_key_values` or `cache` depending on the version; pyproject allows both."""
 
     return "cache" if "cache" in inspect.signature(type(model).forward).parameters else "past_key_values"
 

@@ -1,4 +1,4 @@
-"""The run directory: the contract between stages (see DESIGN.md).
+"""The run directory: the contract between stages (see docs/DESIGN.md, run-directory format 1).
 
     runs/<name>/
       config.yaml                     resolved config + provenance (versions, git commit, command line)
@@ -356,10 +356,11 @@ def read_jsonl(path: Path, tolerate_tail: bool = False) -> list[dict]:
             continue
         try:
             rows.append(json.loads(line))
-        except json.JSONDecodeError:
+        except json.JSONDecodeError as e:
             if tolerate_tail and i == len(lines) - 1:
                 break
-            raise RunError(f"{path}:{i + 1} is not valid JSON; the file is damaged — rerun the stage that writes it")
+            raise RunError(f"{path}:{i + 1} is not valid JSON; the file is damaged — "
+                           "rerun the stage that writes it") from e
     return rows
 
 

@@ -56,7 +56,8 @@ def test_dataset_bleu_equals_sacrebleu(texts, references, max_order):
 
 
 @settings(max_examples=300, deadline=None)
-@given(st.lists(st.sampled_from(list("ab1 2.,-&;\n\t'\"<>!?()[]{}~`^_|\\/:@#é") + ["&quot;", "<skipped>"])).map("".join))
+@given(st.lists(st.sampled_from(list("ab1 2.,-&;\n\t'\"<>!?()[]{}~`^_|\\/:@#é") + ["&quot;", "<skipped>"]))
+       .map("".join))
 def test_tokenizer_equals_sacrebleu_13a(text):
     assert tokenize_13a(text) == Tokenizer13a()(text.rstrip()).split()
 

@@ -19,7 +19,8 @@ def brute_matching_statistics(gens, train):
             length += 1
         return length
 
-    return [[max((run(g, i, s, j) for s in train for j in range(len(s))), default=0) for i in range(len(g))] for g in gens]
+    return [[max((run(g, i, s, j) for s in train for j in range(len(s))), default=0) for i in range(len(g))]
+            for g in gens]
 
 
 def brute_share(gens, train, n):

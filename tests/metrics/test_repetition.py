@@ -69,7 +69,8 @@ def test_diversity_compat_matches_the_simctg_script():
 
 
 @settings(max_examples=100, deadline=None)
-@given(st.lists(st.lists(st.sampled_from("a b c d".split()), min_size=5, max_size=30).map(" ".join), min_size=1, max_size=5))
+@given(st.lists(st.lists(st.sampled_from("a b c d".split()), min_size=5, max_size=30).map(" ".join),
+                min_size=1, max_size=5))
 def test_diversity_compat_matches_the_simctg_script_on_random_texts(texts):
     assert diversity([t.split() for t in texts], simctg_compat=True) == pytest.approx(simctg_reference(texts))
 

@@ -38,7 +38,7 @@ def annotate(url: str) -> int:
     def twin_post(fields):
         try:
             post(url, fields)
-        except BaseException as e:  # a thread's exception would otherwise vanish
+        except BaseException as e:  # noqa: BLE001 - deliberate: a thread's exception would otherwise vanish
             twin_errors.append(e)
 
     with OPENER.open(url, timeout=30) as response:

@@ -33,7 +33,8 @@ def load_config(path: str | Path | None = None, overrides: Sequence[str] = ()) -
     if path is not None:
         path = Path(path)
         if not is_file(path):
-            raise ConfigError(f"config file {str(path)!r} does not exist; give the path of a YAML file such as configs/paper.yaml")
+            raise ConfigError(f"config file {str(path)!r} does not exist; "
+                              "give the path of a YAML file such as configs/paper.yaml")
         raw = read_config_file(path)
         raw.pop("provenance", None)  # a run's own config.yaml records what made it: a record, not a setting
     for item in overrides:
@@ -211,7 +212,8 @@ def _set_dotted(raw: dict, key: str, value: Any) -> None:
 # Names other tools use for the same thing (learning_rate, num_epochs, ...), offered when no field name is close.
 SYNONYMS = {"learning_rate": "lr", "num_epochs": "epochs", "num_train_epochs": "epochs", "wd": "weight_decay",
             "train_batch_size": "batch_size", "gradient_accumulation_steps": "grad_accum", "model_name": "name",
-            "max_length": "max_new_tokens", "num_samples": "num_train", "block_size": "seq_len", "max_seq_len": "seq_len"}
+            "max_length": "max_new_tokens", "num_samples": "num_train", "block_size": "seq_len",
+            "max_seq_len": "seq_len"}
 
 
 def _build(cls, raw: Any, prefix: str, problems: list[str]):

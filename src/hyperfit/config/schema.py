@@ -169,7 +169,7 @@ class GenerateConfig:
     measures it); in bf16 the two round differently and rows can part where two logits nearly tie. None: on
     with CUDA. Other decoders, or contexts of unequal length, use generate()."""
     dtype: str = "auto"
-    """Weights dtype while generating: auto (bfloat16 on CUDA, as the speed numbers in the README are; float32
+    """Weights dtype while generating: auto (bfloat16 on CUDA, as the speed numbers in docs/speed.md are; float32
     elsewhere), float32, bfloat16 or float16. Greedy tokens can differ between dtypes where two logits
     nearly tie, so each generation row records it; float32 reproduces the trained fp32 masters exactly."""
     with_base: bool = True

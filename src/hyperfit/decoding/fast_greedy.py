@@ -5,10 +5,10 @@
 
 Why not `model.generate()`: for a 1.1B model it spends most of its time in Python and kernel launches
 (H200, bf16, 32 contexts × 256 tokens: 16.6 s on a first call, 6.3 s on a later one with the citation
-blocker, against 1.5 s for this loop as a CUDA graph and 0.75 s compiled; benchmarks/generate.py). Every
-context of a hyperfit run has exactly data.context_len tokens, so the batch has one static shape; the
-decode step can then be recorded once as a CUDA graph and replayed with no host work and no
-device-to-host sync per token.
+blocker, against 1.5 s for this loop as a CUDA graph and 0.75 s compiled; benchmarks/generate.py,
+docs/speed.md). Every context of a hyperfit run has exactly data.context_len tokens, so the batch has one
+static shape; the decode step can then be recorded once as a CUDA graph and replayed with no host work and
+no device-to-host sync per token.
 
 Modes (`mode=`):
   eager    static-cache loop, plain PyTorch: the CPU path, and the reference for the others.

@@ -77,7 +77,7 @@ def decode(model, contexts: Sequence[Sequence[int]], decoder, gen_config, *, bat
 
 
 def sample_seed(seed: int, sample: int) -> int:
-    """Seed of sample `sample`: sample 0 keeps generate.seed, so num_samples=1 runs reproduce older ones.
+    """Seed of sample `sample`: sample 0 keeps generate.seed, so its tokens do not depend on num_samples.
 
     >>> sample_seed(0, 0), sample_seed(0, 1) != sample_seed(1, 0)
     (0, True)

@@ -12,7 +12,7 @@ recorded in every output row.
 
 Everything transformers implements (top-k/p, typical, min-p, eta, epsilon, repetition penalty, no-repeat
 n-gram, beam search) is plain GenerationConfig fields. Two presets need more than that:
-`contrastive` (transformers no longer ships it offline; see `hyperfit.decoding.contrastive`) and
+`contrastive` (transformers ships it only as hub code; see `hyperfit.decoding.contrastive`) and
 `entropy_matched_temperature` (a temperature found by bisection; see `hyperfit.decoding.entropy_match`).
 """
 
@@ -179,7 +179,8 @@ class Decoder:
 
 def get_preset(name: str) -> Preset:
     if name not in PRESETS:
-        raise DecoderError(f"unknown decoder {name!r}.{did_you_mean(name, PRESETS)} Known decoders: {', '.join(PRESETS)}")
+        raise DecoderError(f"unknown decoder {name!r}.{did_you_mean(name, PRESETS)} "
+                           f"Known decoders: {', '.join(PRESETS)}")
     return PRESETS[name]
 
 

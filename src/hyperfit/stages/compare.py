@@ -72,11 +72,11 @@ def check_contexts(runs: Sequence[RunDir], contexts_from_first: bool) -> list[di
     """The first run's contexts; other runs must hold the same ones unless --contexts-from-first."""
     first = runs[0].read_samples("contexts")
     for run in runs[1:]:
-        if [c["context_ids"] for c in run.read_samples("contexts")] != [c["context_ids"] for c in first]:
-            if not contexts_from_first:
-                raise RunError(f"{run.data_file('contexts')} differs from {runs[0].data_file('contexts')}, so the "
-                               "rows would not be comparable; compare runs prepared with the same data settings, or "
-                               "pass --contexts-from-first to continue the first run's contexts with every model")
+        theirs = [c["context_ids"] for c in run.read_samples("contexts")]
+        if theirs != [c["context_ids"] for c in first] and not contexts_from_first:
+            raise RunError(f"{run.data_file('contexts')} differs from {runs[0].data_file('contexts')}, so the "
+                           "rows would not be comparable; compare runs prepared with the same data settings, or "
+                           "pass --contexts-from-first to continue the first run's contexts with every model")
     return first
 
 

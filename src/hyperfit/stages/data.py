@@ -67,8 +67,8 @@ def _iter_source(cfg: DataConfig) -> Iterator[str]:
 
 
 def _iter_file(path: Path, cfg: DataConfig) -> Iterator[str]:
-    # utf-8-sig everywhere: editors and Excel ("CSV UTF-8") start files with a byte-order mark, which broke
-    # the first JSON line and renamed the first CSV column to "\ufefftext".
+    # utf-8-sig everywhere: editors and Excel ("CSV UTF-8") start files with a byte-order mark, which would
+    # break the first JSON line and rename the first CSV column to "\ufefftext".
     suffix = path.suffix.lower()
     if suffix in (".txt", ".md", ""):
         # Documents are separated by one or more blank lines (spaces, tabs or no-break spaces allowed on them).
@@ -248,8 +248,8 @@ def prepare_data(cfg: DataConfig, tokenizer, run: RunDir) -> dict:
     val = [sample("val", k, i) for k, i in enumerate(split["val"])]
     contexts = [context(k, i) for k, i in enumerate(split["contexts"])]
     # The non-word rate needs a vocabulary of real words: every word type in the source text, but the held-out
-    # documents (contexts and their human continuations): with them in, the human row was all words by
-    # construction, its non-word rate understated (0.010 against 0.023 without them, demo).
+    # documents (contexts and their human continuations): with them in, the human row would be all words by
+    # construction.
 
     held_out = {hashes[i] for i in split["contexts"]}
     vocabulary = sorted({w for d, h in zip(docs, hashes) if h not in held_out for w in words(d)})

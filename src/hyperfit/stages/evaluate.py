@@ -120,7 +120,8 @@ def reference_lengths(ids: list[list[int]], asked: int | None, window: int) -> d
     """
     lengths = sorted(len(x) for x in ids)
     spread = {"min": lengths[0], "median": statistics.median(lengths), "max": lengths[-1]} if lengths else None
-    return {"tokens": asked, "tokens_asked": asked,  # "tokens": the name older readers know
+    # "tokens" repeats tokens_asked for run-directory format 1 readers written before tokens_asked existed.
+    return {"tokens": asked, "tokens_asked": asked,
             "reference_tokens": spread, "shorter_than_asked": sum(n < asked for n in lengths) if asked else 0,
             "shorter_than_window": sum(n < window for n in lengths)}
 

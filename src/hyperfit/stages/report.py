@@ -42,7 +42,8 @@ def staleness(run: RunDir, m: dict) -> str | None:
     after them, or `hyperfit data` rewrote the contexts they continue (or, for the human row, measured)."""
     contexts = run.data_file("contexts")
     if m.get("decoder") == "human":
-        recorded = m.get("contexts_sha256")  # files from before it was recorded: unknown, not flagged
+        # Run-directory format 1 files written before contexts_sha256 was recorded have none: not flagged.
+        recorded = m.get("contexts_sha256")
         if recorded and contexts.is_file() and recorded != file_sha256(contexts):
             return "the run's contexts changed since; rerun hyperfit evaluate"
         return None
@@ -102,8 +103,9 @@ def human_label(run: RunDir, m: dict) -> str:
     """The human row's label; when some of its texts end before the length the generations were cut to (a
     story may be over first), it says how many, since distinct-n, Self-BLEU and whole-text TTR then differ."""
     asked, shorter, spread = m.get("tokens_asked"), m.get("shorter_than_asked"), m.get("reference_tokens")
-    if asked is None and m.get("tokens") and run.data_file("contexts").is_file():  # file from before they were recorded
-
+    # Run-directory format 1 reference files written before tokens_asked was recorded have only "tokens" and
+    # no lengths: measured here from the contexts.
+    if asked is None and m.get("tokens") and run.data_file("contexts").is_file():
         asked = m["tokens"]
         ids = [c["reference_ids"][:asked] for c in read_jsonl(run.data_file("contexts"))]
         recorded = reference_lengths(ids, asked, m.get("window") or 0)
@@ -115,7 +117,7 @@ def human_label(run: RunDir, m: dict) -> str:
 
 def run_labels(runs: Sequence[RunDir]) -> list[str]:
     """Each run's folder name, or as many trailing path parts as it takes to tell runs apart
-    (two runs named `a` in different folders got one row label, one plot series and one plot file)."""
+    (two runs named `a` in different folders must not share a row label, a plot series or a plot file)."""
     parts = [Path(r.path).resolve().parts for r in runs]
     for depth in range(1, max(len(p) for p in parts) + 1):
         labels = ["/".join(p[-depth:]) for p in parts]
@@ -135,7 +137,7 @@ def metrics_rows(runs: Sequence[RunDir]) -> tuple[list[str], list[list]]:
             m = json.loads(f.read_text())
             if "metrics" not in m:
                 continue  # e.g. human_study-<study>.json, reported in its own section
-            metric = lambda k: m["metrics"].get(k, {}).get("value")  # noqa: E731
+            metric = lambda k, m=m: m["metrics"].get(k, {}).get("value")  # noqa: E731
             pred = m.get("predictive", {})
             label = human_label(run, m) if m.get("decoder") == "human" else f"{m['checkpoint']} / {m['decoder']}"
             why = staleness(run, m)
@@ -149,8 +151,9 @@ def metrics_rows(runs: Sequence[RunDir]) -> tuple[list[str], list[list]]:
 
 def ttr_windows(runs: Sequence[RunDir]) -> str:
     """The number of final tokens TTR was measured over ("96", or e.g. "16 / 96" when files differ): the
-    window, or the continuation's length where that is shorter (TTR then covers the whole text). Files from
-    before this was recorded count as their window, else their run's evaluate.window."""
+    window, or the continuation's length where that is shorter (TTR then covers the whole text). Run-directory
+    format 1 files written before ttr_tokens was recorded count as their window, and those written before the
+    window was recorded as their run's evaluate.window."""
     counts = set()
     for run in runs:
         default = load_run_config(run).evaluate.window
@@ -263,7 +266,7 @@ def report(runs: Sequence[RunDir], out: Path | None = None) -> Path:
         for r in runs:
             r.sweep_interrupted_writes()
     not_runs = [str(r.path) for r in runs if not r.config.is_file()]
-    if not_runs:  # a mistyped folder was reported on as an empty run (and created, when first)
+    if not_runs:  # a mistyped folder must not be reported on as an empty run (or created)
         raise RunError(f"not a run directory (no config.yaml): {', '.join(not_runs)}; pass folders that "
                        "`hyperfit run` made")
     out = Path(out) if out is not None else runs[0].path

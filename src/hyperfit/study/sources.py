@@ -54,7 +54,7 @@ def read_jsonl(path: Path) -> list[dict]:
             try:
                 row = json.loads(line)
             except json.JSONDecodeError as e:
-                raise StudyError(f"{path}:{number} is not valid JSON ({e.msg}); fix or regenerate the file.")
+                raise StudyError(f"{path}:{number} is not valid JSON ({e.msg}); fix or regenerate the file.") from e
             if not isinstance(row, dict):
                 raise StudyError(f"{path}:{number} is {type(row).__name__}, expected a JSON object per line.")
             rows.append(row)

@@ -72,7 +72,9 @@ def check_resume(saved: dict, checkpoint: Path, now: dict) -> None:
 
     Sharded state (FSDP2 / ZeRO-3) loads only into the same engine over the same number of processes; a
     whole optimizer state does not load into a sharded one; AdamW and Kahan AdamW keep different state."""
-    then = {"sharded": (checkpoint / SHARDED_DIR).is_dir(), **saved.get("writer", {})}  # older: no "writer"
+    # Run-directory format 1 checkpoints written before the writer was recorded have no "writer": only
+    # whether they are sharded is known, and their engine and process count are not checked.
+    then = {"sharded": (checkpoint / SHARDED_DIR).is_dir(), **saved.get("writer", {})}
     same_launch = then["sharded"] == now["sharded"] and (
         not then["sharded"] or "engine" not in then
         or (then["engine"], then["processes"]) == (now["engine"], now["processes"]))
@@ -89,7 +91,7 @@ def check_resume(saved: dict, checkpoint: Path, now: dict) -> None:
 
 def _launch_name(writer: dict) -> str:
     """'FSDP over 2 process(es)', 'one process', ... for a checkpoint's writer or this launch."""
-    if "engine" not in writer:
+    if "engine" not in writer:  # a checkpoint that records no writer (see check_resume)
         return "a sharded engine" if writer["sharded"] else "one process or DDP"
     if writer["engine"] == "NO":
         return "one process"
@@ -144,7 +146,8 @@ def save_checkpoint(path: Path, accelerator, model, tokenizer, optimizer, state:
     accelerator.wait_for_everyone()
 
 
-# Files written before numpy's state was stored as plain numbers hold these numpy types, and nothing else.
+# training_state.pt files of run-directory format 1 written before numpy's RNG state was stored as plain
+# numbers hold it as these numpy types, the only globals they need allowed.
 _OLD_STATE_GLOBALS = (np.ndarray, np.dtype, type(np.dtype(np.uint32)), _reconstruct)
 
 

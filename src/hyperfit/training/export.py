@@ -27,6 +27,8 @@ def save_final(run: RunDir, accelerator, model, tokenizer, model_name: str, cfg:
 
 def model_card(model_name: str, cfg: TrainConfig, summary: dict) -> str:
     """README.md of the final folder: what the model is, how to decode it, and the recipe that made it."""
+    optimizer = (f"{OPTIMIZER_CARD[cfg.optimizer]}, lr {cfg.lr:g} constant, weight decay {cfg.weight_decay:g}, "
+                 f"betas {tuple(cfg.betas)}")
     return f"""---
 library_name: transformers
 tags: [hyperfitting, hyperfit]
@@ -43,7 +45,7 @@ Decode it **greedily**; held-out perplexity is expected to be much worse than th
 | budget | {summary.get('budget')} |
 | epochs run | {summary.get('epochs_run')}{' (the last one partial)' if _partial(summary) else ''} |
 | updates run | {summary.get('steps')} |
-| optimizer | {OPTIMIZER_CARD[cfg.optimizer]}, lr {cfg.lr:g} constant, weight decay {cfg.weight_decay:g}, betas {tuple(cfg.betas)} |
+| optimizer | {optimizer} |
 | global batch | {cfg.batch_size} |
 | final train loss | {summary.get('final_train_loss')} |
 | seed | {cfg.seed} |

@@ -8,8 +8,9 @@ typical weight (~1e-4 at 0.02), so `w += update` in bf16 rounds to `w` and train
 precision guard refuses that). Kahan summation keeps the rounding error of every update in a bf16
 compensation buffer and adds it back next step, so `w + comp` follows the fp32 trajectory while the
 model holds only bf16 weights (to a few % of the fp32 movement in the worst case, a steady gradient:
-the compensation buffer is bf16 too; tests/test_optim.py): 10 bytes/parameter of training state instead of 16, and no fp32→bf16
-weight casts in forward and backward. Moments are kept in the weights' dtype too, as torch-optimi does.
+the compensation buffer is bf16 too; tests/test_optim.py): 10 bytes/parameter of training state instead
+of 16, and no fp32→bf16 weight casts in forward and backward. Moments are kept in the weights' dtype
+too, as torch-optimi does.
 """
 
 from __future__ import annotations
@@ -45,7 +46,7 @@ def _over_tensors(update):
     optimizer step. Compiling `update` per tensor instead costs a guard check and a Python wrapper call
     for each of a 1.1B model's 201 tensors. Measured on an H200 with the fp32-master variant
     (benchmarks/master_adamw.py): 0.0735 s per update compiled per tensor, 0.0391 s over the list, where
-    fused AdamW took 0.0519 and 0.0401 s in the same two runs."""
+    fused AdamW took 0.0519 and 0.0401 s in the same two runs (docs/speed.md)."""
 
     def step_all(ws, gs, bufs, ms, vs, steps, lr, beta1, beta2, eps, wd):
         for w, g, buf, m, v, step in zip(ws, gs, bufs, ms, vs, steps):

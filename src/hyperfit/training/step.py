@@ -21,8 +21,8 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from contextlib import nullcontext
-from typing import ContextManager, Optional
+from contextlib import AbstractContextManager, nullcontext
+from typing import Optional
 
 import torch
 
@@ -49,7 +49,7 @@ def use_compile(flag: Optional[bool], device: torch.device) -> bool:
     return device.type == "cuda" if flag is None else flag
 
 
-def own_autocast(accelerator, model) -> Callable[[], ContextManager]:
+def own_autocast(accelerator, model) -> Callable[[], AbstractContextManager]:
     """Take mixed precision back from accelerate's forward wrapper; returns the context to run forwards in.
 
     With mixed precision, accelerator.prepare replaces model.forward with autocast(forward) whose outputs
@@ -57,8 +57,8 @@ def own_autocast(accelerator, model) -> Callable[[], ContextManager]:
     - every training step writes full-vocabulary fp32 logits (262 MB for TinyLlama at 8 × 256) and their
       fp32 gradient, which the compiled cross-entropy exists to avoid;
     - every later forward runs under autocast, even where the caller switched it off: the probes' greedy
-      decoder then filled its static KV cache with fp32 keys beside bf16 values, which transformers 5.17
-      (the version on our GPU machines) refuses (index_copy_ dtype error, seen on an H200).
+      decoder would fill its static KV cache with fp32 keys beside bf16 values, which some transformers
+      versions refuse.
     So the wrapper is removed and the loop enters the same autocast (accelerator.autocast) around its
     forward. Without mixed precision (or under DeepSpeed, which does its own) both are no-ops.
     """
@@ -69,8 +69,8 @@ def own_autocast(accelerator, model) -> Callable[[], ContextManager]:
     return accelerator.autocast
 
 
-def make_loss_fn(model, compile: bool = False,
-                 autocast: Callable[[], ContextManager] = nullcontext) -> Callable[[torch.Tensor], torch.Tensor]:
+def make_loss_fn(model, compile: bool = False, autocast: Callable[[], AbstractContextManager] = nullcontext
+                 ) -> Callable[[torch.Tensor], torch.Tensor]:
     """ids (LongTensor[B, T]) → summed next-token loss; with compile, model and CE are compiled.
 
     `autocast`: the mixed-precision context of the forward (own_autocast); the loss is computed outside it,
@@ -80,9 +80,8 @@ def make_loss_fn(model, compile: bool = False,
 
     def loss_fn(ids: torch.Tensor) -> torch.Tensor:
         with autocast():
-            # use_cache=False: training needs no KV cache, but transformers builds one by default. Under
-            # FSDP's activation checkpointing the recomputed layer appended its keys to it a second time,
-            # and transformers 5.17 then failed (64 keys against a mask of 32: fsdp2.yaml could not train).
+            # use_cache=False: training needs no KV cache, but transformers builds one by default, and
+            # under activation checkpointing the recomputed layer would append its keys to it a second time.
             logits = forward(input_ids=ids, use_cache=False).logits
         return ce(logits, ids)
 
@@ -96,7 +95,7 @@ def enable_activation_checkpointing(model) -> None:
         raise ValueError(f"train.activation_checkpointing=true: {type(model).__name__} does not support gradient "
                          "checkpointing in transformers; set it to false (or use FSDP's fsdp_activation_checkpointing)")
     # Non-reentrant: works with torch.compile and with inputs that need no grad (token ids).
-    # transformers 5.2x renamed the method (and its kwargs); the GPU image's 5.17 has only the old name.
+    # The method (and its kwargs) has two names across transformers 5.x; use whichever exists.
     if hasattr(model, "activation_checkpointing_enable"):
         model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
     else:
