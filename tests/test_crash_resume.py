@@ -44,7 +44,8 @@ def outcome(run) -> dict:
 
 
 def leftovers(run) -> list[str]:
-    return sorted(str(p.relative_to(run)) for p in run.rglob(".*") if p.name.endswith((".tmp", ".old", ".sharded", ".pruned")))
+    left = (".tmp", ".old", ".sharded", ".pruned")
+    return sorted(str(p.relative_to(run)) for p in run.rglob(".*") if p.name.endswith(left))
 
 
 @pytest.fixture(scope="module")

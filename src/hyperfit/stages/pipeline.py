@@ -53,7 +53,8 @@ def check(cfg: RunConfig, trains: bool = True) -> None:
     check_model_files(cfg.model)
     check_lengths(load_model_config(cfg.model), cfg.data, cfg.generate.max_new_tokens, cfg.train.probe_new_tokens)
     check_tracker(cfg.train.tracker)
-    if cfg.model.dtype != "float32" and (cfg.train.updates or cfg.train.epochs) > 0 and cfg.train.optimizer != "adamw_kahan":
+    trains_at_all = (cfg.train.updates or cfg.train.epochs) > 0
+    if cfg.model.dtype != "float32" and trains_at_all and cfg.train.optimizer != "adamw_kahan":
         # Low-precision weights: load them once now so the precision guard can refuse before any writing.
         precision_guard(load_model(cfg.model), cfg.train.lr)
 
