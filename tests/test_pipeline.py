@@ -153,3 +153,13 @@ def test_a_damaged_model_folder_is_refused_before_the_run_folder_is_written(dama
     err = capsys.readouterr().err
     assert ("model.safetensors cannot be read" if damage == "weights" else "has no tokenizer files") in err
     assert "Traceback" not in err and not (tmp_path / "runs" / "r").exists()
+
+
+def test_a_run_without_contexts_is_refused_before_anything_is_written(tmp_path, tiny_llama, corpus_file):
+    # data.num_contexts=0 trained, then reported rows of 0.000 labelled "None / None".
+    from hyperfit.errors import ConfigError
+
+    cfg = load_config(None, [*tiny_overrides(tiny_llama, corpus_file, tmp_path, "empty"), "data.num_contexts=0"])
+    with pytest.raises(ConfigError, match="data.num_contexts=0"):
+        run(cfg)
+    assert not (tmp_path / "empty").exists()

@@ -20,6 +20,7 @@ import yaml
 from hyperfit.config import RunConfig, to_dict
 from hyperfit.decoding.presets import resolve
 from hyperfit.dist import barrier, world
+from hyperfit.errors import ConfigError
 from hyperfit.metrics.registry import get_metric
 from hyperfit.models import (
     check_lengths,
@@ -45,6 +46,10 @@ def check(cfg: RunConfig, trains: bool = True) -> None:
     (when the run will train) the batch splits over the launched processes."""
     from hyperfit.training import check_tracker, local_batch_size
 
+    if cfg.data.num_contexts == 0:
+        raise ConfigError("data.num_contexts=0: `hyperfit run` continues held-out contexts and measures them, and "
+                          "would report rows of nothing; set data.num_contexts >= 1 (the paper: 300), or run only "
+                          "the stages you need (hyperfit train RUN_DIR after the data stage)")
     if trains:
         local_batch_size(cfg.train, world()[1], cfg.data.num_train)
     resolve(cfg.generate.decoder, cfg.generate.params)
