@@ -7,7 +7,7 @@ import pytest
 from hyperfit.cli import main
 from hyperfit.runs import read_jsonl, write_jsonl
 from hyperfit.stages.compare import compare, weights_hash
-from tinymodels import tiny_overrides
+from tinymodels import make_corpus, save_tiny_model, tiny_overrides
 
 DECODERS = ["greedy", "top_p", "contrastive", "entropy_matched_temperature"]
 
@@ -160,3 +160,28 @@ def test_compare_after_run_reuses_the_runs_own_generations(tmp_path, tiny_llama,
     assert mtimes(run) == before and sorted(before) == ["base-greedy.jsonl", "greedy.jsonl"]
     assert main(["report", str(run)]) == 0
     assert "L24" not in (run / "report.md").read_text()  # each generation is listed once
+
+
+def test_contexts_from_first_is_refused_across_tokenizers_and_kept_within_one(trained_run, tmp_path, corpus_file,
+                                                                              capsys):
+    # Another vocabulary (a tokenizer trained on other text): the first run's ids would be other text there.
+    other_model = save_tiny_model(tmp_path / "other-tok", texts=[d.upper() for d in make_corpus()])
+    assert main(["run", *tiny_overrides(other_model, corpus_file, tmp_path, "b"), "train.epochs=1",
+                 "generate.with_base=false"]) == 0
+    capsys.readouterr()
+    out = tmp_path / "o"
+    assert main(["compare", str(trained_run), str(tmp_path / "b"), "--decoders", "greedy", "--lengths", "8",
+                 "--contexts-from-first", "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "have different tokenizers (vocabularies differ)" in err and str(tmp_path / "b") in err
+    assert "one tokenizer family" in err and "without --contexts-from-first" in err
+    assert not out.exists() and not any((tmp_path / "b" / "generations").glob("*-L8.jsonl"))
+
+    # The same tokenizer (the same base model trained again, other contexts): still continued from the first.
+    same = shutil.copytree(trained_run, tmp_path / "same")
+    contexts = read_jsonl(same / "data/contexts.jsonl")
+    contexts[0]["context_ids"] = contexts[0]["context_ids"][:-1] + [7]
+    write_jsonl(same / "data/contexts.jsonl", contexts)
+    assert main(["compare", str(trained_run), str(same), "--decoders", "greedy", "--lengths", "8",
+                 "--contexts-from-first", "--out", str(out)]) == 0
+    assert {r["model"] for r in csv_rows(out / "compare.csv")} >= {"base", "cmp:final", "same:final"}

@@ -4,6 +4,7 @@ after a kill, independent of each other's failures, and run the same through sub
 import csv
 import dataclasses
 import json
+import sys
 from pathlib import Path
 
 import pytest
@@ -14,7 +15,10 @@ import hyperfit.training
 from hyperfit.cli import main
 from hyperfit.config import TrainConfig
 from hyperfit.errors import ConfigError
-from hyperfit.experiments import is_spec, load_spec, plan_cells, read_status, run_experiment
+from hyperfit.experiments import Cell, Spec, aggregate, is_spec, load_spec, plan_cells, read_status, run_experiment
+from hyperfit.experiments import seeds as seed_summary
+from hyperfit.experiments.cells import record
+from hyperfit.runs import write_json
 from tinymodels import tiny_overrides
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -215,3 +219,46 @@ def test_the_quantity_recipe_resolves_every_cell(tmp_path):
     fast = plan_cells(load_spec(ROOT / "configs/experiments/quantity.yaml", fast=True), tmp_path)
     assert [c.name for c in fast] == ["num_train=8,seed=0", "num_train=32,seed=0"]
     assert json.dumps(fast[0].config)  # plain data: what submitit pickles into a job
+
+
+def fake_cell(root: Path, values: dict, status: str, ttr: float | None = None) -> Cell:
+    """A cell folder as a finished (or failed) sweep leaves it, without training: cell.json and metrics/greedy.json."""
+    name = ",".join(f"{k.split('.')[-1]}={v}" for k, v in values.items())
+    path = root / "cells" / f"{name}@0"
+    record(path, "0", status)
+    if ttr is not None:
+        write_json(path / "metrics" / "greedy.json", {"decoder": "greedy", "checkpoint": "final",
+                                                      "metrics": {"ttr": {"value": ttr}}, "predictive": {"loss": 2.0}})
+    return Cell(name, values, {"generate": {"decoder": "greedy", "checkpoint": "final"}}, "0", path)
+
+
+def test_a_seed_axis_adds_mean_and_confidence_interval_per_combination_of_the_other_axes(tmp_path):
+    axes = {"data.num_train": (8, 16), "train.seed": (0, 1, 2)}
+    spec = Spec("seeds", tmp_path / "seeds.yaml", None, (), axes)
+    ttrs = {(8, 0): 0.5, (8, 1): 0.6, (8, 2): 0.7, (16, 0): 0.8, (16, 1): 0.9}
+    cells = [fake_cell(tmp_path, {"data.num_train": n, "train.seed": s}, "done" if (n, s) in ttrs else "failed",
+                       ttrs.get((n, s))) for n in axes["data.num_train"] for s in axes["train.seed"]]
+    report = aggregate(spec, cells, tmp_path, "hyperfit experiment seeds.yaml").read_text()
+    with open(tmp_path / "results_summary.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [(r["data.num_train"], r["n"], r["seeds"]) for r in rows] == [("8", "3", "0 1 2"), ("16", "2", "0 1")]
+    assert float(rows[0]["ttr_mean"]) == pytest.approx(0.6)
+    assert float(rows[0]["ttr_ci95"]) == pytest.approx(4.303 * 0.1 / 3 ** 0.5, rel=1e-3)  # t(0.975, df=2)
+    assert float(rows[1]["ttr_ci95"]) == pytest.approx(12.706 * 0.1 / 2 ** 0.5 / 2 ** 0.5, rel=1e-3)
+    assert float(rows[0]["val_loss_mean"]) == 2.0 and float(rows[0]["val_loss_ci95"]) == 0.0
+    assert "ttr_words_mean" not in rows[0]  # no number anywhere: no column
+    assert "## Over seeds" in report and "| 8 | 3 | 2 ± 0 | 0.6 ± 0.25 |" in report
+    assert "| 16 | 2 | 2 ± 0 | 0.85 ± 0.64 |" in report
+
+    one_seed = Spec("seeds", tmp_path / "seeds.yaml", None, (), {"data.num_train": (8, 16)})
+    report = aggregate(one_seed, cells[::3], tmp_path, "hyperfit experiment seeds.yaml").read_text()
+    assert "Over seeds" not in report and not (tmp_path / "results_summary.csv").exists()
+
+
+def test_the_t_quantile_table_agrees_with_scipy(monkeypatch):
+    pytest.importorskip("scipy")
+    exact = {df: seed_summary.t_quantile(df) for df in (1, 2, 4, 9, 30, 45, 200)}
+    monkeypatch.setitem(sys.modules, "scipy.stats", None)  # as without the study extra
+    for df, value in exact.items():
+        assert value - 1e-3 <= seed_summary.t_quantile(df) <= value * 1.04, df  # 3 decimals; errs on the wide side
+    assert seed_summary.mean_ci([1.0]) == (1.0, None) and seed_summary.mean_ci([]) == (None, None)

@@ -45,11 +45,12 @@ def build_tokenizer(texts):
     return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>")
 
 
-def save_tiny_model(path: Path, arch: str = "llama", seed: int = 0, **overrides) -> Path:
-    """A random tiny causal LM + the local tokenizer, saved like a hub model."""
+def save_tiny_model(path: Path, arch: str = "llama", seed: int = 0, texts=None, **overrides) -> Path:
+    """A random tiny causal LM + the local tokenizer (trained on `texts`, make_corpus() by default), saved like
+    a hub model."""
     from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM
 
-    tok = build_tokenizer(make_corpus())
+    tok = build_tokenizer(texts or make_corpus())
     torch.manual_seed(seed)
     common = dict(vocab_size=len(tok), bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id)
     if arch == "llama":

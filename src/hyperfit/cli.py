@@ -248,7 +248,8 @@ def _add_report_compare(sub, fields: str) -> None:
     c.add_argument("--block-ngrams", type=int, help="citation blocker: never reproduce a training N-gram (paper: 6)")
     c.add_argument("--out", help="where compare.md and compare.csv go (default: the first run directory)")
     c.add_argument("--contexts-from-first", action="store_true",
-                   help="runs hold different contexts: continue the first run's with every model anyway")
+                   help="runs hold different contexts: continue the first run's with every model anyway "
+                        "(refused when the runs' tokenizers differ: token ids mean other text there)")
     c.set_defaults(fn=cmd_compare)
 
 

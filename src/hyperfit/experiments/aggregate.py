@@ -2,6 +2,7 @@
 
     <out>/<experiment>/results.csv    one row per cell: axis values, status, training and generation numbers
     <out>/<experiment>/report.md      the same table, failed cells with their errors, the spec's plots
+    <out>/<experiment>/results_summary.csv   with a seed axis: mean ± 95 % CI over seeds (hyperfit.experiments.seeds)
     <out>/<experiment>/plots/*.png
 
 Everything here reads files only (cell.json, train_log.jsonl, metrics/*.json), so `hyperfit experiment` can
@@ -18,6 +19,7 @@ from pathlib import Path
 
 from hyperfit.experiments.cells import ERROR_FILE, Cell, read_status
 from hyperfit.experiments.plots import get_plot
+from hyperfit.experiments.seeds import markdown_lines, summarize
 from hyperfit.experiments.spec import Spec
 from hyperfit.runs import RunDir, read_jsonl, write_text
 from hyperfit.stages.report import markdown_table
@@ -85,6 +87,11 @@ def aggregate(spec: Spec, cells: Sequence[Cell], root: Path, command: str) -> Pa
     rows = [cell_row(spec, c) for c in cells]
     header = columns(spec)
     write_csv(root / "results.csv", header, rows)
+    summary_header, summary = summarize(list(spec.axes), header, rows)
+    if summary:
+        write_csv(root / "results_summary.csv", summary_header, summary)
+    else:  # the spec lost its seed axis: an old summary no longer describes these cells
+        (root / "results_summary.csv").unlink(missing_ok=True)
     plots = [p for name in spec.plots
              if (p := get_plot(name).draw(rows, get_plot(name).x, root / "plots" / f"{name}.png"))]
     shown = [k for k in header if k not in ("folder", "seconds") and any(r[k] is not None for r in rows)]
@@ -95,6 +102,7 @@ def aggregate(spec: Spec, cells: Sequence[Cell], root: Path, command: str) -> Pa
              "ttr…longest_overlap: the hyperfitted model's generations (metrics/<decoder>.json); base_: the "
              "original model's with the same decoder; human_: the held-out human continuations. val_loss: "
              "teacher-forced on held-out text. Each cell is an ordinary run directory with its own report.md.", ""]
+    lines += markdown_lines(list(spec.axes), summary_header, summary)
     failed = [(c, r) for c, r in zip(cells, rows) if r["status"] == "failed"]
     if failed:
         lines += ["## Failed cells", ""] + [f"- {c.name}: {(read_status(c.path) or {}).get('error')} "

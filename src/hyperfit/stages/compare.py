@@ -80,6 +80,34 @@ def check_contexts(runs: Sequence[RunDir], contexts_from_first: bool) -> list[di
     return first
 
 
+def tokenizer_identity(tok) -> tuple[dict, dict]:
+    """What makes token ids mean the same text: the vocabulary (with added tokens) and the special-token ids."""
+    specials = {k: getattr(tok, f"{k}_id", None) for k in ("bos_token", "eos_token", "unk_token")}
+    return tok.get_vocab(), {**specials, "all": sorted(tok.all_special_ids)}
+
+
+def check_tokenizers(runs: Sequence[RunDir], models: Sequence[Model]) -> None:
+    """--contexts-from-first hands the first run's token ids to every model: refuse it when a model's tokenizer
+    (its vocabulary or special-token ids) is not the one those ids were made with (the first run's model.name)."""
+    first = runs[0]
+    cfg = next(m.cfg for m in models if m.run is first)
+    ours = tokenizer_identity(load_tokenizer(cfg.model))
+    seen = {str(cfg.model.name): ours}
+    for model in models:
+        path = model.run.final if model.checkpoint == "final" else None
+        source = str(path or model.cfg.model.name)
+        if source not in seen:
+            seen[source] = tokenizer_identity(load_tokenizer(model.cfg.model, path))
+        theirs = seen[source]
+        if theirs != ours:
+            what = "vocabularies" if theirs[0] != ours[0] else "special-token ids"
+            raise RunError(f"--contexts-from-first: {model.run.path} ({model.label}, {source}) and {first.path} "
+                           f"({cfg.model.name}) have different tokenizers ({what} differ), so {first.path}'s "
+                           "context token ids would be other text to that model; compare runs of one tokenizer "
+                           "family, or compare each run on its own (without --contexts-from-first) so each "
+                           "continues its own contexts")
+
+
 def plan(models: Sequence[Model], decoders: Sequence[str], lengths: Sequence[int], contexts: list[dict]
          ) -> tuple[list[Job], list[str]]:
     """(jobs, notes): one job per model × decoder × length (the same jobs `hyperfit run` makes for its own
@@ -197,7 +225,10 @@ def compare(run_dirs: Sequence[str | Path], decoders: Sequence[str], lengths: Se
         run.require(run.final, "hyperfit run (or train)")
         check_lengths(load_model_config(cfg.model), cfg.data, max(lengths), 0)
     contexts = check_contexts(runs, contexts_from_first)
-    jobs, notes = plan(models_of(runs, cfgs), decoders, lengths, contexts)
+    models = models_of(runs, cfgs)
+    if contexts_from_first and len(runs) > 1:
+        check_tokenizers(runs, models)
+    jobs, notes = plan(models, decoders, lengths, contexts)
     generated = run_jobs(jobs)
     evaluate_jobs(jobs, lengths)
     rows = table_rows(jobs, lengths)
