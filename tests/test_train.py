@@ -12,7 +12,7 @@ from hyperfit.runs import RunDir, RunError, read_jsonl, save_config
 from hyperfit.stages.data import prepare_data
 from hyperfit.training import local_batch_size, train
 from hyperfit.training.loop import epoch_order
-from tinymodels import tiny_overrides
+from tinymodels import crash_at_update, tiny_overrides
 
 
 def prepared(tmp_path, model, corpus, *extra, name="t"):
@@ -61,24 +61,15 @@ def test_run_directory_layout(tmp_path, tiny_llama, corpus_file):
 
 
 def test_resume_after_interruption_reproduces_the_uninterrupted_run(tmp_path, tiny_llama, corpus_file, monkeypatch):
-    import hyperfit.training.loop as T
 
     cfg, full = prepared(tmp_path, tiny_llama, corpus_file, "train.epochs=4", "train.probe_every=0", name="full")
     train(cfg.train, cfg.model, full)
 
     cfg2, broken = prepared(tmp_path, tiny_llama, corpus_file, "train.epochs=4", "train.probe_every=0", name="broken")
-    real_update, calls = T._update, []
-
-    def crash_in_epoch_3(*args, **kw):
-        calls.append(1)
-        if len(calls) == 6:  # 2 updates per epoch: the 2nd update of epoch 3
-            raise RuntimeError("simulated crash")
-        return real_update(*args, **kw)
-
-    monkeypatch.setattr(T, "_update", crash_in_epoch_3)
+    resume_updates = crash_at_update(monkeypatch, 6)  # 2 updates per epoch: the 2nd update of epoch 3
     with pytest.raises(RuntimeError, match="simulated crash"):
         train(cfg2.train, cfg2.model, broken)
-    monkeypatch.setattr(T, "_update", real_update)
+    resume_updates()
     assert [p.name for p in broken.epoch_checkpoints()] == ["epoch-0002"]
     train(cfg2.train, cfg2.model, broken, resume=True)
     assert step_losses(broken) == pytest.approx(step_losses(full), rel=1e-6)

@@ -12,7 +12,7 @@ from hyperfit.errors import TrainError
 from hyperfit.runs import RunError, read_jsonl
 from hyperfit.training import train
 from test_train import prepared, step_losses
-from tinymodels import tiny_overrides
+from tinymodels import crash_at_update, tiny_overrides
 
 BATCH = ("train.batch_size=4", "train.log_every=1")
 
@@ -68,22 +68,13 @@ def test_a_budget_that_ends_inside_an_epoch_stops_at_exactly_that_update(tmp_pat
 
 def test_resume_from_a_checkpoint_inside_an_epoch_continues_to_exactly_the_budget(
         tmp_path, tiny_llama, corpus_file, monkeypatch, three_epochs):
-    import hyperfit.training.loop as T
 
     cfg, run = prepared(tmp_path, tiny_llama, corpus_file, *BATCH, "train.updates=10", "train.probe_every_updates=0",
                         "train.save_every_updates=3")
-    real_update, calls = T._update, []
-
-    def crash_at_update_8(*args, **kw):
-        calls.append(1)
-        if len(calls) == 8:
-            raise RuntimeError("simulated crash")
-        return real_update(*args, **kw)
-
-    monkeypatch.setattr(T, "_update", crash_at_update_8)
+    resume_updates = crash_at_update(monkeypatch, 8)
     with pytest.raises(RuntimeError, match="simulated crash"):
         train(cfg.train, cfg.model, run)
-    monkeypatch.setattr(T, "_update", real_update)
+    resume_updates()
     assert [p.name for p in run.epoch_checkpoints()] == ["step-0000006"]  # 2 updates into epoch 2
     summary = train(cfg.train, cfg.model, run, resume=True)
     assert summary["steps"] == 10 and step_losses(run) == pytest.approx(step_losses(three_epochs)[:10], rel=1e-6)

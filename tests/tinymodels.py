@@ -71,3 +71,19 @@ def tiny_overrides(model: Path, source: Path, out: Path, name: str = "t") -> lis
             "data.seq_len=32", "data.context_len=8", "data.num_train=16", "data.num_val=8", "data.num_contexts=8",
             "train.lr=3e-3", "train.epochs=3", "train.probe_contexts=4", "train.probe_new_tokens=16",
             "train.probe_val=8", "train.log_every=1", "generate.max_new_tokens=24", "evaluate.window=16"]
+
+
+def crash_at_update(monkeypatch, n: int):
+    """Make training's n-th optimizer update raise RuntimeError("simulated crash"); returns the undo."""
+    import hyperfit.training.loop as loop
+
+    real, calls = loop._update, []
+
+    def crashing(*args, **kw):
+        calls.append(1)
+        if len(calls) == n:
+            raise RuntimeError("simulated crash")
+        return real(*args, **kw)
+
+    monkeypatch.setattr(loop, "_update", crashing)
+    return lambda: monkeypatch.setattr(loop, "_update", real)
