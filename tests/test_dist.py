@@ -67,3 +67,17 @@ def test_importing_dist_loads_neither_accelerate_nor_torch():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env={
         **__import__("os").environ, "WORLD_SIZE": "1"})
     assert out.stdout.split("\n")[:2] == ["hi", "[]"]
+
+
+def test_a_finished_command_closes_the_process_group(tmp_path):
+    # Left to interpreter shutdown, gloo's threads aborted a launched process that had finished its work
+    # (SIGABRT, "terminate called without an active exception"), failing the launch.
+    import torch.distributed as dist
+
+    from hyperfit.dist import close_process_group
+
+    close_process_group()  # no group: nothing to do
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'store'}", rank=0, world_size=1)
+    assert dist.is_initialized()
+    close_process_group()
+    assert not dist.is_initialized()

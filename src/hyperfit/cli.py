@@ -22,7 +22,7 @@ from pathlib import Path
 from hyperfit.config import RunConfig, help_text, load_config
 from hyperfit.config.load import is_file
 from hyperfit.demo import demo
-from hyperfit.dist import print0
+from hyperfit.dist import close_process_group, print0
 from hyperfit.errors import ConfigError, HyperfitError
 from hyperfit.experiments import LAUNCHERS, load_spec, run_experiment
 from hyperfit.metrics.registry import available_metrics
@@ -47,7 +47,9 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unrecognized arguments: {' '.join(rest)}")
     _quiet_libraries()
     try:
-        return args.fn(args)
+        code = args.fn(args)
+        close_process_group()
+        return code
     except KeyboardInterrupt:
         print("interrupted; finished stages and checkpoints are kept (use --resume)", file=sys.stderr)
         return 130

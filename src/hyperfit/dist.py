@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 import os
+import sys
 
 from hyperfit.errors import RunError
 
@@ -119,3 +120,15 @@ def device():
 
         return PartialState().device
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def close_process_group() -> None:
+    """Tear down the launch's process group once a command has finished on every rank. Left to interpreter
+    shutdown, gloo's worker threads can abort a process that has done all its work ("terminate called
+    without an active exception", SIGABRT), and the launch then fails. Costs nothing when torch.distributed
+    was never loaded or no group was formed."""
+    dist = sys.modules.get("torch.distributed")
+    if dist is None or not dist.is_available() or not dist.is_initialized():
+        return
+    dist.barrier()
+    dist.destroy_process_group()
