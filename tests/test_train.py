@@ -84,7 +84,9 @@ def test_gradient_accumulation_gives_the_same_trajectory(tmp_path, tiny_llama, c
                             name=f"acc{accum}")
         train(cfg.train, cfg.model, run)
         losses.append(step_losses(run))
-    assert losses[0] == pytest.approx(losses[1], rel=1e-5) and losses[0] == pytest.approx(losses[2], rel=1e-5)
+    # On CUDA the compiled bf16 kernels reduce in another order per micro-batch size (1.4e-5 seen on an H200).
+    rel = 5e-5 if torch.cuda.is_available() else 1e-5
+    assert losses[0] == pytest.approx(losses[1], rel=rel) and losses[0] == pytest.approx(losses[2], rel=rel)
 
 
 def test_batch_split_rules():
@@ -157,8 +159,9 @@ def test_mixed_precision_training_keeps_bf16_logits_and_probes_decode_in_the_mod
 
     monkeypatch.setattr(F, "ce_sum", ce_sum)
     monkeypatch.setattr(G, "continue_contexts", continue_fast)
+    # compile off: a compiled loss binds ce_sum before the patch (on CUDA compile is on by default)
     cfg, run = prepared(tmp_path, tiny_llama, corpus_file, "train.precision=bf16", "train.epochs=1",
-                        "train.probe_every=1", "train.probe_contexts=2")
+                        "train.probe_every=1", "train.probe_contexts=2", "train.compile=false")
     train(cfg.train, cfg.model, run)  # after earlier tests' fp32 runs in this process (a notebook's case)
     assert logits_dtypes == {torch.bfloat16}  # the loss upcasts them itself; none left the model as fp32
     assert decode_dtypes == {torch.float32}  # the fp32 model decodes in fp32, autocast off
