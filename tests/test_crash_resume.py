@@ -11,6 +11,7 @@ import sys
 import pytest
 from safetensors.torch import load_file
 
+from hyperfit.runs import LEFTOVER_SUFFIXES
 from tinymodels import tiny_overrides
 
 # (file or folder name, which write of it, before or after its rename; "between": final/ moved aside, the
@@ -44,8 +45,7 @@ def outcome(run) -> dict:
 
 
 def leftovers(run) -> list[str]:
-    left = (".tmp", ".old", ".sharded", ".pruned")
-    return sorted(str(p.relative_to(run)) for p in run.rglob(".*") if p.name.endswith(left))
+    return sorted(str(p.relative_to(run)) for p in run.rglob(".*") if p.name.endswith(LEFTOVER_SUFFIXES))
 
 
 @pytest.fixture(scope="module")

@@ -293,15 +293,19 @@ def _atomic_dir(path: Path) -> Iterator[Path]:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+LEFTOVER_SUFFIXES = (".tmp", ".old", ".pruned", ".sharded")
+
+
 def sweep_interrupted_writes(folder: Path) -> list[Path]:
     """Undo what atomic writes into `folder` left when a kill cut them short (their cleanup never ran):
-    hidden `.NAME.*.tmp` files and folders are removed; a `.NAME.old` folder is the previous complete copy,
-    put back when the kill fell between the two renames (NAME missing), else removed. Complete files are
+    hidden `.NAME.*.tmp` files and folders, checkpoints being pruned (`.NAME.pruned`) and sharded staging
+    (`.NAME.sharded`) are removed; a `.NAME.old` folder is the previous complete copy, put back when the
+    kill fell between the two renames (NAME missing), else removed. Complete files are
     never touched. Call it where one process writes the folder, before the stage writes there again."""
     folder = Path(folder)
     if not folder.is_dir():
         return []
-    left = [p for p in folder.glob(".*") if p.name.endswith((".tmp", ".old"))]
+    left = [p for p in folder.glob(".*") if p.name.endswith(LEFTOVER_SUFFIXES)]
     for p in left:
         original = folder / p.name[1 : -len(".old")] if p.name.endswith(".old") else None
         if original is not None and not original.exists():
@@ -316,6 +320,11 @@ def sweep_interrupted_writes(folder: Path) -> list[Path]:
 def write_text(path: Path, text: str) -> None:
     with atomic_path(path) as tmp:
         tmp.write_text(text, encoding="utf-8")
+
+
+def json_sha256(obj) -> str:
+    """sha256 of a JSON value with sorted keys: a content key (values JSON cannot hold count as their str)."""
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()
 
 
 def file_sha256(path: Path) -> str:

@@ -14,7 +14,6 @@ can pickle it into a SLURM job, and the torch boundary (it imports the pipeline 
 
 from __future__ import annotations
 
-import hashlib
 import itertools
 import json
 import platform
@@ -28,7 +27,7 @@ from pathlib import Path
 from hyperfit.config import from_dict, load_config, to_dict
 from hyperfit.errors import ConfigError
 from hyperfit.experiments.spec import Spec, as_text
-from hyperfit.runs import RunDir, write_json, write_text
+from hyperfit.runs import RunDir, json_sha256, write_json, write_text
 
 STATUS_FILE, LOG_FILE, ERROR_FILE = "cell.json", "cell.log", "error.txt"
 WHERE_KEYS = ("name", "out_dir")  # where a run lives, not what it computes: left out of the key
@@ -54,7 +53,7 @@ def content_key(config: dict) -> str:
     True
     """
     content = {k: v for k, v in config.items() if k not in WHERE_KEYS}
-    return hashlib.sha256(json.dumps(content, sort_keys=True, default=str).encode()).hexdigest()
+    return json_sha256(content)
 
 
 def axis_labels(keys: list[str]) -> dict[str, str]:

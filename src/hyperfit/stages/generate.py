@@ -36,7 +36,7 @@ from hyperfit.decoding.presets import Decoder, effective_settings, generation_co
 from hyperfit.dist import barrier, device, world
 from hyperfit.errors import RunError
 from hyperfit.models import load_for_inference, load_tokenizer
-from hyperfit.runs import RunDir, file_sha256, load_run_config, read_jsonl, write_json, write_jsonl
+from hyperfit.runs import RunDir, file_sha256, json_sha256, load_run_config, read_jsonl, write_json, write_jsonl
 from hyperfit.stages.data import continuation_text
 
 HASH_FILE = ".hyperfit-sha256.json"
@@ -100,7 +100,7 @@ class Job:
 
     @cached_property
     def key(self) -> str:
-        return _json_hash(cache_key(self))
+        return json_sha256(cache_key(self))
 
     def cached(self) -> bool:
         """Whether generations/<tag>.jsonl already holds this job's rows (every row carries its key)."""
@@ -141,7 +141,7 @@ def cache_key(job: Job) -> dict:
     gen_config = generation_config(decoder, NO_TOKENIZER, g.max_new_tokens, g.stop_at_eos)
     ids = [c["context_ids"] for c in job.contexts]
     key = {"weights": weights_of(job.run, model_cfg, g.checkpoint), "decoder": g.decoder,
-           "settings": effective_settings(gen_config, decoder), "contexts": _json_hash(ids),
+           "settings": effective_settings(gen_config, decoder), "contexts": json_sha256(ids),
            "batch_size": g.batch_size, "block_ngrams": g.block_ngrams,
            "block_until_word_end": g.block_until_word_end, "dtype": inference_dtype(g),
            # In bf16 the static-cache loop and generate() can part where logits nearly tie.
@@ -149,11 +149,11 @@ def cache_key(job: Job) -> dict:
     if decoder.samples:
         key.update(seed=g.seed, num_samples=g.num_samples)
     if g.block_ngrams is not None:  # the blocker's index is the training data
-        key["train"] = _json_hash([r["input_ids"] for r in job.run.read_samples("train")])
+        key["train"] = json_sha256([r["input_ids"] for r in job.run.read_samples("train")])
     target = decoder.method.target(decoder)
     if target is not None:  # entropy matching measures the target model on the val text
         key["target"] = weights_of(job.run, model_cfg, target)
-        key["val"] = _json_hash([r["input_ids"] for r in job.run.read_samples("val")])
+        key["val"] = json_sha256([r["input_ids"] for r in job.run.read_samples("val")])
     return key
 
 
@@ -188,10 +188,6 @@ def weights_hash(model_dir: str | Path, revision: str | None = None) -> str:
         except OSError:
             pass  # a read-only model folder: hash again next time
     return digest.hexdigest()
-
-
-def _json_hash(obj) -> str:
-    return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()
 
 
 # Running ------------------------------------------------------------------------------------------------

@@ -176,9 +176,6 @@ def remove_interrupted_writes(run: RunDir) -> None:
     """What checkpoint writes cut short by a kill left (SIGTERM and SIGKILL skip atomic_dir's cleanup): temp
     folders, each a full model copy, and the sharded staging folder; a previous complete copy is put back."""
     sweep_interrupted_writes(run.checkpoints)
-    for leftover in run.checkpoints.glob(".*") if run.checkpoints.is_dir() else []:
-        if leftover.name.endswith((".sharded", ".pruned")):
-            shutil.rmtree(leftover, ignore_errors=True)
 
 
 def _rng_state() -> dict:
