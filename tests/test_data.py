@@ -79,7 +79,7 @@ def test_too_few_long_documents_names_counts_and_flags(tmp_path, tiny_llama):
     path.write_text("\n\n".join(make_corpus(10, words_per_doc=8)))
     run = RunDir(tmp_path / "run")
     tok = load_tokenizer(ModelConfig(name=str(tiny_llama)))
-    with pytest.raises(DataError, match=r"0 of 10 documents .* data.seq_len=32 .* 32 are needed"):
+    with pytest.raises(DataError, match=r"0 of 10 documents .* data.seq_len=32 .* 32 are needed.*samples_per_document"):
         prepare_data(cfg(path), tok, run)
     assert not run.path.exists()  # nothing half-written
 

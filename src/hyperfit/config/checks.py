@@ -27,6 +27,7 @@ RANGES: dict[str, Range] = {
     "data.seq_len": Range(2), "data.num_train": AT_LEAST_1, "data.num_val": NON_NEGATIVE,
     "data.num_contexts": NON_NEGATIVE, "data.context_len": AT_LEAST_1, "data.seed": SEED,
     "data.max_documents": Range(1, why=", or null to read them all"),
+    "data.samples_per_document": AT_LEAST_1,
     "train.epochs": NON_NEGATIVE, "train.lr": POSITIVE, "train.weight_decay": NON_NEGATIVE, "train.eps": POSITIVE,
     "train.batch_size": AT_LEAST_1, "train.grad_accum": AT_LEAST_1, "train.seed": SEED,
     "train.max_grad_norm": Range(0, open_low=True, why=", or null for no clipping"),
@@ -67,6 +68,7 @@ def validate(cfg: RunConfig) -> list[str]:
         p.append(f"train.batch_size={t.batch_size} is not divisible by train.grad_accum={t.grad_accum}; "
                  "the global batch is fixed, so choose grad_accum among its divisors")
     p += _update_cadence_problems(t)
+    p += _text_problems(d)
     if t.precision not in ("auto", "bf16", "fp16", "no"):
         p.append(f"train.precision={t.precision!r} must be one of auto, bf16, fp16, no")
     if t.optimizer not in ("adamw", "adamw_kahan"):
@@ -82,6 +84,16 @@ def validate(cfg: RunConfig) -> list[str]:
     if not (g.checkpoint in ("final", "base") or g.checkpoint.startswith(("epoch-", "step-"))):
         p.append(f"generate.checkpoint={g.checkpoint!r} must be final, base, epoch-NNNN or step-NNNNNNN")
     return p + _metric_problems(cfg.evaluate)
+
+
+# The data.* text options (docs/data.md) and the values each accepts.
+TEXT_CHOICES = {"strip_boilerplate": ("auto", "none"), "reflow": ("auto", "always", "none"),
+                "markup": ("auto", "wikitext", "none"), "unknown_marker": ("drop", "keep", "replace")}
+
+
+def _text_problems(d) -> list[str]:
+    return [f"data.{name}={getattr(d, name)!r} must be one of {', '.join(choices)}"
+            for name, choices in TEXT_CHOICES.items() if getattr(d, name) not in choices]
 
 
 def _update_cadence_problems(t: TrainConfig) -> list[str]:

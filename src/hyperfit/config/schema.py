@@ -42,6 +42,30 @@ class DataConfig:
     """Read at most this many documents from the source (None: all). Useful for huge datasets."""
     seed: int = 0
     """Seed for the random choice of training, validation and context documents."""
+    # Real text as users have it (books, wikis, web dumps): see docs/data.md.
+    samples_per_document: int = 1
+    """Up to this many non-overlapping seq_len-token samples from each long document (a book stored as a few
+    long rows). Training, validation and contexts still come from disjoint documents; a context document gives
+    one context."""
+    repair_text: bool = True
+    """Repair broken encodings (mojibake such as 'â€™') with ftfy; documents changed are counted in
+    data/report.md."""
+    strip_boilerplate: str = "auto"
+    """auto: remove the Project Gutenberg header, footer and licence (found by Gutenberg's '*** START OF' and
+    '*** END OF' lines); none: keep the text as it is."""
+    reflow: str = "auto"
+    """Hard-wrapped paragraphs (a newline every ~70 characters): auto joins their lines when most lines end
+    near one width ≤ 100; always joins the lines of every paragraph; none keeps them."""
+    markup: str = "auto"
+    """Source markup to undo: auto detects WikiText's tokenised form (' @-@ ', ' , ', ' = Title = ') and
+    detokenizes it; wikitext always does; none keeps the text."""
+    unknown_marker: str = "drop"
+    """What to do with '<unk>' markers in the text (WikiText's unknown words): drop them, keep them as text,
+    or replace them with U+FFFD ('�'). Special-token strings are always tokenized as text, never as control
+    ids."""
+    language: Optional[str] = "en"
+    """Language of the text (ISO 639 code): the non-word rate checks words against wordfreq's most frequent
+    words of this language plus the source's own words; None: the source's own words only."""
 
 
 @dataclass(frozen=True)

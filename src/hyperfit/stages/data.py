@@ -3,11 +3,15 @@
     hyperfit run configs/paper.yaml        # runs this stage first
     python -c "import hyperfit; hyperfit.prepare_data(cfg.data, tokenizer, run)"
 
+Each source text is cleaned first (hyperfit.text: encoding repair, Project Gutenberg boilerplate, WikiText
+markup and `<unk>` markers, hard-wrapped lines; docs/data.md), then tokenized as text: a `<s>` or
+`<|endoftext|>` written in a document becomes the tokens of those characters, never a control id.
 Every qualifying document (at least `seq_len` tokens; repeated documents once) is shuffled with
 `data.seed`; the first `num_contexts` become generation contexts (their first `context_len` tokens; the
-rest of the document is the human continuation), the next `num_val` validation sequences, the next
-`num_train` training samples. One document feeds at most one of these, so held-out text never leaks into
-training, and the held-out sets do not depend on num_train.
+rest of the document is the human continuation), the next documents give `num_val` validation sequences,
+the next `num_train` training samples (up to `samples_per_document` non-overlapping ones each). One document
+feeds at most one of these, so held-out text never leaks into training, and the held-out sets do not
+depend on num_train. data/report.md says what was read, cleaned, kept and dropped.
 """
 
 from __future__ import annotations
@@ -25,23 +29,42 @@ from hyperfit.config import DataConfig
 from hyperfit.errors import DataError  # noqa: F401 - raised here, importable from here
 from hyperfit.metrics.lexical import words
 from hyperfit.runs import RunDir, write_json, write_jsonl, write_text
+from hyperfit.stages.data_report import render_data_report
+from hyperfit.text import CleanStats, clean, general_words, known_languages
 
 REFERENCE_MAX_TOKENS = 1024  # a held-out book could be 200k tokens; nobody compares continuations that long
+# Strings that are special tokens in common tokenizers; the data report counts them in the text (tokenized as
+# text, they are harmless, but a source full of them is worth knowing about).
+SPECIAL_STRINGS = ("<unk>", "<s>", "</s>", "<pad>", "<|endoftext|>", "<|im_start|>", "<|im_end|>", "[CLS]",
+                   "[SEP]", "<mask>")
+_BLANK_LINE = re.compile(r"\n[^\S\n]*\n")
 
 
-def read_documents(cfg: DataConfig) -> list[str]:
-    """Documents from a file or a datasets id, whitespace-trimmed, empty ones dropped."""
+def read_documents(cfg: DataConfig, stats: CleanStats | None = None) -> list[str]:
+    """Documents from a file or a datasets id, cleaned (hyperfit.text.clean; `stats` counts what changed),
+    whitespace-trimmed, empty ones dropped. A .txt/.md file is cleaned whole, then split at blank lines."""
+    stats = stats if stats is not None else CleanStats()
+    paragraphs = _splits_at_blank_lines(cfg)
     docs = []
-    for text in _iter_source(cfg):
-        text = text.replace("\r\n", "\n").lstrip("\ufeff").strip()
-        if text:
-            docs.append(text)
+    for raw in _iter_source(cfg):
+        text = clean(raw.replace("\r\n", "\n").replace("\r", "\n").lstrip("\ufeff"), cfg, stats)
+        for doc in _BLANK_LINE.split(text) if paragraphs else (text,):
+            if doc.strip():
+                docs.append(doc.strip())
         if cfg.max_documents is not None and len(docs) >= cfg.max_documents:
+            docs = docs[: cfg.max_documents]
             break
     if not docs:
         raise DataError(f"data.source={cfg.source!r} holds no text; give a file with documents "
                         "(a .txt with blank lines between documents, or a .jsonl/.csv/.parquet with a text column)")
     return docs
+
+
+def _splits_at_blank_lines(cfg: DataConfig) -> bool:
+    try:
+        return Path(cfg.source).suffix.lower() in (".txt", ".md", "") and Path(cfg.source).is_file()
+    except OSError:
+        return False
 
 
 def _iter_source(cfg: DataConfig) -> Iterator[str]:
@@ -71,9 +94,9 @@ def _iter_file(path: Path, cfg: DataConfig) -> Iterator[str]:
     # break the first JSON line and rename the first CSV column to "\ufefftext".
     suffix = path.suffix.lower()
     if suffix in (".txt", ".md", ""):
-        # Documents are separated by one or more blank lines (spaces, tabs or no-break spaces allowed on them).
-        text = path.read_text(encoding="utf-8-sig").replace("\r\n", "\n").replace("\r", "\n")
-        yield from re.split(r"\n[^\S\n]*\n", text)
+        # One text, split into documents at blank lines (spaces, tabs or no-break spaces allowed on them) after
+        # cleaning: a book's boilerplate and wraps are recognised in the whole file.
+        yield path.read_text(encoding="utf-8-sig")
     elif suffix == ".json" and path.read_text(encoding="utf-8-sig").lstrip().startswith("["):
         for i, row in enumerate(_json_line(path.read_text(encoding="utf-8-sig"), str(path))):  # a list of objects
             yield _field(row, cfg, f"{path} item {i}")
@@ -155,17 +178,21 @@ def _missing_field_msg(cfg: DataConfig, columns: list, where: str) -> str:
 # ---------------------------------------------------------------------------------------------------------
 
 
-def tokenize_documents(docs: list[str], tokenizer, seq_len: int) -> list[list[int]]:
+def tokenize_documents(docs: list[str], tokenizer, seq_len: int, samples_per_document: int = 1) -> list[list[int]]:
     """Token ids of each document, BOS included when the tokenizer adds one, cut after what any use needs.
+
+    Text is tokenized as text (split_special_tokens): WikiText's `<unk>` became the tokenizer's special id 0
+    in 220 of 256 samples, and the hyperfitted model learnt to loop on that invisible id.
 
     Each text is cut before it is tokenized, to twice the characters `keep` tokens can span (no token is
     longer than the vocabulary's longest piece): a one-line 32 MB book was tokenized whole, ~4 GB of memory
     for the 1,280 tokens kept. The margin keeps the tokens near the cut out of what is kept."""
-    keep = seq_len + REFERENCE_MAX_TOKENS
+    keep = max(seq_len + REFERENCE_MAX_TOKENS, seq_len * samples_per_document)
     max_chars = 2 * keep * longest_piece(tokenizer)
     out = []
     for start in range(0, len(docs), 256):
-        batch = tokenizer([d[:max_chars] for d in docs[start : start + 256]], add_special_tokens=True)["input_ids"]
+        batch = tokenizer([d[:max_chars] for d in docs[start : start + 256]], add_special_tokens=True,
+                          split_special_tokens=True)["input_ids"]
         out.extend(ids[:keep] for ids in batch)
     return out
 
@@ -175,7 +202,48 @@ def longest_piece(tokenizer) -> int:
     return max((len(piece) for piece in tokenizer.get_vocab()), default=1) or 1
 
 
-def split_documents(lengths: list[int], cfg: DataConfig, keys: list[str] | None = None) -> dict[str, list[int]]:
+def bos_prefix(tokenizer, ids: list[int]) -> list[int]:
+    """[BOS] when the tokenizer starts documents with it (each chunk of a long document starts so too)."""
+    bos = getattr(tokenizer, "bos_token_id", None)
+    return [bos] if bos is not None and ids[:1] == [bos] else []
+
+
+def chunks_in(length: int, seq_len: int, prefix: int) -> int:
+    """Non-overlapping samples of seq_len tokens (each `prefix` tokens of BOS, then seq_len − prefix of text)
+    in a document of `length` tokens, its own BOS included.
+
+    >>> chunks_in(1000, 256, 1), chunks_in(1000, 256, 0), chunks_in(255, 256, 1)
+    (3, 3, 0)
+    """
+    return (length - prefix) // (seq_len - prefix) if length >= seq_len else 0
+
+
+def chunk(ids: list[int], k: int, seq_len: int, prefix: list[int]) -> list[int]:
+    """The k-th sample of a document: chunk 0 is its first seq_len tokens, as with one sample per document.
+
+    >>> chunk([1, 10, 11, 12, 13, 14, 15], 1, 4, [1])
+    [1, 13, 14, 15]
+    """
+    step = seq_len - len(prefix)
+    body = ids[len(prefix):]
+    return prefix + body[k * step : (k + 1) * step]
+
+
+def allocate(docs: list[int], capacity: list[int], n: int) -> list[tuple[int, int]]:
+    """n (document, chunk) pairs from `docs`, one chunk from each in turn, so each chosen document gives one
+    sample before any gives two.
+
+    >>> allocate([3, 5], [0, 0, 0, 4, 0, 1], 3)
+    [(3, 0), (3, 1), (5, 0)]
+    """
+    out: list[tuple[int, int]] = []
+    for k in range(max((capacity[d] for d in docs), default=0)):
+        out += [(d, k) for d in docs if k < capacity[d]]
+    return sorted(out[:n]) if len(out) > n else sorted(out)
+
+
+def split_documents(lengths: list[int], cfg: DataConfig, keys: list[str] | None = None,
+                    capacity: list[int] | None = None) -> dict[str, list[int]]:
     """Seeded, disjoint choice of document indices for train / val / contexts among qualifying ones.
 
     The held-out documents are drawn first: contexts, then validation, then training from the rest of one
@@ -183,6 +251,8 @@ def split_documents(lengths: list[int], cfg: DataConfig, keys: list[str] | None 
     validation text stay the same, and a smaller run's training set is part of a larger one's; drawn last,
     the held-out documents of a 128-sample run were all training documents of a 256-sample run.
     Documents with equal `keys` (text hashes) count once: a duplicate could otherwise land on both sides.
+    `capacity` is the number of samples each document can give (default one per qualifying document); the
+    validation and training sides take documents until they hold num_val and num_train samples.
 
     >>> split_documents([300, 10, 300, 300], DataConfig(source="x", seq_len=256, num_train=1, num_val=1,
     ...                 num_contexts=1, context_len=32))  # doc 1 is too short
@@ -196,16 +266,38 @@ def split_documents(lengths: list[int], cfg: DataConfig, keys: list[str] | None 
         first.setdefault(key, i)
     firsts = sorted(first.values()) if keys else range(len(lengths))
     qualifying = [i for i in firsts if lengths[i] >= cfg.seq_len]
-    need = cfg.num_train + cfg.num_val + cfg.num_contexts
-    if len(qualifying) < need:
-        raise DataError(
-            f"{len(qualifying)} of {len(lengths)} documents in data.source={cfg.source!r} have at least "
-            f"data.seq_len={cfg.seq_len} tokens, but data.num_train + data.num_val + data.num_contexts = "
-            f"{cfg.num_train} + {cfg.num_val} + {cfg.num_contexts} = {need} are needed. Lower those counts or "
-            f"data.seq_len, or use a source with more long documents")
+    capacity = capacity or [int(n >= cfg.seq_len) for n in lengths]
     order = np.random.default_rng(cfg.seed).permutation(qualifying).tolist()
-    a, b = cfg.num_contexts, cfg.num_contexts + cfg.num_val
-    return {"train": sorted(order[b:need]), "val": sorted(order[a:b]), "contexts": sorted(order[:a])}
+    contexts, rest = order[: cfg.num_contexts], order[cfg.num_contexts :]
+    val, rest = _take(rest, capacity, cfg.num_val)
+    train, _ = _take(rest, capacity, cfg.num_train)
+    if len(contexts) < cfg.num_contexts or sum(capacity[i] for i in val) < cfg.num_val or \
+            sum(capacity[i] for i in train) < cfg.num_train:
+        raise DataError(_too_few_msg(cfg, lengths, qualifying, sum(capacity[i] for i in order[cfg.num_contexts:])))
+    return {"train": sorted(train), "val": sorted(val), "contexts": sorted(contexts)}
+
+
+def _take(order: list[int], capacity: list[int], n: int) -> tuple[list[int], list[int]]:
+    """(the first documents of `order` that hold n samples, the documents after them)."""
+    total = 0
+    for used, i in enumerate(order):
+        if total >= n:
+            return order[:used], order[used:]
+        total += capacity[i]
+    return order, []
+
+
+def _too_few_msg(cfg: DataConfig, lengths: list[int], qualifying: list[int], samples: int) -> str:
+    need = cfg.num_train + cfg.num_val + cfg.num_contexts
+    chunking = (f"Set data.samples_per_document (now {cfg.samples_per_document}) above 1 to cut long documents "
+                "into several non-overlapping samples, lower" if cfg.samples_per_document == 1 else
+                f"With data.samples_per_document={cfg.samples_per_document} the documents after the "
+                f"{cfg.num_contexts} context documents give {samples} samples. Raise data.samples_per_document, "
+                "lower")
+    return (f"{len(qualifying)} of {len(lengths)} documents in data.source={cfg.source!r} have at least "
+            f"data.seq_len={cfg.seq_len} tokens, but data.num_train + data.num_val + data.num_contexts = "
+            f"{cfg.num_train} + {cfg.num_val} + {cfg.num_contexts} = {need} are needed (samples; contexts one "
+            f"per document). {chunking} those counts or data.seq_len, or use a source with more long documents")
 
 
 def continuation_text(tokenizer, context_ids: list[int], continuation_ids: list[int]) -> str:
@@ -224,45 +316,69 @@ def text_hash(text: str) -> str:
 
 
 def prepare_data(cfg: DataConfig, tokenizer, run: RunDir) -> dict:
-    """Read, tokenise, split and write data/{train,val,contexts}.jsonl and data/vocabulary.txt.
+    """Read, clean, tokenise, split and write data/{train,val,contexts}.jsonl, data/vocabulary.txt and
+    data/report.md.
 
     Everything is computed before the first file is written, so a bad source leaves no data/ behind.
     Returns the manifest (counts) that is also saved as data/manifest.json.
     """
     run = RunDir.of(run)
-    docs = read_documents(cfg)
-    ids = tokenize_documents(docs, tokenizer, cfg.seq_len)
+    if cfg.language and cfg.language not in known_languages():
+        raise DataError(f"data.language={cfg.language!r} has no word list in wordfreq; use one of "
+                        f"{', '.join(known_languages())}, or null for the source's own words only")
+    stats = CleanStats()
+    docs = read_documents(cfg, stats)
+    ids = tokenize_documents(docs, tokenizer, cfg.seq_len, cfg.samples_per_document)
     hashes = [text_hash(d) for d in docs]
-    split = split_documents([len(x) for x in ids], cfg, keys=hashes)
+    prefix = [bos_prefix(tokenizer, x) for x in ids]
+    capacity = [min(cfg.samples_per_document, chunks_in(len(x), cfg.seq_len, len(p))) for x, p in zip(ids, prefix)]
+    split = split_documents([len(x) for x in ids], cfg, keys=hashes, capacity=capacity)
 
-    def sample(kind: str, k: int, i: int) -> dict:
-        return {"id": f"{kind}-{k:05d}", "doc_id": i, "input_ids": ids[i][: cfg.seq_len], "text_hash": hashes[i]}
+    def sample(kind: str, k: int, i: int, c: int) -> dict:
+        return {"id": f"{kind}-{k:05d}", "doc_id": i, "chunk": c, "input_ids": chunk(ids[i], c, cfg.seq_len, prefix[i]),
+                "text_hash": hashes[i]}
 
     def context(k: int, i: int) -> dict:
-        ctx, ref = ids[i][: cfg.context_len], ids[i][cfg.context_len :]
+        ctx, ref = ids[i][: cfg.context_len], ids[i][cfg.context_len : cfg.seq_len + REFERENCE_MAX_TOKENS]
         return {"id": f"ctx-{k:05d}", "doc_id": i, "context_ids": ctx,
                 "context": tokenizer.decode(ctx, skip_special_tokens=True),
                 "reference_ids": ref, "reference": continuation_text(tokenizer, ctx, ref), "text_hash": hashes[i]}
 
-    train = [sample("train", k, i) for k, i in enumerate(split["train"])]
-    val = [sample("val", k, i) for k, i in enumerate(split["val"])]
+    train = [sample("train", k, i, c) for k, (i, c) in enumerate(allocate(split["train"], capacity, cfg.num_train))]
+    val = [sample("val", k, i, c) for k, (i, c) in enumerate(allocate(split["val"], capacity, cfg.num_val))]
     contexts = [context(k, i) for k, i in enumerate(split["contexts"])]
-    # The non-word rate needs a vocabulary of real words: every word type in the source text, but the held-out
-    # documents (contexts and their human continuations): with them in, the human row would be all words by
-    # construction.
-
+    # The non-word rate needs a vocabulary of real words: a general list for the language, and every word type
+    # in the source text but the held-out documents (contexts and their human continuations): with them in,
+    # the human row would be all words by construction.
     held_out = {hashes[i] for i in split["contexts"]}
-    vocabulary = sorted({w for d, h in zip(docs, hashes) if h not in held_out for w in words(d)})
-    manifest = {"source": cfg.source, "documents": len(docs), "qualifying": sum(len(x) >= cfg.seq_len for x in ids),
+    general, word_list = general_words(cfg.language)
+    vocabulary = sorted(general | {w for d, h in zip(docs, hashes) if h not in held_out for w in words(d)})
+    manifest = {"source": cfg.source, "documents": len(docs), "qualifying": sum(c > 0 for c in capacity),
                 "train": len(train), "val": len(val), "contexts": len(contexts), "seq_len": cfg.seq_len,
-                "context_len": cfg.context_len, "vocabulary_words": len(vocabulary), "seed": cfg.seed}
+                "context_len": cfg.context_len, "vocabulary_words": len(vocabulary), "seed": cfg.seed,
+                "samples_per_document": cfg.samples_per_document,
+                "documents_used": {side: len(split[side]) for side in ("train", "val", "contexts")},
+                "dropped": {"duplicates": len(docs) - len(set(hashes)),
+                            "shorter_than_seq_len": sum(c == 0 for c in capacity)},
+                "cleaning": stats.as_dict(), "special_strings": special_strings(docs, tokenizer),
+                "language": cfg.language, "word_list": word_list,
+                "options": {k: getattr(cfg, k) for k in ("repair_text", "strip_boilerplate", "markup",
+                                                         "unknown_marker", "reflow")}}
 
     write_jsonl(run.data_file("train"), train)
     write_jsonl(run.data_file("val"), val)
     write_jsonl(run.data_file("contexts"), contexts)
     write_text(run.data / "vocabulary.txt", "\n".join(vocabulary) + "\n")
     write_json(run.data / "manifest.json", manifest)
+    write_text(run.data / "report.md", render_data_report(manifest))
     return manifest
+
+
+def special_strings(docs: list[str], tokenizer) -> dict[str, int]:
+    """How often each special-token string (the tokenizer's and common ones) is written in the documents."""
+    names = dict.fromkeys([*SPECIAL_STRINGS, *getattr(tokenizer, "all_special_tokens", [])])
+    counts = {name: sum(d.count(name) for d in docs) for name in names if name}
+    return {name: n for name, n in counts.items() if n}
 
 
 def load_vocabulary(run: RunDir) -> frozenset[str] | None:

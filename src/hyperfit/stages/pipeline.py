@@ -31,6 +31,7 @@ from hyperfit.models import (
     precision_guard,
 )
 from hyperfit.runs import RunDir, RunError, load_run_config, save_config
+from hyperfit.stages.convergence import not_near_zero
 from hyperfit.stages.data import prepare_data
 from hyperfit.stages.evaluate import evaluate
 from hyperfit.stages.generate import Job, run_jobs
@@ -146,6 +147,9 @@ def run(cfg: RunConfig, resume: bool = False) -> RunDir:
         if main:
             print(f"train: {summary['epochs_run']} epochs, {summary['steps']} updates, final train loss "
                   f"{summary['final_train_loss']}, {summary['seconds']} s ({summary['stopped']})")
+            warning = not_near_zero(summary["final_train_loss"], cfg.train)
+            if warning:
+                print(f"WARNING: {warning}")
     if stop_after_training:
         if main:
             print(f"Trained under DeepSpeed; generation and evaluation do not run there: {NEXT_UNDER_FSDP2}")

@@ -15,6 +15,7 @@ from pathlib import Path
 from hyperfit.dist import world
 from hyperfit.metrics.repetition import ttr_by_position
 from hyperfit.runs import RunDir, RunError, atomic_path, file_sha256, load_run_config, read_jsonl, write_text
+from hyperfit.stages.convergence import final_train_loss, not_near_zero
 from hyperfit.stages.evaluate import reference_lengths
 
 TABLE_METRICS = ("ttr", "ttr_words", "distinct_4", "rep_4", "nonword_rate", "self_bleu", "longest_overlap")
@@ -283,6 +284,7 @@ def report(runs: Sequence[RunDir], out: Path | None = None) -> Path:
                         "generations' rows; metrics/reference*.json records their lengths."]
     plot = plot_training(runs, out / "plots" / "training_curves.png")
     labels = run_labels(runs)
+    lines += run_warnings(runs, labels)
     for run, label in zip(runs, labels):
         rows = probes(run)
         if rows:
@@ -306,6 +308,28 @@ def report(runs: Sequence[RunDir], out: Path | None = None) -> Path:
         ex = examples(run)
         if ex:
             lines += [f"## Examples: {label}"] + ex + [""]
+    lines += data_sections(runs, labels)
     path = out / "report.md"
     write_text(path, "\n".join(lines) + "\n")
     return path
+
+
+def run_warnings(runs: Sequence[RunDir], labels: Sequence[str]) -> list[str]:
+    """A warning per run whose final training loss is not near zero (it did not hyperfit)."""
+    out = []
+    for run, label in zip(runs, labels):
+        warning = not_near_zero(final_train_loss(run), load_run_config(run).train)
+        if warning:
+            out += [f"**Warning ({label}): {warning}**", ""]
+    return out
+
+
+def data_sections(runs: Sequence[RunDir], labels: Sequence[str]) -> list[str]:
+    """Each run's data/report.md (what was read, cleaned, kept and dropped) as a section."""
+    out = []
+    for run, label in zip(runs, labels):
+        data_report = run.data / "report.md"
+        if data_report.is_file():
+            body = data_report.read_text().split("\n", 1)[1].strip()  # its own "# Data" title dropped
+            out += [f"## Data: {label}", "", body, ""]
+    return out
