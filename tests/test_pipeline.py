@@ -163,3 +163,16 @@ def test_a_run_without_contexts_is_refused_before_anything_is_written(tmp_path, 
     with pytest.raises(ConfigError, match="data.num_contexts=0"):
         run(cfg)
     assert not (tmp_path / "empty").exists()
+
+
+def test_a_run_that_did_not_reach_near_zero_loss_says_so_and_the_report_carries_the_data_report(
+        tmp_path, tiny_llama, corpus_file, capsys):
+    # Out-of-domain runs ended at training loss 0.21-0.26 and their reports read like a success.
+    cfg = load_config(None, tiny_overrides(tiny_llama, corpus_file, tmp_path, "short") + ["train.epochs=1"])
+    run_dir = run(cfg)
+    out = capsys.readouterr().out
+    assert "WARNING: training loss did not reach near zero" in out and "train.epochs=1" in out
+    report = (run_dir.path / "report.md").read_text()
+    assert "training loss did not reach near zero" in report and "raise train.lr" in report
+    assert "## Data: short" in report and "documents read: 60" in report
+    assert (run_dir.data / "report.md").is_file()

@@ -51,12 +51,17 @@ def detokenize(text: str) -> str:
 def handle_unknown(text: str, how: str) -> tuple[str, int]:
     """(text with each `<unk>` kept, dropped or replaced by U+FFFD, markers found).
 
+    Dropping one item of a list leaves its comma: "including <unk> , <unk> , Tikal" keeps one.
+
     >>> handle_unknown("a <unk> lobster , <unk> larvae", "drop")
     ('a lobster , larvae', 2)
+    >>> handle_unknown("states , including <unk> , <unk> , Tikal", "drop")
+    ('states , including , Tikal', 2)
     """
     found = text.count(UNKNOWN)
     if not found or how == "keep":
         return text, found
     if how == "drop":
-        return re.sub(r"[^\S\n]*<unk>", "", text).lstrip(" "), found
+        text = re.sub(r"[^\S\n]*<unk>", "", text).lstrip(" ")
+        return re.sub(r"( ,)(?: ,)+", r"\1", text), found
     return text.replace(UNKNOWN, REPLACEMENT), found
