@@ -61,7 +61,8 @@ def markdown(summary: dict, config: dict, study_dir: Path) -> str:
     out = [f"# Human study: {study_dir.name}", "",
            f"Design: {config['n_pair_items']} items, {config['raters_per_item']} annotators per item, "
            f"{len(config['annotators'])} annotators, attention checks {100 * config['attention_checks']:g} %, "
-           f"continuations cut to at most {config['max_words']} words (same count on both sides), "
+           f"continuations cut to {'at most ' + str(config['max_words']) if config.get('max_words') else 'the full'} "
+           "length in whole words (same count on both sides), "
            f"seed {config['seed']}.",
            f"Collected: {summary['judgements']} judgements from {summary['annotators']} annotators "
            f"(median {_num(summary['median_seconds_per_judgement'], '.1f')} s per judgement).", "",
