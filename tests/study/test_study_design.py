@@ -10,8 +10,15 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from hyperfit.study import StudyError, assign, store
-from hyperfit.study.sources import (last_sentence, load_systems, shared_context_ids, split_context, truncate_pair,
-                                    units, whole_units)
+from hyperfit.study.sources import (
+    last_sentence,
+    load_systems,
+    shared_context_ids,
+    split_context,
+    truncate_pair,
+    units,
+    whole_units,
+)
 from study_fixtures import make_run
 
 

@@ -176,7 +176,8 @@ def cmd_status(args) -> int:
 
 def cmd_results(args) -> int:
 
-    for path in results.write_results(Path(args.study_dir), seed=args.seed, drop_failed=args.drop_failed_checks):
+    for path in results.write_results(Path(args.study_dir), seed=args.seed, drop_failed=args.drop_failed_checks,
+                                      speeder_seconds=args.speeder_seconds):
         print(f"wrote {path}")
     return 0
 
@@ -386,7 +387,10 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("study_dir", metavar="STUDY_DIR")
     r.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
     r.add_argument("--drop-failed-checks", action="store_true",
-                   help="exclude every judgement of annotators who failed an attention check")
+                   help="exclude every judgement of annotators who failed an attention check (written to "
+                        "results-drop-failed-checks.md/.csv and its own metrics file)")
+    r.add_argument("--speeder-seconds", type=float, default=4.0, metavar="S",
+                   help="flag annotators whose median time on task is under S seconds (default 4)")
     r.set_defaults(fn=cmd_results)
 
     e = sub.add_parser("export", help="every judgement with system names, as JSONL or CSV")

@@ -253,7 +253,8 @@ def add_annotator_routes(app: Flask, db, secret: bytes, wording: page.Page, conf
             abort(400, f"Expected pos (a number) and choice in {store.CHOICES}.")
         ms = small_int(form.get("ms", ""))
         elapsed = store.ms_since_shown(db(), annotator, pos)
-        if elapsed is not None and elapsed < app.config["MIN_ANSWER_MS"] and store.stored_choice(db(), annotator, pos) is None:
+        too_soon = elapsed is not None and elapsed < app.config["MIN_ANSWER_MS"]
+        if too_soon and store.stored_choice(db(), annotator, pos) is None:
             return refuse(token, 425, "Too fast", f"This answer came {elapsed} ms after the item appeared, before "
                           "anyone could read it (a key pressed twice?). It was not saved: read both "
                           "continuations, then answer.")
