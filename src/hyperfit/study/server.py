@@ -476,4 +476,4 @@ def write_links(path: Path, rows: list[dict]) -> None:
     writer.writerows(rows)
     with atomic_path(Path(path)) as tmp:
         tmp.write_text(buf.getvalue(), encoding="utf-8")
-        os.chmod(tmp, 0o600)  # every link is a password
+    os.chmod(path, 0o600)  # every link is a password (inside the study directory, itself 0700, from the start)
