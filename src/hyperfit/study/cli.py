@@ -200,9 +200,13 @@ def cmd_export(args) -> int:
 
 
 def cmd_judge(args) -> int:
+    if args.endpoint is None:  # a local model through transformers (imports torch: only here)
+        from hyperfit.study import judge_local
 
-    key = judge.api_key_from_env(args.api_key_env)
-    n = judge.run_judge(Path(args.study_dir), args.endpoint, args.model, key, args.limit)
+        n = judge_local.run_local_judge(Path(args.study_dir), args.model, args.limit)
+    else:
+        key = judge.api_key_from_env(args.api_key_env)
+        n = judge.run_judge(Path(args.study_dir), args.endpoint, args.model, key, args.limit)
     print(f"judge:{args.model} judged {n} items; run `hyperfit study results {args.study_dir}`")
     return 0
 
@@ -425,10 +429,13 @@ def build_parser() -> argparse.ArgumentParser:
     ra.add_argument("--to", default=None, metavar="ID,ID", help="only these annotators (default: all active)")
     ra.set_defaults(fn=cmd_reassign)
 
-    j = sub.add_parser("judge", help="an OpenAI-compatible chat model judges the items (both orders)")
+    j = sub.add_parser("judge", help="an LLM judges the items (both orders): a local model through "
+                       "transformers, or an OpenAI-compatible endpoint")
     j.add_argument("study_dir", metavar="STUDY_DIR")
-    j.add_argument("--endpoint", required=True, help="base URL, e.g. http://127.0.0.1:8001/v1")
-    j.add_argument("--model", required=True)
+    j.add_argument("--endpoint", default=None,
+                   help="base URL of an OpenAI-compatible server, e.g. http://127.0.0.1:8001/v1 (default: run "
+                        "--model locally through transformers)")
+    j.add_argument("--model", required=True, metavar="PATH_OR_HUB_ID|NAME")
     j.add_argument("--api-key-env", default=None, metavar="VAR", help="environment variable with the API key")
     j.add_argument("--limit", type=int, default=None, help="judge at most this many items (a trial run)")
     j.set_defaults(fn=cmd_judge)
