@@ -99,9 +99,8 @@ CHAT_TEMPLATE = ("{% for m in messages %}<s>{{ m['role'] }}: {{ m['content'] }}\
 @pytest.mark.parametrize("chat", [False, pytest.param(True, marks=pytest.mark.slow)])
 def test_local_judge_with_a_tiny_model_both_orders_and_agreement_with_humans(tmp_path, study, chat, capsys):
     pytest.importorskip("torch")
-    from tinymodels import save_tiny_model
-
     from hyperfit.study import judge_local
+    from tinymodels import save_tiny_model
 
     model = save_tiny_model(tmp_path / "tiny-judge")
     if chat:
