@@ -81,13 +81,14 @@ def cmd_create(args) -> int:
     plan = (assign.plan_study(pairs, annotators, k, rate, args.seed) if annotators
             else assign.Plan(pairs, {}))
     everyone = systems + ([opponent] if opponent else [])
+    n_pairs = sum(item.kind == assign.PAIR for item in plan.items)  # without contexts held back for checks
     config = {
         "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "command": "hyperfit study " + " ".join(args.argv),
         "systems": [{"name": s.name, "source": s.source, **s.info} for s in everyone],
         "run_dirs": sorted({str(s.run_dir.resolve()) for s in everyone if s.run_dir}),
         "design": args.pairs if opponent else "all",
-        "contexts": len(ids), "n_pair_items": len(pairs), "n_check_items": len(plan.items) - len(pairs),
+        "contexts": len(ids), "n_pair_items": n_pairs, "n_check_items": len(plan.items) - n_pairs,
         "raters_per_item": k, "attention_checks": rate, "max_words": args.max_words,
         "seed": args.seed, "annotators": annotators,
         "queue_lengths": {a: len(q) for a, q in plan.queues.items()},
@@ -97,7 +98,7 @@ def cmd_create(args) -> int:
     }
     store.create_study(study_dir, plan, annotators, config, page_text)
     lengths = sorted(set(config["queue_lengths"].values())) or [config["crowd"]["queue_length"]]
-    print(f"created {study_dir}: {len(pairs)} items from {len(ids)} contexts "
+    print(f"created {study_dir}: {n_pairs} items from {len(ids) - len(plan.held_back)} contexts "
           f"({', '.join(s.name for s in everyone)}), {config['n_check_items']} attention checks, "
           f"{len(annotators)} annotators with {'-'.join(map(str, lengths))} items each")
     dropped = [cid for cid in ids if cid not in {p.context_id for p in pairs}]
