@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from study_fixtures import create, make_run
+from study_fixtures import consent_all, create, make_run
 
 
 def pytest_configure(config):
@@ -21,5 +21,5 @@ def gen_file(tmp_path) -> Path:
 @pytest.fixture
 def study(tmp_path, gen_file) -> Path:
     """12 model-vs-reference items, 4 annotators, 3 per item -> 9 real items each, plus 1 check each."""
-    return create(tmp_path / "study", gen_file, "--annotators", "4", "--raters-per-item", "3",
-                  "--attention-checks", "10%", "--max-words", "12")
+    return consent_all(create(tmp_path / "study", gen_file, "--annotators", "4", "--raters-per-item", "3",
+                              "--attention-checks", "10%", "--max-words", "12"))

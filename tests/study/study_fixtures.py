@@ -81,3 +81,13 @@ def count_judgements(study_dir: Path) -> int:
         return conn.execute("SELECT COUNT(*) FROM judgements").fetchone()[0]
     finally:
         conn.close()
+
+
+def consent_all(study_dir: Path) -> Path:
+    """Every annotator past the start page (tests that are not about it go straight to the items)."""
+    conn = store.connect(study_dir)
+    try:
+        conn.execute("UPDATE annotators SET consented_at = '2026-01-01T00:00:00+00:00'")
+    finally:
+        conn.close()
+    return study_dir

@@ -158,7 +158,7 @@ def test_common_only_uses_the_shared_contexts(tmp_path, gen_file, capsys):
 def test_more_raters_per_item_than_annotators(tmp_path, gen_file, capsys):
     study = tmp_path / "study"
     fails(capsys, ["create", str(study), "--from", str(gen_file), "--annotators", "2", "--raters-per-item", "3"],
-          "--raters-per-item 3 with 2 annotators", "pass --annotators 3 or more")
+          "--raters-per-item 3 with 2 annotators", "allows is --raters-per-item 2", "--annotators 3 (or more)")
     assert nothing_written(tmp_path, study)
 
 

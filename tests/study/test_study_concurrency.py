@@ -17,7 +17,7 @@ from pathlib import Path
 
 from hyperfit.study import store
 from hyperfit.study.server import make_server
-from study_fixtures import create, form_fields, make_run, tokens
+from study_fixtures import consent_all, create, form_fields, make_run, tokens
 
 ANNOTATORS, PER_ANNOTATOR = 50, 20
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
@@ -58,9 +58,9 @@ def annotate(url: str) -> int:
 
 def test_1000_concurrent_judgements_are_stored_exactly_once(tmp_path):
     gen = make_run(tmp_path, n=200)
-    study = create(tmp_path / "study", gen, "--annotators", str(ANNOTATORS), "--raters-per-item", "5",
-                   "--attention-checks", "0")  # 200 items x 5 / 50 annotators = 20 each
-    server = make_server(study, "127.0.0.1", 0, threads=8)
+    study = consent_all(create(tmp_path / "study", gen, "--annotators", str(ANNOTATORS), "--raters-per-item", "5",
+                               "--attention-checks", "0"))  # 200 items x 5 / 50 annotators = 20 each
+    server = make_server(study, "127.0.0.1", 0, threads=8, min_answer_ms=0)
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     base = f"http://127.0.0.1:{server.effective_port}"

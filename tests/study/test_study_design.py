@@ -10,15 +10,32 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from hyperfit.study import StudyError, assign, store
-from hyperfit.study.sources import last_sentence, load_systems, shared_context_ids, truncate_pair, units
+from hyperfit.study.sources import (
+    last_sentence,
+    load_systems,
+    shared_context_ids,
+    split_context,
+    truncate_pair,
+    units,
+    whole_units,
+)
 from study_fixtures import make_run
 
 
 def test_truncate_pair_cuts_both_sides_to_the_same_whole_words():
-    assert truncate_pair("x y z", "p  q\nr s", 10) == ("x y z", "p q r")
+    assert truncate_pair("x y z ", "p  q\nr s ", 10) == ("x y z", "p q r")
     assert truncate_pair("one two three four", "a b c d e f", 2) == ("one two", "a b")
-    a, b = truncate_pair("  lots   of\t\tspace here ", "tidy text here too", 100)
+    a, b = truncate_pair("  lots   of\t\tspace here ", "tidy text here too ", 100)
     assert a == "lots of space here" and len(a.split()) == len(b.split())
+
+
+def test_a_word_the_token_limit_may_have_cut_is_never_shown():
+    # The demo's hyperfitted side ended "…the v" / "…Sherge" at 256 tokens (29 of 64 pairs, 11 non-words).
+    model, human = "Tom ran to the park and saw the v", "Tom went to the shop and bought some milk and bread for mum. "
+    assert truncate_pair(model, human) == ("Tom ran to the park and saw the", "Tom went to the shop and bought some")
+    assert whole_units("the v") == [" the"[1:]] and whole_units("the end.") == ["the", " end."]
+    assert whole_units("猫は") == ["猫", "は"] and whole_units("ok \ufffd") == ["ok"]  # a broken character goes
+    assert truncate_pair("x y z", "a b c", None) == ("x y", "a b")  # no cap: full length, minus the open word
 
 
 def test_truncate_pair_ends_both_sides_mid_sentence_so_the_ending_gives_no_side_away():
@@ -29,7 +46,7 @@ def test_truncate_pair_ends_both_sides_mid_sentence_so_the_ending_gives_no_side_
     a, b = truncate_pair(model, story, 200)
     assert (a, b) == ("Tom had a big dog. The dog liked to run in the park with",
                       "Tom had a red ball. He played with it all day. Then he went")
-    assert truncate_pair("Hi! Ok? “Yes.”", "a b c", 10) == ("Hi! Ok? “Yes.”", "a b c")  # nowhere else to cut
+    assert truncate_pair("Hi! Ok? “Yes.”", "a b c ", 10) == ("Hi! Ok? “Yes.”", "a b c")  # nowhere else to cut
 
 
 def test_last_sentence_and_degenerate_loop():
@@ -41,7 +58,7 @@ def test_last_sentence_and_degenerate_loop():
 
 def test_distribute_gives_each_item_k_distinct_annotators_with_even_load():
     people = [f"p{i}" for i in range(7)]
-    queues = assign.distribute(30, people, 3, random.Random(0))
+    queues = assign.distribute([[i] for i in range(30)], people, 3, random.Random(0))
     raters = Counter(item for q in queues.values() for item in q)
     assert set(raters) == set(range(30)) and set(raters.values()) == {3}
     assert all(len(q) == len(set(q)) for q in queues.values())  # distinct: nobody sees an item twice
@@ -50,12 +67,17 @@ def test_distribute_gives_each_item_k_distinct_annotators_with_even_load():
 
 
 @settings(max_examples=60, deadline=None)
-@given(n_items=st.integers(1, 60), n_people=st.integers(1, 12), data=st.data())
-def test_distribute_property(n_items, n_people, data):
-    k = data.draw(st.integers(1, n_people))
-    queues = assign.distribute(n_items, [f"p{i}" for i in range(n_people)], k, random.Random(n_items))
-    assert all(len(q) == len(set(q)) for q in queues.values())
-    assert Counter(i for q in queues.values() for i in q) == {i: k for i in range(n_items)}
+@given(n_groups=st.integers(1, 30), m=st.integers(1, 3), n_people=st.integers(1, 12), data=st.data())
+def test_distribute_property(n_groups, m, n_people, data):
+    # Groups are contexts with m items each (m systems against the human text): nobody gets two of a group.
+    if m > n_people:
+        return
+    k = data.draw(st.integers(1, n_people // m))
+    groups = [[g * m + j for j in range(m)] for g in range(n_groups)]
+    queues = assign.distribute(groups, [f"p{i}" for i in range(n_people)], k, random.Random(n_groups))
+    assert Counter(i for q in queues.values() for i in q) == {i: k for i in range(n_groups * m)}
+    for q in queues.values():
+        assert len({i // m for i in q}) == len(q)  # each context at most once per annotator
     loads = [len(q) for q in queues.values()]
     assert max(loads) - min(loads) <= 1
 
@@ -65,7 +87,7 @@ def test_distribute_property(n_items, n_people, data):
 def test_truncate_pair_property(a, b, n):
     ta, tb = truncate_pair(a, b, n)
     bare = lambda t: [u.strip() for u in units(t)]  # noqa: E731
-    k, most = len(bare(ta)), min(n, len(units(a)), len(units(b)))
+    k, most = len(bare(ta)), min(n, len(whole_units(a)), len(whole_units(b)))
     assert len(bare(tb)) == k <= most
     assert bare(ta) == bare(a)[:k] and bare(tb) == bare(b)[:k] and "  " not in ta and ta == ta.strip()
     # Shorter than it could be only to end where neither side ends a sentence.
@@ -82,12 +104,23 @@ def test_truncate_pair_counts_characters_in_scripts_without_spaces():
     # A Japanese story was one "word": 200 characters stood against 8, and the length gave the side away.
     long, short = "猫はミルクが好きでした。毎日飲みました。" * 10, "猫は幸せでした。"
     assert truncate_pair(long, short, 100) == ("猫はミルクが好", "猫は幸せでした")
-    assert truncate_pair("日本 ok fine", "one two three four", 3) == ("日本 ok", "one two three")
+    assert truncate_pair("日本 ok fine ", "one two three four", 3) == ("日本 ok", "one two three")
 
 
-def test_distribute_rejects_k_above_annotators():
-    with pytest.raises(StudyError, match="--raters-per-item 4 needs at least 4 annotators, got 3"):
-        assign.distribute(10, ["a", "b", "c"], 4, random.Random(0))
+def test_distribute_rejects_a_design_where_someone_would_see_a_context_twice():
+    with pytest.raises(StudyError, match="need 1 x 4 = 4 different annotators.*allows is --raters-per-item 3"):
+        assign.distribute([[i] for i in range(10)], ["a", "b", "c"], 4, random.Random(0))
+    # 2 systems vs the human text, 4 annotators: k = 3 would show someone a context twice; 2 is the most.
+    with pytest.raises(StudyError, match="2 x 3 = 6 different annotators.*allows is --raters-per-item 2"):
+        assign.distribute([[2 * i, 2 * i + 1] for i in range(10)], ["a", "b", "c", "d"], 3, random.Random(0))
+
+
+def test_a_context_cut_inside_a_word_hands_the_word_to_the_continuations():
+    # 33 of the demo's 64 contexts ended mid-word: "…the ri" in the box, "ver was" on each side.
+    assert split_context("Once upon a time the ri", ["ver was wide", "ver ran"]) == (
+        "Once upon a time the", ["river was wide", "river ran"])
+    assert split_context("It was big.", ["Then", " he"]) == ("It was big.", ["Then", " he"])  # whole
+    assert split_context("It was big", [" Then", " he"]) == ("It was big", [" Then", " he"])  # next starts anew
 
 
 def test_queues_are_shuffled_per_annotator_and_reproducible(gen_file):
@@ -164,3 +197,49 @@ def test_stored_assignments_match_the_plan(study):
                           "ON i.id = s.item WHERE i.kind = 'check' GROUP BY item").fetchall()
     assert [r[0] for r in checks] == [1, 1, 1, 1]  # each annotator has their own check
     assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+def contexts_per_annotator(study_dir):
+    conn = store.connect(study_dir)
+    try:
+        return conn.execute("SELECT s.annotator, i.kind, i.context_id, i.text_a FROM assignments s "
+                            "JOIN items i ON i.id = s.item").fetchall()
+    finally:
+        conn.close()
+
+
+@pytest.mark.parametrize("annotators, k, rate", [("4", None, "5%"), ("4", "2", "10%"), ("7", "3", "20%"),
+                                                  ("9", "1", "50%")])
+def test_design_every_annotator_sees_each_context_once_and_each_check_once(tmp_path, annotators, k, rate):
+    # The case: two --from files against the human text, 4 annotators. Before, one annotator got
+    # the same context twice (147 times in the demo study), the repeated text being the human one.
+    from study_fixtures import create
+
+    a = make_run(tmp_path, n=24, tag="greedy", tag_seed=1)
+    b = make_run(tmp_path, n=24, tag="topk", tag_seed=2, decoder="top_k")
+    study = create(tmp_path / "study", a, "--from", str(b), "--annotators", annotators, "--attention-checks", rate,
+                   *(["--raters-per-item", k] if k else []))
+    rows = contexts_per_annotator(study)
+    per = Counter((r["annotator"], r["context_id"]) for r in rows)
+    assert set(per.values()) == {1}  # pairs and checks together: no context twice for anyone
+    # No check twice in a queue (the same check came 2-3 times per queue before), and there are checks.
+    checks = [(r["annotator"], r["context_id"], r["text_a"]) for r in rows if r["kind"] == "check"]
+    assert len(checks) == len(set(checks)) and checks
+    conn = store.connect(study)
+    want = int(k or 2)  # default with 4 annotators, 2 items per context: the most possible, 2
+    raters = [r[0] for r in conn.execute("SELECT COUNT(*) FROM assignments s JOIN items i ON i.id = s.item "
+                                         "WHERE i.kind = 'pair' GROUP BY s.item")]
+    assert set(raters) == {want}
+    conn.close()
+
+
+def test_create_refuses_a_design_that_would_repeat_a_context_and_names_the_most_k(tmp_path, capsys):
+    from hyperfit.study.cli import main
+
+    a = make_run(tmp_path, tag="greedy", tag_seed=1)
+    b = make_run(tmp_path, tag="topk", tag_seed=2, decoder="top_k")
+    study = tmp_path / "study"
+    assert main(["create", str(study), "--from", str(a), "--from", str(b), "--annotators", "4",
+                 "--raters-per-item", "3"]) == 2
+    err = capsys.readouterr().err
+    assert "2 x 3 = 6 different annotators" in err and "--raters-per-item 2" in err and not study.exists()

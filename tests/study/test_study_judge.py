@@ -90,3 +90,45 @@ def test_judge_endpoint_errors_are_explained(study, endpoint, capsys):
     assert "answered HTTP 500" in capsys.readouterr().err
     assert main(["judge", str(study), "--endpoint", endpoint, "--model", "m", "--api-key-env", "NOPE_UNSET"]) == 2
     assert "NOPE_UNSET: that environment variable is not set" in capsys.readouterr().err
+
+
+CHAT_TEMPLATE = ("{% for m in messages %}<s>{{ m['role'] }}: {{ m['content'] }}\n{% endfor %}"
+                 "{% if add_generation_prompt %}assistant:{% endif %}")
+
+
+@pytest.mark.parametrize("chat", [False, pytest.param(True, marks=pytest.mark.slow)])
+def test_local_judge_with_a_tiny_model_both_orders_and_agreement_with_humans(tmp_path, study, chat, capsys):
+    pytest.importorskip("torch")
+    from hyperfit.study import judge_local
+    from tinymodels import save_tiny_model
+
+    model = save_tiny_model(tmp_path / "tiny-judge")
+    if chat:
+        from transformers import AutoTokenizer
+
+        tok = AutoTokenizer.from_pretrained(model)
+        tok.chat_template = CHAT_TEMPLATE
+        tok.save_pretrained(model)
+    prompts = []
+    local = judge_local.LocalJudge(str(model))
+    real = local.prefix
+    local.prefix = lambda p: (prompts.append(p), real(p))[1]
+    scores = local.scores("Beginning:\n<<<x>>>\nWhich?")
+    assert set(scores) == {"A", "B", "EQUAL"} and all(v < 0 for v in scores.values())
+    prompts.clear()
+    n = judge.judge_items(study, "tiny-judge", local, limit=4)
+    assert n == 4 and len(prompts) == 8  # both orders of each item
+    conn = store.connect(study)
+    shown = conn.execute("SELECT context, text_a, text_b FROM items WHERE id = 1").fetchone()
+    assert all(t in prompts[0] for t in shown) and prompts[1].index(shown[2]) < prompts[1].index(shown[1])
+    assert "SECRET" not in "".join(prompts)  # the judge sees only the blinded texts
+    # Humans judge the same items: results report the judge beside them, and their agreement.
+    for r in conn.execute("SELECT annotator, pos FROM assignments WHERE annotator LIKE 'ann-%'").fetchall():
+        store.record(conn, r["annotator"], r["pos"], "left")
+    assert main(["judge", str(study), "--model", str(model), "--limit", "4"]) == 0  # the rest, through the CLI
+    assert main(["results", str(study)]) == 0
+    md = (study / "results.md").read_text()
+    assert "## Automatic judge `judge:tiny-judge`" in md and "Agreement with the humans on" in md
+    summary = json.loads(next((study.parent / "runs").rglob("human_study-study.json")).read_text())["results"]
+    agree = summary["judge_agreement"]["judge:tiny-judge"]
+    assert agree["items"] > 0 and 0 <= agree["raw_agreement"] <= 1

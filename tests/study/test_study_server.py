@@ -20,7 +20,7 @@ LEAKS = (RUN_NAME, MODEL, DECODER, "SECRET", "greedy", "original", ".jsonl", "co
 
 @pytest.fixture
 def client(study):
-    app = create_app(study)
+    app = create_app(study, min_answer_ms=0)  # the floor has its own tests
     app.testing = True
     return app.test_client()
 
@@ -61,15 +61,17 @@ def test_finished_queue_shows_done(client, study):
     assert count_judgements(study) == 10
 
 
-def test_double_post_stores_one_judgement_and_is_not_an_error(client, study):
+def test_double_post_stores_one_judgement_and_a_different_late_answer_is_refused(client, study):
     token = tokens(study)["ann-1"]
     fields = {**form_fields(client.get(f"/a/{token}").text), "choice": "left", "ms": "500"}
     first = client.post(f"/a/{token}", data=fields)
-    second = client.post(f"/a/{token}", data={**fields, "choice": "right"})  # a late second click
-    assert first.status_code == second.status_code == 303
+    repeat = client.post(f"/a/{token}", data=fields)  # a double click: the same answer, ignored
+    stale = client.post(f"/a/{token}", data={**fields, "choice": "right"})  # another tab's other answer
+    assert first.status_code == repeat.status_code == 303
+    assert stale.status_code == 409 and "already answered" in stale.text and "A better" in stale.text
     conn = store.connect(study)
-    rows = conn.execute("SELECT choice, ms_on_task FROM judgements").fetchall()
-    assert [tuple(r) for r in rows] == [("left", 500)]
+    rows = conn.execute("SELECT choice, ms_client, ms_on_task FROM judgements").fetchall()
+    assert [tuple(r)[:2] for r in rows] == [("left", 500)] and rows[0][2] >= 0  # server-measured time
 
 
 def test_winner_is_resolved_from_the_hidden_placement(client, study):
@@ -183,7 +185,7 @@ def test_only_the_item_on_screen_is_accepted(client, study):
     fields = {**form_fields(client.get(f"/a/{token}").text), "choice": "left"}
     later = str(int(fields["pos"]) + 1)  # in the queue, never shown: a crafted or stale form
     skipped = client.post(f"/a/{token}", data={**fields, "pos": later})
-    assert skipped.status_code == 409 and "reload" in skipped.text
+    assert skipped.status_code == 409 and "not on your screen" in skipped.text
     assert client.post(f"/a/{token}", data={**fields, "pos": "500"}).status_code == 400  # not in the queue
     assert count_judgements(study) == 0
     assert client.post(f"/a/{token}", data=fields).status_code == 303  # the item on screen

@@ -294,8 +294,7 @@ def report(runs: Sequence[RunDir], out: Path | None = None) -> Path:
             lines.append("")
         for study in sorted(run.metrics.glob("human_study*.json")):  # human_study-<study>.json, one per study
             name = study.stem.removeprefix("human_study").lstrip("-")
-            lines += [f"## Human study{' ' + name if name else ''}: {label}", "", "```json",
-                      study.read_text().strip(), "```", ""]
+            lines += human_study_lines(study, name, label)
     if plot:
         lines += ["## Training curves", "", f"![training curves]({plot.relative_to(out)})", ""]
     for run, label in zip(runs, labels):
@@ -333,3 +332,18 @@ def data_sections(runs: Sequence[RunDir], labels: Sequence[str]) -> list[str]:
             body = data_report.read_text().split("\n", 1)[1].strip()  # its own "# Data" title dropped
             out += [f"## Data: {label}", "", body, ""]
     return out
+
+
+def human_study_lines(path: Path, name: str, label: str) -> list[str]:
+    """A human study as a table (hyperfit.study.results.report_section), between the markers that
+    `hyperfit study results` rewrites; a file it cannot read is shown as JSON, as before."""
+    from hyperfit.study import results as study_results
+
+    try:
+        payload = json.loads(path.read_text())
+        section = study_results.report_section(name, payload["results"], payload["design"])
+    except (KeyError, TypeError, ValueError):
+        return [f"## Human study{' ' + name if name else ''}: {label}", "", "```json", path.read_text().strip(),
+                "```", ""]
+    mark = study_results.MARK.format(name=name)
+    return [mark, *section, mark.replace("<!-- ", "<!-- /"), ""]

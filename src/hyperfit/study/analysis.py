@@ -139,15 +139,49 @@ def attention_checks(rows: list[dict]) -> dict[str, dict]:
     return out
 
 
+SPEEDER_SECONDS = 4.0  # median time on task below this: nobody reads a context and two continuations so fast
+
+
+def speeders(rows: list[dict], threshold_s: float = SPEEDER_SECONDS) -> dict:
+    """Per annotator: median seconds on task; `flagged`, those under threshold_s (e.g. a 0.2 s median)."""
+    by: dict[str, list[int]] = defaultdict(list)
+    for r in rows:
+        if r.get("ms_on_task") is not None:
+            by[r["annotator"]].append(r["ms_on_task"])
+    medians = {a: float(np.median(ms)) / 1000 for a, ms in sorted(by.items())}
+    return {"threshold_seconds": threshold_s, "median_seconds": medians,
+            "flagged": [a for a, m in medians.items() if m < threshold_s]}
+
+
+def coverage(rows: list[dict], design: list[dict], k: int) -> dict:
+    """Real coverage: how many judgements each designed pair item got (not the k it was meant to get).
+
+    design: one dict per pair item (item, system_a, system_b). Returns per matchup and overall the number
+    of items, of items with at least k judgements, and a histogram {judgements: items}.
+    """
+    counts = Counter(r["item"] for r in rows if r["kind"] == PAIR)
+
+    def summary(items: list[int]) -> dict:
+        hist = Counter(counts.get(i, 0) for i in items)
+        return {"items": len(items), "items_with_k": sum(counts.get(i, 0) >= k for i in items),
+                "judgements_per_item": {str(n): hist[n] for n in sorted(hist)}}
+    by_pair: dict[tuple[str, str], list[int]] = defaultdict(list)
+    for d in design:
+        by_pair[(d["system_a"], d["system_b"])].append(d["item"])
+    return {"k": k, **summary([d["item"] for d in design]),
+            "matchups": {f"{a} vs {b}": summary(items) for (a, b), items in sorted(by_pair.items())}}
+
+
 def median_seconds(rows: list[dict]) -> float:
     ms = [r["ms_on_task"] for r in rows if r.get("ms_on_task") is not None]
     return float(np.median(ms)) / 1000 if ms else math.nan
 
 
-def summarise(rows: list[dict], seed: int = 0, drop_failed: bool = False) -> dict:
+def summarise(rows: list[dict], seed: int = 0, drop_failed: bool = False, design: list[dict] | None = None,
+              k: int | None = None, speeder_seconds: float = SPEEDER_SECONDS) -> dict:
     """Everything `results` reports. Humans and each automatic judge are analysed separately, so a
     judge never changes the human numbers. `drop_failed` removes every judgement of an annotator who
-    failed any attention check."""
+    failed any attention check. design / k: the designed pair items and raters per item, for coverage."""
     humans = [r for r in rows if r["annotator_kind"] == "human"]
     checks = attention_checks(humans)
     failed = sorted(a for a, c in checks.items() if c["failed"])
@@ -165,7 +199,49 @@ def summarise(rows: list[dict], seed: int = 0, drop_failed: bool = False) -> dic
         "failed_attention_checks": failed,
         "dropped_annotators": failed if drop_failed else [],
         "median_seconds_per_judgement": median_seconds(humans),
+        "speeders": speeders(humans, speeder_seconds),
+        "coverage": coverage(humans, design, k) if design is not None and k else None,
+        "judge_agreement": {j: judge_agreement(humans, [r for r in rows if r["annotator"] == j]) for j in judges},
         "judges": {j: {"matchups": matchups([r for r in rows if r["annotator"] == j], seed),
                        "attention_checks": attention_checks([r for r in rows if r["annotator"] == j])}
                    for j in judges},
     }
+
+
+def judge_agreement(humans: list[dict], judge: list[dict]) -> dict:
+    """How well an automatic judge agrees with the humans on the pair items both judged.
+
+    Cohen's kappa between the judge's verdict and the humans' majority verdict per item (items with a
+    tied majority are skipped), and Krippendorff's alpha with the judge as one more rater.
+    """
+    by_item: dict[int, list[str]] = defaultdict(list)
+    for r in humans:
+        if r["kind"] == PAIR:
+            by_item[r["item"]].append(r["winner"])
+    verdict = {r["item"]: r["winner"] for r in judge if r["kind"] == PAIR}
+    pairs = []
+    for item, winners in by_item.items():
+        if item not in verdict:
+            continue
+        top = Counter(winners).most_common()
+        if len(top) > 1 and top[0][1] == top[1][1]:
+            continue
+        pairs.append((top[0][0], verdict[item]))
+    shared = [r for r in humans + judge if r["kind"] == PAIR and r["item"] in verdict and r["item"] in by_item]
+    kappa = math.nan
+    if len(pairs) >= 2 and len({x for p in pairs for x in p}) > 1:
+        kappa = cohen_kappa([p[0] for p in pairs], [p[1] for p in pairs])
+    return {"items": len(pairs), "raw_agreement": sum(a == b for a, b in pairs) / len(pairs) if pairs else math.nan,
+            "cohen_kappa_vs_majority": kappa,
+            "krippendorff_alpha_with_judge": krippendorff_alpha(shared)["krippendorff_alpha"]}
+
+
+def cohen_kappa(x: list[str], y: list[str]) -> float:
+    """Cohen's kappa of two raters' labels (checked against scikit-learn's cohen_kappa_score in the tests;
+    not imported from it, to keep scikit-learn out of the study's dependencies):
+    `cohen_kappa(["a", "a", "b", "b"], ["a", "b", "b", "b"])` -> 0.5."""
+    n = len(x)
+    observed = sum(a == b for a, b in zip(x, y)) / n
+    cx, cy = Counter(x), Counter(y)
+    expected = sum(cx[c] * cy[c] for c in set(cx) | set(cy)) / (n * n)
+    return math.nan if expected == 1 else (observed - expected) / (1 - expected)

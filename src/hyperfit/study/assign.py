@@ -12,10 +12,10 @@ import hmac
 import itertools
 import math
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from hyperfit.study import StudyError
-from hyperfit.study.sources import System, last_sentence, truncate_pair
+from hyperfit.study.sources import System, last_sentence, split_context, truncate_pair
 
 PAIR, CHECK = "pair", "check"
 
@@ -34,8 +34,10 @@ class Item:
 
 
 def build_pairs(systems: list[System], opponent: System | None, ids: list[str],
-                design: str, max_words: int) -> list[Item]:
-    """One item per (context, system pair), both sides truncated by the same rule.
+                design: str, max_words: int | None = None) -> list[Item]:
+    """One item per (context, system pair), both sides truncated by the same rule (max_words None: the
+    generations' full length). A context cut inside a word hands that word's start to every side
+    (sources.split_context), so no word is split across the context box and a continuation.
 
     design "vs": every --from system against the opponent (the paper's design, model vs human);
     design "all": every pair among all systems (round robin, for Bradley-Terry with many decoders).
@@ -51,9 +53,10 @@ def build_pairs(systems: list[System], opponent: System | None, ids: list[str],
                          "--vs OTHER.jsonl.")
     items = []
     for cid in ids:
-        context = (opponent or systems[0]).contexts[cid]
+        context, moved = split_context((opponent or systems[0]).contexts[cid], [s.texts[cid] for s in everyone])
+        texts = {s.name: text for s, text in zip(everyone, moved)}
         for a, b in matchups:
-            text_a, text_b = truncate_pair(a.texts[cid], b.texts[cid], max_words)
+            text_a, text_b = truncate_pair(texts[a.name], texts[b.name], max_words)
             if text_a and text_b:
                 items.append(Item(PAIR, cid, context, text_a, text_b, a.name, b.name))
     if not items:
@@ -76,18 +79,20 @@ def build_check(pair: Item, side: str = "b") -> Item:
     return Item(CHECK, pair.context_id, pair.context, text, degenerate_loop(pair.context, n), system, None)
 
 
-def check_for(annotator_contexts: set[str], pairs: list[Item], rng: random.Random) -> Item:
-    """An attention check that teaches the annotator nothing about the pairs they judge.
+def checks_for(judged: set[str], pairs: list[Item], n: int, rng: random.Random) -> list[Item]:
+    """n attention checks from n different contexts the annotator never judges.
 
-    A check's good side is a real continuation, shown as the right answer: built from a pair in the
-    annotator's own queue, it marked that pair's b side (the original, in the paper's design) before the
-    pair came up. So checks come from contexts the annotator does not judge; when they judge every
-    context, the good side is a or b at random, and seeing it again says nothing about which system wrote it.
+    A check's good side is a real continuation, shown as the right answer: from a context in the
+    annotator's own queue it would mark that pair's side (the original, in the paper's design) and show the
+    context a second time. So each check takes its own context (none shown twice in a queue, no check
+    repeated) from the contexts the annotator does not judge; plan_study holds contexts back when there
+    are too few.
     """
-    unseen = [p for p in pairs if p.context_id not in annotator_contexts]
-    if unseen:
-        return build_check(rng.choice(unseen))
-    return build_check(rng.choice(pairs), side=rng.choice("ab"))
+    by_context: dict[str, Item] = {}
+    for p in pairs:
+        by_context.setdefault(p.context_id, p)
+    unseen = [c for c in by_context if c not in judged]
+    return [build_check(by_context[c]) for c in rng.sample(unseen, min(n, len(unseen)))]
 
 
 def n_checks(n_real: int, rate: float) -> int:
@@ -95,24 +100,39 @@ def n_checks(n_real: int, rate: float) -> int:
     return 0 if rate <= 0 or n_real == 0 else max(1, round(rate * n_real))
 
 
-def distribute(n_items: int, annotators: list[str], k: int, rng: random.Random) -> dict[str, list[int]]:
-    """Give each item to k distinct annotators, with loads differing by at most one.
+def max_raters(n_annotators: int, items_per_context: int) -> int:
+    """The largest k for which each of a context's items reaches k annotators who see that context once."""
+    return n_annotators // max(items_per_context, 1)
 
-    Items and annotators are shuffled, then item i goes to the k annotators at positions
-    i*k .. i*k+k-1 (mod N) of the shuffled list: consecutive positions are distinct when k <= N, and the
-    round robin keeps everyone's load within one item of n_items * k / N.
+
+def distribute(groups: list[list[int]], annotators: list[str], k: int, rng: random.Random) -> dict[str, list[int]]:
+    """Give each item to k distinct annotators, no annotator two items of one group (one context), loads
+    within one item of each other.
+
+    A group of m items needs m * k different annotators, so k <= N // m. Groups and annotators are
+    shuffled, then the items of each group take the next m * k positions of the shuffled annotators, round
+    robin: consecutive positions are distinct when m * k <= N, and the round robin keeps loads even.
     """
-    if not 1 <= k <= len(annotators):
-        raise StudyError(f"--raters-per-item {k} needs at least {k} annotators, got {len(annotators)}; "
-                         f"pass --annotators {max(k, 1)} (or more), or lower --raters-per-item.")
+    m = max((len(g) for g in groups), default=1)
+    if k < 1 or m * k > len(annotators):
+        most = max_raters(len(annotators), m)
+        raise StudyError(
+            f"--raters-per-item {k} with {len(annotators)} annotators and {m} item(s) per context: each "
+            f"annotator may see a context only once, so a context's items need {m} x {k} = {m * k} different "
+            f"annotators. The most this design allows is --raters-per-item {most}"
+            + (f"; or pass --annotators {m * k} (or more)." if most >= 1 else f"; pass --annotators {m * k} or more."))
     people = annotators[:]
     rng.shuffle(people)
-    order = list(range(n_items))
+    order = [g[:] for g in groups]
     rng.shuffle(order)
     queues: dict[str, list[int]] = {a: [] for a in annotators}
-    for slot, item in enumerate(order):
-        for j in range(k):
-            queues[people[(slot * k + j) % len(people)]].append(item)
+    slot = 0
+    for group in order:
+        rng.shuffle(group)
+        for item in group:
+            for _ in range(k):
+                queues[people[slot % len(people)]].append(item)
+                slot += 1
     return queues
 
 
@@ -128,22 +148,53 @@ class Plan:
 
     items: list[Item]
     queues: dict[str, list[int]]
+    held_back: list[str] = field(default_factory=list)
+    """Context ids nobody judges: kept for attention checks (see plan_study)."""
+
+
+def context_groups(pairs: list[Item]) -> dict[str, list[int]]:
+    """context id -> indices of its pair items, in order of first appearance."""
+    groups: dict[str, list[int]] = {}
+    for i, p in enumerate(pairs):
+        groups.setdefault(p.context_id, []).append(i)
+    return groups
 
 
 def plan_study(pairs: list[Item], annotators: list[str], k: int, check_rate: float, seed: int) -> Plan:
-    """Assign the pairs, add each annotator's own attention checks, and shuffle each queue."""
-    rng = random.Random(seed)
-    queues = distribute(len(pairs), annotators, k, rng)
-    items = list(pairs)
+    """Assign the pairs, add each annotator's own attention checks, and shuffle each queue.
+
+    Each annotator sees each context at most once, checks included. When annotators judge so many contexts
+    that too few are left for their checks (4 annotators, 2 items per context, k = 2: everyone judges
+    everything), contexts are held back from judging, chosen with the seed, just enough for the checks.
+    """
+    groups = context_groups(pairs)
+    ids = list(groups)
+    random.Random(f"{seed}:held").shuffle(ids)
+    held = 0
+    while True:
+        judged_ids = ids[:len(ids) - held]
+        queues = distribute([groups[c] for c in sorted(judged_ids, key=list(groups).index)], annotators, k,
+                            random.Random(seed))
+        short = max((n_checks(len(q), check_rate) - (len(ids) - len({pairs[i].context_id for i in q}))
+                     for q in queues.values()), default=0)
+        if short <= 0 or held + short >= len(ids):
+            break
+        held += short
+    # Only judged contexts' pairs become items (a held-back context's pair would count as never rated).
+    held_back = set(ids) - set(judged_ids)
+    kept = [i for i, p in enumerate(pairs) if p.context_id not in held_back]
+    new_index = {old: new for new, old in enumerate(kept)}
+    queues = {a: [new_index[i] for i in q] for a, q in queues.items()}
+    items = [pairs[i] for i in kept]
     for annotator in annotators:
         # Seeded per annotator, so adding an annotator to a new study does not reshuffle the others.
         own = random.Random(f"{seed}:{annotator}")
-        judged = {pairs[i].context_id for i in queues[annotator]}
-        for _ in range(n_checks(len(queues[annotator]), check_rate)):
-            items.append(check_for(judged, pairs, own))
+        judged = {items[i].context_id for i in queues[annotator]}
+        for check in checks_for(judged, pairs, n_checks(len(queues[annotator]), check_rate), own):
+            items.append(check)
             queues[annotator].append(len(items) - 1)
         own.shuffle(queues[annotator])
-    return Plan(items, queues)
+    return Plan(items, queues, held_back=sorted(held_back, key=list(groups).index))
 
 
 def parse_rate(text: str) -> float:

@@ -25,7 +25,7 @@ from urllib.parse import urlsplit
 
 # Atomic writes come from the run-directory module (stdlib + yaml only: still no torch here).
 from hyperfit.runs import atomic_path
-from hyperfit.study import StudyError, assign, judge, results, sources, store
+from hyperfit.study import StudyError, assign, judge, page, results, sources, store
 
 _ANNOTATOR_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 
@@ -51,43 +51,66 @@ def cmd_create(args) -> int:
 
     study_dir = Path(args.study_dir)
     store.check_target(study_dir)  # before reading anything large: fail fast, write nothing
-    annotators = parse_annotators(args.annotators)
+    if args.annotators is None and args.crowd == "links":
+        raise StudyError("--annotators is needed for private links (e.g. --annotators 6); with --crowd prolific "
+                         "or --crowd open, queues are made as people arrive and it may be left out.")
+    if args.crowd == "prolific" and not (args.completion_code or args.completion_url):
+        raise StudyError("--crowd prolific needs --completion-code CODE (from the study's Prolific page) or "
+                         "--completion-url URL, shown when a participant finishes.")
+    annotators = parse_annotators(args.annotators) if args.annotators else []
     rate = assign.parse_rate(args.attention_checks)
-    if not 1 <= args.raters_per_item <= len(annotators):
-        raise StudyError(f"--raters-per-item {args.raters_per_item} with {len(annotators)} annotators: each "
-                         f"item needs that many distinct annotators; pass --annotators "
-                         f"{max(args.raters_per_item, 1)} or more, or lower --raters-per-item.")
     if args.contexts is not None and args.contexts < 1:
         raise StudyError(f"--contexts {args.contexts}: must be at least 1, or left out to use all contexts.")
-    if args.max_words < 1:
+    if args.max_words is not None and args.max_words < 1:
         raise StudyError(f"--max-words {args.max_words}: must be at least 1, e.g. --max-words 100.")
+    page_text = page.read_page_file(args.page)
     systems, opponent = sources.load_systems([Path(p) for p in args.from_], args.vs)
     ids = sources.shared_context_ids(systems + ([opponent] if opponent else []), args.common_only)
     if args.contexts is not None and args.contexts < len(ids):
         ids = sorted(random.Random(args.seed).sample(ids, args.contexts), key=ids.index)
     pairs = assign.build_pairs(systems, opponent, ids, args.pairs, args.max_words)
-    plan = assign.plan_study(pairs, annotators, args.raters_per_item, rate, args.seed)
+    per_context = max(len(g) for g in assign.context_groups(pairs).values())
+    k = args.raters_per_item
+    most = assign.max_raters(len(annotators), per_context) if annotators else 3
+    if k is None:  # 3, as in the paper, where the annotators allow it (each sees a context only once)
+        k = min(3, most)
+        if k < 1:
+            raise StudyError(f"{len(annotators)} annotator(s) for {per_context} items per context: each "
+                             f"annotator sees a context once, so pass --annotators {per_context} or more.")
+    # Crowd arrivals get their queues as they come (store.extend_queue); private links get theirs now.
+    plan = (assign.plan_study(pairs, annotators, k, rate, args.seed) if annotators
+            else assign.Plan(pairs, {}))
     everyone = systems + ([opponent] if opponent else [])
+    n_pairs = sum(item.kind == assign.PAIR for item in plan.items)  # without contexts held back for checks
     config = {
         "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "command": "hyperfit study " + " ".join(args.argv),
         "systems": [{"name": s.name, "source": s.source, **s.info} for s in everyone],
         "run_dirs": sorted({str(s.run_dir.resolve()) for s in everyone if s.run_dir}),
         "design": args.pairs if opponent else "all",
-        "contexts": len(ids), "n_pair_items": len(pairs), "n_check_items": len(plan.items) - len(pairs),
-        "raters_per_item": args.raters_per_item, "attention_checks": rate, "max_words": args.max_words,
+        "contexts": len(ids), "n_pair_items": n_pairs, "n_check_items": len(plan.items) - n_pairs,
+        "raters_per_item": k, "attention_checks": rate, "max_words": args.max_words,
         "seed": args.seed, "annotators": annotators,
         "queue_lengths": {a: len(q) for a, q in plan.queues.items()},
+        "items_per_context": per_context, "held_back_for_checks": plan.held_back,
+        "crowd": {"mode": args.crowd, "completion_code": args.completion_code, "completion_url": args.completion_url,
+                  "queue_length": args.queue_length or min(40, len(ids))},
     }
-    store.create_study(study_dir, plan, annotators, config)
-    lengths = sorted(set(config["queue_lengths"].values()))
-    print(f"created {study_dir}: {len(pairs)} items from {len(ids)} contexts "
+    store.create_study(study_dir, plan, annotators, config, page_text)
+    lengths = sorted(set(config["queue_lengths"].values())) or [config["crowd"]["queue_length"]]
+    print(f"created {study_dir}: {n_pairs} items from {len(ids) - len(plan.held_back)} contexts "
           f"({', '.join(s.name for s in everyone)}), {config['n_check_items']} attention checks, "
           f"{len(annotators)} annotators with {'-'.join(map(str, lengths))} items each")
     dropped = [cid for cid in ids if cid not in {p.context_id for p in pairs}]
     if dropped:  # build_pairs skips a pair with an empty side: nothing to judge, but say which
         print(f"note: {len(dropped)} context(s) had an empty continuation on a side and are not in the study "
               f"(e.g. {', '.join(dropped[:5])})")
+    if args.raters_per_item is None:
+        print(f"raters per item: {k} (each annotator sees each context once; with {per_context} item(s) per "
+              f"context, {len(annotators) or 'arriving'} annotators allow at most {most})")
+    if plan.held_back:
+        print(f"note: {len(plan.held_back)} context(s) are not judged but kept for attention checks, since "
+              "annotators judge nearly every context and a check must show a context they do not judge")
     print(f"next: hyperfit study serve {study_dir}")
     return 0
 
@@ -111,9 +134,14 @@ def cmd_serve(args) -> int:
                              allowed=served_names(args), trusted_proxy=args.trusted_proxy)
     base = args.base_url or f"http://{args.host}:{srv.effective_port}"
     people, admin = server.links(Path(args.study_dir), base)
-    print("Private links (send each annotator only their own):")
+    rows = server.link_rows(Path(args.study_dir), base)
+    server.write_links(Path(args.study_dir) / "links.csv", rows)
+    print(f"Private links (send each annotator only their own; also in {Path(args.study_dir) / 'links.csv'}):")
     for annotator, link in people:
         print(f"  {annotator}\t{link}")
+    for row in rows:
+        if row["kind"] == "entry":
+            print(f"Crowd entry link ({row['source']}): {row['link']}")
     print(f"Admin status: {admin}  (exports: replace 'status' by export.jsonl or export.csv)")
     if args.base_url is None and args.host in ("0.0.0.0", "::"):
         print("note: listening on all interfaces; pass --base-url with the address annotators reach.")
@@ -149,7 +177,8 @@ def cmd_status(args) -> int:
 
 def cmd_results(args) -> int:
 
-    for path in results.write_results(Path(args.study_dir), seed=args.seed, drop_failed=args.drop_failed_checks):
+    for path in results.write_results(Path(args.study_dir), seed=args.seed, drop_failed=args.drop_failed_checks,
+                                      speeder_seconds=args.speeder_seconds):
         print(f"wrote {path}")
     return 0
 
@@ -172,10 +201,120 @@ def cmd_export(args) -> int:
 
 
 def cmd_judge(args) -> int:
+    if args.endpoint is None:  # a local model through transformers (imports torch: only here)
+        from hyperfit.study import judge_local
 
-    key = judge.api_key_from_env(args.api_key_env)
-    n = judge.run_judge(Path(args.study_dir), args.endpoint, args.model, key, args.limit)
+        n = judge_local.run_local_judge(Path(args.study_dir), args.model, args.limit)
+    else:
+        key = judge.api_key_from_env(args.api_key_env)
+        n = judge.run_judge(Path(args.study_dir), args.endpoint, args.model, key, args.limit)
     print(f"judge:{args.model} judged {n} items; run `hyperfit study results {args.study_dir}`")
+    return 0
+
+
+def cmd_links(args) -> int:
+    from hyperfit.study import server
+
+    out = Path(args.out) if args.out else Path(args.study_dir) / "links.csv"
+    rows = server.link_rows(Path(args.study_dir), args.base_url)
+    server.write_links(out, rows)
+    print(f"wrote {out}: {sum(r['kind'] == 'annotator' for r in rows)} private links"
+          + ("" if len(rows) == sum(r['kind'] == 'annotator' for r in rows) else " and the crowd entry link"))
+    return 0
+
+
+def _write(study_dir: Path, fn):
+    """Run fn(conn) in one write transaction."""
+    conn = store.connect(study_dir)
+    try:
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            result = fn(conn)
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        return result
+    finally:
+        conn.close()
+
+
+def cmd_revoke(args) -> int:
+    ids = [a.strip() for a in args.annotators.split(",") if a.strip()]
+    _write(Path(args.study_dir), lambda conn: [store.revoke(conn, a) for a in ids])
+    print(f"revoked {', '.join(ids)}: their links now get 403; their judgements so far are kept. "
+          f"`hyperfit study reassign {args.study_dir}` gives their unfinished items to others.")
+    return 0
+
+
+def cmd_add_annotators(args) -> int:
+    study_dir = Path(args.study_dir)
+
+    def add(conn):
+        config = store.config(conn)
+        existing = {r[0] for r in conn.execute("SELECT id FROM annotators")}
+        if args.annotators.isdigit():
+            n, start, ids = int(args.annotators), len(existing) + 1, []
+            while len(ids) < n:
+                if f"ann-{start}" not in existing:
+                    ids.append(f"ann-{start}")
+                start += 1
+        else:
+            ids = parse_annotators(args.annotators)
+        taken = sorted(set(ids) & existing)
+        if taken:
+            raise StudyError(f"annotator id(s) {taken} already exist; pick new ids or pass a count.")
+        length = args.items or config["crowd"]["queue_length"] if config.get("crowd") else args.items or 40
+        added = {}
+        for a in ids:
+            store.add_annotator(conn, a, "added")
+            added[a] = store.extend_queue(conn, a, length, config["raters_per_item"], config["attention_checks"],
+                                          f"{config['seed']}:{a}")
+        return added
+
+    added = _write(study_dir, add)
+    for a, n in added.items():
+        print(f"added {a}: {n} items that still lacked raters (plus attention checks)")
+    print(f"their links: hyperfit study links {study_dir} --base-url URL")
+    return 0
+
+
+def cmd_reassign(args) -> int:
+    study_dir = Path(args.study_dir)
+
+    def reassign(conn):
+        config = store.config(conn)
+        k = config["raters_per_item"]
+        if args.to:
+            targets = [a.strip() for a in args.to.split(",") if a.strip()]
+        else:
+            targets = [r[0] for r in conn.execute(
+                "SELECT a.id FROM annotators a WHERE a.kind = 'human' AND a.revoked_at IS NULL ORDER BY "
+                "(SELECT COUNT(*) FROM assignments s WHERE s.annotator = a.id AND NOT EXISTS (SELECT 1 FROM "
+                "judgements j WHERE j.annotator = s.annotator AND j.item = s.item)), a.id")]
+        active = {r[0] for r in conn.execute("SELECT id FROM annotators WHERE kind = 'human' AND revoked_at IS NULL")}
+        bad = [a for a in targets if a not in active]
+        if bad:
+            raise StudyError(f"--to {bad}: not active human annotators of this study (revoked or unknown).")
+        # Rounds of one item each, least-loaded first, until nobody can take an item still short of k.
+        given = dict.fromkeys(targets, 0)
+        while True:
+            moved = 0
+            for a in targets:
+                n = store.extend_queue(conn, a, 1, k, 0.0, f"{config['seed']}:{a}:{given[a]}")
+                given[a] += n
+                moved += n
+            if not moved:
+                break
+        short = sum(max(0, k - n) for n in store.coverage(conn).values())
+        return given, short
+
+    given, short = _write(study_dir, reassign)
+    for a, n in given.items():
+        if n:
+            print(f"{a}: +{n} items")
+    print(f"{sum(given.values())} places given out; {short} still missing "
+          + ("(nobody left who has not seen those contexts: `hyperfit study add-annotators`)" if short else ""))
     return 0
 
 
@@ -190,19 +329,35 @@ def add_create_parser(sub) -> None:
                         "against each other)")
     c.add_argument("--pairs", choices=("vs", "all"), default="vs",
                    help="vs: each --from against --vs; all: every pair of systems (for Bradley-Terry)")
-    c.add_argument("--annotators", required=True, metavar="N|ID,ID,...",
-                   help="how many annotators (ids ann-1..ann-N), or their ids; each gets a private link")
-    c.add_argument("--raters-per-item", type=int, default=3, metavar="K",
-                   help="distinct annotators who judge each item (default 3)")
+    c.add_argument("--annotators", default=None, metavar="N|ID,ID,...",
+                   help="how many annotators (ids ann-1..ann-N), or their ids; each gets a private link "
+                        "(optional with --crowd prolific|open)")
+    c.add_argument("--crowd", choices=("links", "prolific", "open"), default="links",
+                   help="links: private links only (default); prolific: /p/ENTRY?PROLIFIC_PID=..., a "
+                        "queue per participant and a completion code at the end; open: /o/ENTRY, a fresh "
+                        "queue for each arrival. `hyperfit study links` prints the entry link")
+    c.add_argument("--completion-code", default=None, help="Prolific completion code shown at the end")
+    c.add_argument("--completion-url", default=None,
+                   help="where the end page sends a crowd worker (default for Prolific: "
+                        "https://app.prolific.com/submissions/complete?cc=CODE)")
+    c.add_argument("--queue-length", type=int, default=None, metavar="N",
+                   help="items per crowd arrival or added annotator (default: min(40, contexts))")
+    c.add_argument("--raters-per-item", type=int, default=None, metavar="K",
+                   help="distinct annotators who judge each item (default 3, or the most the annotators "
+                        "allow: each sees a context once, so K x items per context <= annotators)")
     c.add_argument("--attention-checks", default="5%", metavar="RATE",
                    help="share of each queue that is attention checks (default 5%%)")
-    c.add_argument("--max-words", type=int, default=100,
-                   help="cut both continuations to the same number of words, at most this many (default 100)")
+    c.add_argument("--max-words", type=int, default=None,
+                   help="cut both continuations to the same number of whole words, at most this many "
+                        "(default: no cap, the generations' full length, equal on both sides)")
     c.add_argument("--contexts", type=int, default=None, metavar="N",
                    help="use N contexts sampled with --seed (default: all)")
     c.add_argument("--common-only", action="store_true",
                    help="use the context ids shared by all files instead of failing on a mismatch")
     c.add_argument("--seed", type=int, default=0, help="assignment, order and context sample (default 0)")
+    c.add_argument("--page", default=None, metavar="PAGE.md",
+                   help="the start page and wording: instructions, consent, a practice item, the question "
+                        "(Markdown with a YAML header; default: a copy of configs/study-page.md)")
     c.set_defaults(fn=cmd_create)
 
 
@@ -237,7 +392,10 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("study_dir", metavar="STUDY_DIR")
     r.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
     r.add_argument("--drop-failed-checks", action="store_true",
-                   help="exclude every judgement of annotators who failed an attention check")
+                   help="exclude every judgement of annotators who failed an attention check (written to "
+                        "results-drop-failed-checks.md/.csv and its own metrics file)")
+    r.add_argument("--speeder-seconds", type=float, default=4.0, metavar="S",
+                   help="flag annotators whose median time on task is under S seconds (default 4)")
     r.set_defaults(fn=cmd_results)
 
     e = sub.add_parser("export", help="every judgement with system names, as JSONL or CSV")
@@ -246,10 +404,39 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--out", default=None, help="file to write (default: stdout)")
     e.set_defaults(fn=cmd_export)
 
-    j = sub.add_parser("judge", help="an OpenAI-compatible chat model judges the items (both orders)")
+    li = sub.add_parser("links", help="write a CSV of every private link (and the crowd entry link)")
+    li.add_argument("study_dir", metavar="STUDY_DIR")
+    li.add_argument("--base-url", default="http://127.0.0.1:8000",
+                    help="the address annotators use (default http://127.0.0.1:8000); links carry only a "
+                         "token after it, so they stay valid across restarts")
+    li.add_argument("--out", default=None, help="CSV to write (default STUDY_DIR/links.csv)")
+    li.set_defaults(fn=cmd_links)
+
+    rv = sub.add_parser("revoke", help="withdraw annotators' links (their judgements are kept)")
+    rv.add_argument("study_dir", metavar="STUDY_DIR")
+    rv.add_argument("annotators", metavar="ID[,ID...]")
+    rv.set_defaults(fn=cmd_revoke)
+
+    ad = sub.add_parser("add-annotators", help="new annotators, with queues of the items that still lack raters")
+    ad.add_argument("study_dir", metavar="STUDY_DIR")
+    ad.add_argument("annotators", metavar="N|ID,ID,...")
+    ad.add_argument("--items", type=int, default=None, help="pair items per new annotator (default: the "
+                    "study's queue length)")
+    ad.set_defaults(fn=cmd_add_annotators)
+
+    ra = sub.add_parser("reassign", help="give unfinished work (revoked links, items short of k raters) to "
+                        "active annotators who have not seen those contexts")
+    ra.add_argument("study_dir", metavar="STUDY_DIR")
+    ra.add_argument("--to", default=None, metavar="ID,ID", help="only these annotators (default: all active)")
+    ra.set_defaults(fn=cmd_reassign)
+
+    j = sub.add_parser("judge", help="an LLM judges the items (both orders): a local model through "
+                       "transformers, or an OpenAI-compatible endpoint")
     j.add_argument("study_dir", metavar="STUDY_DIR")
-    j.add_argument("--endpoint", required=True, help="base URL, e.g. http://127.0.0.1:8001/v1")
-    j.add_argument("--model", required=True)
+    j.add_argument("--endpoint", default=None,
+                   help="base URL of an OpenAI-compatible server, e.g. http://127.0.0.1:8001/v1 (default: run "
+                        "--model locally through transformers)")
+    j.add_argument("--model", required=True, metavar="PATH_OR_HUB_ID|NAME")
     j.add_argument("--api-key-env", default=None, metavar="VAR", help="environment variable with the API key")
     j.add_argument("--limit", type=int, default=None, help="judge at most this many items (a trial run)")
     j.set_defaults(fn=cmd_judge)

@@ -1,6 +1,7 @@
 """An automatic judge: an OpenAI-compatible chat model rates the same blinded items as the humans.
 
     hyperfit study judge STUDY_DIR --endpoint http://127.0.0.1:8001/v1 --model NAME [--api-key-env VAR]
+    hyperfit study judge STUDY_DIR --model PATH_OR_HUB_ID      # a local model through transformers (judge_local)
 
 Each item is asked twice, once per order of the two continuations; a preference counts only if it
 survives the swap, otherwise the verdict is "equal". This removes the judge's own position bias, which
@@ -85,8 +86,17 @@ def verdict(a_first: str | None, b_first: str | None) -> str:
 
 def run_judge(study_dir: Path, endpoint: str, model: str, api_key: str | None = None,
               limit: int | None = None, log=print) -> int:
-    """Judge every item (pairs and attention checks) not judged yet by `judge:MODEL`; returns how many."""
-    study_dir, url, annotator = Path(study_dir), chat_url(endpoint), f"judge:{model}"
+    """Judge every item (pairs and attention checks) not judged yet by `judge:MODEL` through an
+    OpenAI-compatible endpoint; returns how many."""
+    url = chat_url(endpoint)
+    return judge_items(study_dir, model, lambda prompt: ask(url, model, prompt, api_key), limit, log)
+
+
+def judge_items(study_dir: Path, model: str, answer, limit: int | None = None, log=print) -> int:
+    """Ask `answer(prompt) -> reply text` about every item not judged yet by `judge:MODEL`, in both orders,
+    and store the verdicts as that pseudo-annotator; returns how many items were judged. The prompt holds
+    exactly the blinded texts annotators see (context, the two cut continuations), nothing else."""
+    study_dir, annotator = Path(study_dir), f"judge:{model}"
     conn = store.connect(study_dir)
     log_path = study_dir / f"judge-{re.sub(r'[^A-Za-z0-9_.-]+', '_', model)}.jsonl"
     try:
@@ -100,10 +110,8 @@ def run_judge(study_dir: Path, endpoint: str, model: str, api_key: str | None = 
             "WHERE j.annotator = s.annotator AND j.item = s.item) ORDER BY s.pos", (annotator,)).fetchall()
         todo = todo[:limit] if limit is not None else todo
         for n, row in enumerate(todo, 1):
-            a_first = ask(url, model, PROMPT.format(context=row["context"], a=row["text_a"], b=row["text_b"]),
-                          api_key)
-            b_first = ask(url, model, PROMPT.format(context=row["context"], a=row["text_b"], b=row["text_a"]),
-                          api_key)
+            a_first = answer(PROMPT.format(context=row["context"], a=row["text_a"], b=row["text_b"]))
+            b_first = answer(PROMPT.format(context=row["context"], a=row["text_b"], b=row["text_a"]))
             winner = verdict(parse_answer(a_first), parse_answer(b_first))
             store.record(conn, annotator, row["pos"], {"a": "left", "b": "right"}.get(winner, "equal"), None)
             with log_path.open("a", encoding="utf-8") as f:  # append-only audit log of raw answers

@@ -6,7 +6,9 @@ Routes (TOKEN is unguessable, minted at `create`; a wrong or missing one gets 40
 
     GET  /a/TOKEN                    the annotator's next item (or "all done"); reload resumes
     POST /a/TOKEN                    one judgement of the item on screen: csrf, pos, choice (left|right|equal),
-                                     ms; -> 303 to GET (409 for any other item of the queue)
+                                     ms; -> 303 to GET (409 for any other item, or another answer to one
+                                     judged; 425 sooner than MIN_ANSWER_MS after the item appeared)
+    POST /a/TOKEN/change             "Change my last answer": the last judgement is withdrawn and shown again
     GET  /admin/TOKEN/status         progress per annotator (JSON)
     GET  /admin/TOKEN/export.jsonl   every judgement with system names (also export.csv)
 
@@ -27,6 +29,9 @@ import hmac
 import io
 import ipaddress
 import json
+import os
+import re
+import secrets
 from collections.abc import Iterable
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -38,10 +43,17 @@ except ImportError:
 
 from flask import Flask, Response, abort, g, redirect, render_template, request
 
-from hyperfit.study import StudyError, store
+from hyperfit.study import StudyError, page, store
 
 MAX_BODY = 8 * 1024  # a judgement is ~200 bytes; anything bigger is not ours (-> 413)
 MAX_MS = 24 * 3600 * 1000  # time on task above a day is a forgotten tab, not a measurement
+# After an item appears the page ignores input for INPUT_GUARD_MS (a key pressed twice answered the next
+# item 178 ms after it appeared); the server refuses an answer sooner than MIN_ANSWER_MS after the first
+# showing, for clients without the script.
+INPUT_GUARD_MS, MIN_ANSWER_MS = 700, 500
+PARTICIPANT_ID = re.compile(r"[A-Za-z0-9]{1,64}")  # Prolific ids are 24 hex digits; others similar
+PROLIFIC_COMPLETE = "https://app.prolific.com/submissions/complete?cc={code}"
+CHOICE_WORDS = {"left": "A better", "right": "B better", "equal": "equally good"}
 LOOPBACK_NAMES = ("127.0.0.1", "localhost", "::1")
 WILDCARD_HOSTS = ("0.0.0.0", "::", "")
 
@@ -127,7 +139,8 @@ def host_allowed(header: str, allowed: set[tuple[str, int | None]]) -> bool:
     return entry is not None and (entry in allowed or (entry[0], None) in allowed)
 
 
-def create_app(study_dir: Path, hosts: set[tuple[str, int | None]] | None = None) -> Flask:
+def create_app(study_dir: Path, hosts: set[tuple[str, int | None]] | None = None,
+               min_answer_ms: int = MIN_ANSWER_MS) -> Flask:
     """The app for one study directory. Secrets are read once; each request opens its own connection.
     hosts: what allowed_hosts() returns (default: the loopback names, for a server on 127.0.0.1)."""
     allowed = {(name, None) for name in LOOPBACK_NAMES} if hosts is None else set(hosts)
@@ -135,6 +148,9 @@ def create_app(study_dir: Path, hosts: set[tuple[str, int | None]] | None = None
     conn = store.connect(study_dir)
     secret = bytes.fromhex(store.meta(conn, "secret"))
     admin_token = store.meta(conn, "admin_token")
+    entry_token = store.meta(conn, "entry_token")
+    wording = page.parse_page(store.meta(conn, "page") or page.DEFAULT_PAGE.read_text(encoding="utf-8"))
+    config = store.config(conn)
     conn.close()
 
     app = Flask(__name__)
@@ -162,58 +178,175 @@ def create_app(study_dir: Path, hosts: set[tuple[str, int | None]] | None = None
         response.headers.update(SECURITY_HEADERS)
         return response
 
-    add_annotator_routes(app, db, secret)
+    app.config["MIN_ANSWER_MS"] = min_answer_ms
+    add_annotator_routes(app, db, secret, wording, config)
+    add_crowd_routes(app, db, entry_token, config)
     add_admin_routes(app, db, admin_token)
     return app
 
 
-def add_annotator_routes(app: Flask, db, secret: bytes) -> None:
+def add_annotator_routes(app: Flask, db, secret: bytes, wording: page.Page, config: dict) -> None:
     """GET / POST /a/TOKEN: the only routes an annotator uses; they never name a system."""
 
     def annotator_or_403(token: str) -> str:
-        annotator = store.annotator_for_token(db(), token)
-        if annotator is None:
+        row = store.annotator_for_token(db(), token)
+        if row is None:
             abort(403, "This link is not valid. Ask the study owner for your personal link.")
-        return annotator
+        if row["revoked_at"]:
+            abort(403, "This link has been withdrawn by the study owner. Thank you for your help so far.")
+        return row
+
+    def start_page(token: str, annotator: str, feedback: str = "", error: str = "", code: int = 200):
+        return render_template("start.html", page=wording, csrf=csrf_token(secret, annotator), feedback=feedback,
+                               error=error, action=f"/a/{token}"), code
 
     @app.get("/a/<token>")
-    def page(token: str):
-        annotator = annotator_or_403(token)
+    def item_page(token: str):
+        row = annotator_or_403(token)
+        annotator = row["id"]
+        if row["consented_at"] is None:
+            return start_page(token, annotator)
         done, total = store.progress(db(), annotator)
-        row = store.next_assignment(db(), annotator)
-        if row is None:
-            return render_template("done.html", total=total)
-        left, right = (row["text_a"], row["text_b"]) if row["a_on_left"] else (row["text_b"], row["text_a"])
-        return render_template("item.html", context=row["context"], left=left, right=right,
-                               pos=row["pos"], number=done + 1, total=total,
-                               csrf=csrf_token(secret, annotator))
+        item = store.next_assignment(db(), annotator)
+        if item is None:
+            return render_template("done.html", total=total, page=wording, **completion(config))
+        store.mark_shown(db(), annotator, item["pos"])
+        left, right = (item["text_a"], item["text_b"]) if item["a_on_left"] else (item["text_b"], item["text_a"])
+        return render_template("item.html", context=item["context"], left=left, right=right,
+                               pos=item["pos"], number=done + 1, total=total, can_change=done > 0,
+                               guard_ms=INPUT_GUARD_MS, csrf=csrf_token(secret, annotator),
+                               question=wording.question, labels=wording.choices, instructions=wording.body_html)
 
-    @app.post("/a/<token>")
-    def judge(token: str):
-        annotator = annotator_or_403(token)
+    @app.post("/a/<token>/start")
+    def start(token: str):
+        annotator, form = checked_form(token)
+        if wording.consent and form.get("consent") != "yes":
+            return start_page(token, annotator, error="Please tick the consent box to take part.", code=400)
+        store.consent(db(), annotator)
+        return redirect(f"/a/{token}", code=303)
+
+    @app.post("/a/<token>/practice")
+    def practice(token: str):
+        """The start page's worked item: the answer is explained, never stored."""
+        annotator, form = checked_form(token)
+        if wording.practice is None:
+            abort(404)
+        answer = {"left": "a", "right": "b", "equal": "equal"}.get(form.get("choice", ""))
+        right = answer == wording.practice["answer"]
+        text = ("Right. " if right else "Not quite. ") + str(wording.practice.get("explanation", ""))
+        return start_page(token, annotator, feedback=text)
+
+    def checked_form(token: str) -> tuple[str, dict]:
+        annotator = annotator_or_403(token)["id"]
         form = request.form  # parsing enforces MAX_CONTENT_LENGTH -> 413 before any other check
         if not same_origin():
             abort(403, "Cross-site request refused.")
         if not hmac.compare_digest(form.get("csrf", ""), csrf_token(secret, annotator)):
             abort(403, "This form has expired or is not yours; reload the page.")
+        return annotator, form
+
+    @app.post("/a/<token>")
+    def judge(token: str):
+        annotator, form = checked_form(token)
         pos, choice = small_int(form.get("pos", "")), form.get("choice", "")
         if pos is None or choice not in store.CHOICES:
             abort(400, f"Expected pos (a number) and choice in {store.CHOICES}.")
         ms = small_int(form.get("ms", ""))
+        elapsed = store.ms_since_shown(db(), annotator, pos)
+        too_soon = elapsed is not None and elapsed < app.config["MIN_ANSWER_MS"]
+        if too_soon and store.stored_choice(db(), annotator, pos) is None:
+            return refuse(token, 425, "Too fast", f"This answer came {elapsed} ms after the item appeared, before "
+                          "anyone could read it (a key pressed twice?). It was not saved: read both "
+                          "continuations, then answer.")
         if not store.record(db(), annotator, pos, choice, None if ms is None else min(ms, MAX_MS),
                             on_screen_only=True):
-            refuse_unless_repeat(annotator, pos)
+            return refuse_unless_repeat(token, annotator, pos, choice)
         return redirect(f"/a/{token}", code=303)
 
-    def refuse_unless_repeat(annotator: str, pos: int) -> None:
-        """Nothing was stored. An item judged already is a repeat (double click, resent form): ignored,
-        same redirect. Any other item was never on this annotator's screen: refused."""
+    @app.post("/a/<token>/change")
+    def change_last(token: str):
+        annotator, _form = checked_form(token)
+        store.retract_last(db(), annotator)
+        return redirect(f"/a/{token}", code=303)
+
+    def refuse_unless_repeat(token: str, annotator: str, pos: int, choice: str):
+        """Nothing was stored. The same answer to an item judged already is a repeat (double click, resent
+        form): same redirect. A different answer to it (a stale tab) and any other item are refused with a
+        message (409): never silently dropped."""
         judged = store.is_judged(db(), annotator, pos)
         if judged is None:
             abort(400, f"Item {pos} is not in your queue; reload the page.")
-        if not judged:
-            abort(409, "This is not the item on your screen now (another tab may have moved on); "
-                       "reload the page to see your current item.")
+        if judged:
+            stored = store.stored_choice(db(), annotator, pos)
+            if stored == choice:
+                return redirect(f"/a/{token}", code=303)
+            return refuse(token, 409, "Already answered",
+                          f"You already answered this item ({CHOICE_WORDS[stored]}), perhaps in another tab, "
+                          f"so this answer ({CHOICE_WORDS[choice]}) was not saved. To change an answer, use "
+                          "\"Change my last answer\" right after giving it.")
+        return refuse(token, 409, "Not the current item",
+                      "This answer is for an item that is not on your screen now (another tab may have moved "
+                      "on), so it was not saved.")
+
+    def refuse(token: str, code: int, title: str, text: str):
+        return render_template("message.html", title=title, text=text, back=f"/a/{token}"), code
+
+
+def completion(config: dict) -> dict:
+    """What the "all done" page shows a crowd worker: Prolific's completion code and its return link."""
+    crowd = config.get("crowd") or {}
+    code = crowd.get("completion_code")
+    url = crowd.get("completion_url") or (PROLIFIC_COMPLETE.format(code=code) if code else None)
+    return {"completion_code": code, "completion_url": url}
+
+
+def add_crowd_routes(app: Flask, db, entry_token: str, config: dict) -> None:
+    """GET /p/ENTRY?PROLIFIC_PID=...: a Prolific participant's queue (the same one when they come back);
+    GET /o/ENTRY: an open link, a fresh queue for each arrival. Both redirect to the private /a/TOKEN link."""
+    crowd = config.get("crowd") or {"mode": "links"}
+
+    def entry_or_404(token: str, mode: str) -> None:
+        if crowd.get("mode") != mode or not hmac.compare_digest(token.encode(), entry_token.encode()):
+            abort(404)
+
+    def arrive(annotator: str, source: str, external: str | None = None, session: str | None = None):
+        conn = db()
+        conn.execute("BEGIN IMMEDIATE")  # arrivals take places one at a time: no item gets k + 1 raters
+        try:
+            if external is not None:
+                row = conn.execute("SELECT token FROM annotators WHERE external_id = ?", (external,)).fetchone()
+                if row is not None:
+                    conn.execute("COMMIT")
+                    return redirect(f"/a/{row[0]}", code=303)
+            token = store.add_annotator(conn, annotator, source, external, session)
+            added = store.extend_queue(conn, annotator, crowd["queue_length"], config["raters_per_item"],
+                                       config["attention_checks"], f"{config['seed']}:{annotator}")
+            if added == 0:
+                conn.execute("ROLLBACK")
+                return render_template("message.html", title="This study is full",
+                                       text="Every item has all the judgements it needs. Thank you for your "
+                                            "interest; please return the study.", back=None), 410
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+        return redirect(f"/a/{token}", code=303)
+
+    @app.get("/p/<token>")
+    def prolific(token: str):
+        entry_or_404(token, "prolific")
+        pid = request.args.get("PROLIFIC_PID", "")
+        if not PARTICIPANT_ID.fullmatch(pid):
+            abort(400, "This link needs your Prolific ID (PROLIFIC_PID in the address); open the study from "
+                       "Prolific.")
+        session = request.args.get("SESSION_ID", "")[:64] or None
+        return arrive(f"prolific-{pid}", "prolific", f"prolific:{pid}", session)
+
+    @app.get("/o/<token>")
+    def open_link(token: str):
+        entry_or_404(token, "open")
+        return arrive(f"open-{secrets.token_hex(4)}", "open")
 
 
 def add_admin_routes(app: Flask, db, admin_token: str) -> None:
@@ -260,13 +393,13 @@ def sheet_safe(value):
 
 
 def make_server(study_dir: Path, host: str = "127.0.0.1", port: int = 8000, threads: int = 8,
-                allowed: Iterable[str] = (), trusted_proxy: str | None = None):
+                allowed: Iterable[str] = (), trusted_proxy: str | None = None, min_answer_ms: int = MIN_ANSWER_MS):
     """A waitress server (call .run(); .close() stops it). Port 0 picks a free one: see .effective_port.
     allowed: extra host names (see allowed_hosts). trusted_proxy: the reverse proxy's address, whose
     X-Forwarded-Proto / X-Forwarded-Host waitress then applies (and nobody else's)."""
     from waitress.server import create_server
 
-    app = create_app(study_dir, allowed_hosts(host, allowed))
+    app = create_app(study_dir, allowed_hosts(host, allowed), min_answer_ms)
     proxy = {"trusted_proxy": trusted_proxy, "trusted_proxy_headers": "x-forwarded-proto x-forwarded-host"}
     try:
         return create_server(app, host=host, port=port, threads=threads, max_request_body_size=64 * 1024,
@@ -306,3 +439,41 @@ def links(study_dir: Path, base_url: str) -> tuple[list[tuple[str, str]], str]:
         conn.close()
     base = base_url.rstrip("/")
     return [(r["id"], f"{base}/a/{r['token']}") for r in rows], f"{base}/admin/{admin}/status"
+
+
+LINK_COLUMNS = ("annotator", "kind", "source", "status", "link")
+
+
+def link_rows(study_dir: Path, base_url: str) -> list[dict]:
+    """Every private link, revoked ones marked, plus the crowd entry link when the study has one. A link is
+    base URL + a stored token, so it stays the same across restarts (and ports: pass the new base)."""
+    conn = store.connect(study_dir)
+    try:
+        rows = conn.execute("SELECT id, token, source, revoked_at FROM annotators WHERE kind = 'human' "
+                            "ORDER BY created_at, id").fetchall()
+        entry, crowd = store.meta(conn, "entry_token"), (store.config(conn).get("crowd") or {})
+    finally:
+        conn.close()
+    base = base_url.rstrip("/")
+    out = [{"annotator": r["id"], "kind": "annotator", "source": r["source"],
+            "status": "revoked" if r["revoked_at"] else "active", "link": f"{base}/a/{r['token']}"} for r in rows]
+    if crowd.get("mode") == "prolific":
+        out.append({"annotator": "", "kind": "entry", "source": "prolific", "status": "active",
+                    "link": f"{base}/p/{entry}?PROLIFIC_PID={{{{%PROLIFIC_PID%}}}}&STUDY_ID={{{{%STUDY_ID%}}}}"
+                            "&SESSION_ID={{%SESSION_ID%}}"})
+    elif crowd.get("mode") == "open":
+        out.append({"annotator": "", "kind": "entry", "source": "open", "status": "active",
+                    "link": f"{base}/o/{entry}"})
+    return out
+
+
+def write_links(path: Path, rows: list[dict]) -> None:
+    from hyperfit.runs import atomic_path
+
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=LINK_COLUMNS, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    with atomic_path(Path(path)) as tmp:
+        tmp.write_text(buf.getvalue(), encoding="utf-8")
+    os.chmod(path, 0o600)  # every link is a password (inside the study directory, itself 0700, from the start)

@@ -177,21 +177,54 @@ def normalise(text: str) -> str:
     return " ".join(text.split())
 
 
-def truncate_pair(a: str, b: str, max_words: int) -> tuple[str, str]:
+def truncate_pair(a: str, b: str, max_words: int | None = None) -> tuple[str, str]:
     """Both sides cut to the same number of whole words (characters, in scripts without spaces), whitespace
     normalised, and both ending mid-sentence.
 
-    The shared length is at most min(max_words, words in a, words in b), so a side's length cannot give
-    away which system wrote it: `truncate_pair("x y z", "p  q\\nr s", 10)` -> `("x y z", "p q r")`.
+    The shared length is at most min(max_words, whole words in a, whole words in b) (None: no cap, the
+    generations' full length), so a side's length cannot give away which system wrote it:
+    `truncate_pair("x y z ", "p  q\\nr s ", 10)` -> `("x y z", "p q r")`. A text that stops without a
+    space or punctuation after its last word may have been cut inside it by the token limit ("…the v"),
+    so that word does not count: `truncate_pair("a b c", "d e f g", 9)` -> `("a b", "d e")`.
     Nor can its ending: the shorter side would otherwise end where its text ends (a human story's last
     full stop) and the other mid-sentence where it was cut. So the cut moves back to the last word where
     neither side ends a sentence: `truncate_pair("A b. C d.", "W x y z q", 10)` -> `("A b. C", "W x y")`.
     """
-    wa, wb = units(a), units(b)
-    n = min(max_words, len(wa), len(wb))
+    wa, wb = whole_units(a), whole_units(b)
+    n = min(len(wa), len(wb)) if max_words is None else min(max_words, len(wa), len(wb))
     cut = next((k for k in range(n, 0, -1) if not (_ENDS_SENTENCE.search(wa[k - 1])
                                                     or _ENDS_SENTENCE.search(wb[k - 1]))), n)
     return "".join(wa[:cut]).lstrip(), "".join(wb[:cut]).lstrip()
+
+
+def whole_units(text: str) -> list[str]:
+    """`units(text)` without a last word the token limit may have cut: one that ends the text with no
+    space or punctuation after it. `whole_units("the v")` -> `["the"]`, `whole_units("the end.")` keeps
+    both; a character of a script without spaces is always whole, a broken one (U+FFFD) never is."""
+    text = text.rstrip("\ufffd")
+    found = units(text)
+    last = found[-1].strip() if found else ""
+    if last and not text[-1].isspace() and not _CLOSED.search(last) and not _CJK_UNIT.fullmatch(last):
+        found.pop()
+    return found
+
+
+def split_context(context: str, continuations: list[str]) -> tuple[str, list[str]]:
+    """A context cut inside a word moves that word's start to every continuation, so no word is split
+    across the context box and the continuation ("…the ri" + "ver" -> "…the" + "river").
+
+    A context that ends without a space is cut mid-word when some continuation goes on with a letter
+    or digit; then the context's last partial word is moved: `split_context("A b ri", ["ver", " x"])`
+    -> `("A b", ["river", "ri x"])`. Otherwise the texts are returned unchanged.
+    """
+    if not context or context[-1].isspace() or not context[-1].isalnum():
+        return context, continuations
+    if not any(c[:1].isalnum() for c in continuations):
+        return context, continuations
+    head, _, fragment = context.rpartition(" ")
+    if not head.strip():  # one long word: nothing to move it away from
+        return context, continuations
+    return head.rstrip(), [fragment + c for c in continuations]
 
 
 # Scripts written without spaces (Chinese, Japanese kana, Korean syllables, full-width forms): each character is
@@ -199,6 +232,8 @@ def truncate_pair(a: str, b: str, max_words: int) -> tuple[str, str]:
 _CJK = "\u3000-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af\uf900-\ufaff\uff00-\uffef"
 _UNIT = re.compile(rf"(\s*)([{_CJK}]|[^\s{_CJK}]+)")
 _ENDS_SENTENCE = re.compile(r"[.!?…。！？][\"'”’」』)\]）]*$")
+_CLOSED = re.compile(r"[.,;:!?…。！？、\"'”’」』)\]）]$")  # a word that ends in punctuation is whole
+_CJK_UNIT = re.compile(rf"[{_CJK}]")
 
 
 def units(text: str) -> list[str]:
