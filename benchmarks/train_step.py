@@ -72,7 +72,7 @@ def setup(variant: str, size: str, device, lr: float):
     under the variant's autocast), update(ids, tokens) one whole update that returns its mean loss."""
     if variant == "loop":
         return setup_loop(size, device, lr)
-    from hyperfit.training.optim import build_optimizer
+    from hyperfit.memory_modes import build_optimizer
     from hyperfit.training.step import ce_sum, compiled_ce_sum
     from master_adamw import MasterAdamW
 

@@ -13,6 +13,7 @@ import torch
 from hyperfit.config import DataConfig, ModelConfig
 from hyperfit.dist import device, world
 from hyperfit.errors import ModelError, PrecisionError  # noqa: F401 - raised here, importable from here
+from hyperfit.memory_modes import MIN_KEPT, PROBE_STEPS, RECOMMENDED, keeping_modes, kept_share, probe_weights
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -220,18 +221,30 @@ def lost_update_fraction(model, lr: float, sample: int = 1_000_000) -> dict[torc
     return out
 
 
-def precision_guard(model, lr: float, max_lost: float = 0.5) -> None:
-    """Refuse to train low-precision weights when most updates of size lr would be lost.
+def precision_guard(model, lr: float, optimizer: str = "adamw", max_lost: float = 0.5) -> float:
+    """Refuse to train when train.optimizer would lose the updates of size lr; returns the kept share.
 
     The paper's lr 1e-6 is far below bf16's resolution for typical weights (~1e-2 magnitude, 8 bits of
     mantissa → spacing ~1e-4): on an H100 ~98 % of such updates round to nothing and training silently
-    does not happen. fp32 master weights with bf16 autocast for compute avoid this.
+    does not happen. adamw: fp32 master weights avoid this; on low-precision weights the static check
+    (w + lr == w) refuses it. The bf16 memory modes are measured instead, on weights drawn from this model
+    (memory_modes.kept_share), and must keep MIN_KEPT of the fp32-master movement.
     """
+    if optimizer != "adamw":
+        kept = kept_share(optimizer, probe_weights(model), lr)
+        if kept < MIN_KEPT:
+            raise PrecisionError(
+                f"train.optimizer={optimizer} kept {kept:.1%} of the fp32-master movement at train.lr={lr:g} on this "
+                f"model's weights (measured over {PROBE_STEPS} updates; at least {MIN_KEPT:.0%} is required). Use "
+                f"train.optimizer={RECOMMENDED}, or adamw with fp32 master weights if memory allows")
+        return kept
     for dtype, lost in lost_update_fraction(model, lr).items():
         if lost > max_lost:
             name = str(dtype).replace("torch.", "")
             raise PrecisionError(
                 f"{lost:.0%} of the trainable weights are {name} values that an update of train.lr={lr:g} does not "
-                f"change (w + lr rounds back to w), so training would silently do little or nothing. Keep fp32 master "
-                f"weights (model.dtype=float32, the default; compute still runs in bf16 autocast on GPU), or raise "
-                f"train.lr if you really want {name} weights")
+                f"change (w + lr rounds back to w), so plain AdamW would silently do little or nothing. Keep fp32 "
+                f"master weights (model.dtype=float32, the default; compute still runs in bf16 autocast on GPU), or "
+                f"keep bf16 weights with a train.optimizer that keeps the updates: {keeping_modes()} "
+                f"({RECOMMENDED} recommended; `hyperfit plan MODEL` shows their memory)")
+    return 1.0

@@ -17,6 +17,7 @@ from typing import Any
 from hyperfit.config.schema import EvaluateConfig, GenerateConfig, RunConfig, TrainConfig
 from hyperfit.decoding.presets import resolve
 from hyperfit.errors import DecoderError, did_you_mean
+from hyperfit.memory_modes import config_problems
 from hyperfit.metrics.registry import available_metrics
 from hyperfit.values import AT_LEAST_1, NON_NEGATIVE, POSITIVE, Range
 
@@ -71,11 +72,7 @@ def validate(cfg: RunConfig) -> list[str]:
     p += _text_problems(d)
     if t.precision not in ("auto", "bf16", "fp16", "no"):
         p.append(f"train.precision={t.precision!r} must be one of auto, bf16, fp16, no")
-    if t.optimizer not in ("adamw", "adamw_kahan"):
-        p.append(f"train.optimizer={t.optimizer!r} must be adamw or adamw_kahan")
-    elif t.optimizer == "adamw_kahan" and cfg.model.dtype != "bfloat16":
-        p.append(f"train.optimizer=adamw_kahan compensates bf16 rounding, but model.dtype={cfg.model.dtype}; set "
-                 "model.dtype=bfloat16 with it, or use train.optimizer=adamw for fp32 master weights")
+    p += config_problems(t.optimizer, cfg.model.dtype)
     if cfg.model.dtype not in ("float32", "bfloat16", "float16"):
         p.append(f"model.dtype={cfg.model.dtype!r} must be one of float32, bfloat16, float16")
     if g.dtype not in ("auto", "float32", "bfloat16", "float16"):

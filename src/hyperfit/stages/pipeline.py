@@ -60,9 +60,9 @@ def check(cfg: RunConfig, trains: bool = True) -> None:
     check_lengths(load_model_config(cfg.model), cfg.data, cfg.generate.max_new_tokens, cfg.train.probe_new_tokens)
     check_tracker(cfg.train.tracker)
     trains_at_all = (cfg.train.updates or cfg.train.epochs) > 0
-    if cfg.model.dtype != "float32" and trains_at_all and cfg.train.optimizer != "adamw_kahan":
+    if cfg.model.dtype != "float32" and trains_at_all:
         # Low-precision weights: load them once now so the precision guard can refuse before any writing.
-        precision_guard(load_model(cfg.model), cfg.train.lr)
+        precision_guard(load_model(cfg.model), cfg.train.lr, cfg.train.optimizer)
 
 
 def check_resumable(cfg: RunConfig, run_dir: RunDir) -> None:

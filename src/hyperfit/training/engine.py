@@ -18,8 +18,8 @@ from accelerate.utils import DistributedDataParallelKwargs
 from hyperfit.config import TrainConfig
 from hyperfit.dist import check_group, world
 from hyperfit.errors import TrainError
+from hyperfit.memory_modes import build_optimizer
 from hyperfit.runs import RunDir
-from hyperfit.training.optim import build_optimizer
 
 
 def precision_mode(cfg: TrainConfig) -> str:

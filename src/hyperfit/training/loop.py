@@ -144,8 +144,7 @@ def _build(cfg: TrainConfig, model_cfg: ModelConfig, accelerator, micro: int, co
     torch.manual_seed(cfg.seed)
     model = load_model(model_cfg, start.checkpoint)
     tokenizer = load_tokenizer(model_cfg, start.checkpoint)
-    if cfg.optimizer != "adamw_kahan":  # Kahan compensation is what makes bf16 weights safe
-        precision_guard(model, cfg.lr)
+    precision_guard(model, cfg.lr, cfg.optimizer)  # bf16 modes: measured on this model's weights
     if cfg.activation_checkpointing:
         enable_activation_checkpointing(model)
     model.train()

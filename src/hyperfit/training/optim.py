@@ -1,7 +1,11 @@
 """Optimizers for the hyperfitting loop, chosen by train.optimizer.
 
     adamw        torch AdamW on fp32 master weights (the paper's recipe; fused kernel on CUDA).
-    adamw_kahan  AdamW on bf16 weights with Kahan-compensated updates (model.dtype=bfloat16).
+    adamw_kahan     AdamW on bf16 weights with Kahan-compensated updates (model.dtype=bfloat16).
+    adamw_kahan_sr  the same, each bf16 write stochastically rounded (KahanSRAdamW).
+
+The modes that libraries provide (torch-optimi, torchao) and each mode's memory and precision-guard
+behaviour are in memory_modes.py; build_optimizer dispatches through it.
 
 Why Kahan: at the paper's lr 1e-6 an update is ~100× smaller than the spacing of bf16 numbers near a
 typical weight (~1e-4 at 0.02), so `w += update` in bf16 rounds to `w` and training silently stops (the
@@ -16,8 +20,6 @@ too, as torch-optimi does.
 from __future__ import annotations
 
 import torch
-
-OPTIMIZERS = ("adamw", "adamw_kahan")
 
 
 def kahan_adamw_(w, g, comp, m, v, step, lr: float, beta1: float, beta2: float, eps: float, wd: float) -> None:
@@ -37,6 +39,43 @@ def kahan_adamw_(w, g, comp, m, v, step, lr: float, beta1: float, beta2: float, 
     w.copy_(new)
     m.copy_(mf)
     v.copy_(vf)
+
+
+def stochastic_round_bf16(x: torch.Tensor) -> torch.Tensor:
+    """fp32 → bf16, rounding up or down at random with probability given by the distance (unbiased).
+
+    A bf16 value is the upper 16 bits of an fp32 one. Adding uniform random low 16 bits to the fp32 bit
+    pattern and truncating them carries into bit 16 with probability (low bits) / 2^16: the value rounds
+    away from zero exactly that often, so E[result] = x. (Sign-magnitude: the same holds for negatives.)
+    """
+    bits = x.float().contiguous().view(torch.int32)
+    noise = torch.randint_like(bits, 0, 1 << 16)
+    return ((bits + noise) & -65536).view(torch.float32).to(torch.bfloat16)  # -65536 = 0xFFFF0000
+
+
+def kahan_sr_adamw_(w, g, comp, m, v, step, lr: float, beta1: float, beta2: float, eps: float, wd: float) -> None:
+    """kahan_adamw_ with weights, compensation and moments written by stochastic rounding (bf16 tensors only).
+
+    Why both: with round-to-nearest the bf16 weights move only once the compensation has summed half a
+    bf16 spacing, so the weights the forward sees lag the fp32 trajectory by a steady ~quarter spacing, and
+    the compensation's own rounding (bf16 too) loses the same small share of every update in the same
+    direction (a few % of the movement under a steady gradient). Rounded stochastically, both errors have
+    mean zero: w is an unbiased estimate of the fp32 weights, and w + comp does not drift.
+    """
+    wf, gf = w.float(), g.float()
+    mf = m.float().lerp(gf, 1 - beta1)
+    vf = v.float().mul(beta2).addcmul(gf, gf, value=1 - beta2)
+    bc1 = 1 - beta1 ** step
+    bc2 = 1 - beta2 ** step
+    update = lr * (mf / bc1) / ((vf / bc2).sqrt() + eps) + lr * wd * wf
+    y = comp.float() - update
+    new = stochastic_round_bf16(wf + y)
+    comp.copy_(stochastic_round_bf16(y - (new.float() - wf)))
+    w.copy_(new)
+    # The moments too: v moves by (1 - beta2) = 0.1 % of itself per step, below half a bf16 spacing (0.2 %),
+    # so round-to-nearest freezes it wherever g² drifts slowly; stochastic rounding keeps it unbiased.
+    m.copy_(stochastic_round_bf16(mf))
+    v.copy_(stochastic_round_bf16(vf))
 
 
 def _over_tensors(update):
@@ -109,16 +148,10 @@ class KahanAdamW(_ListAdamW):
             state[name] = torch.zeros_like(p, memory_format=torch.preserve_format)
 
 
-def build_optimizer(model, cfg, compile: bool = False, device: torch.device | None = None) -> torch.optim.Optimizer:
-    """The optimizer named by cfg.optimizer over the model's trainable parameters.
+class KahanSRAdamW(KahanAdamW):
+    """KahanAdamW whose bf16 writes of weights and compensation are stochastically rounded (train.optimizer=
+    adamw_kahan_sr; kahan_sr_adamw_). Same state, same 10 bytes/parameter; needs bf16 weights."""
 
-    `device`: where the parameters will live when it steps (default: where they are now). The training
-    loop builds it before accelerate moves the model to the GPU, so it must say so.
-    """
-    params = [p for p in model.parameters() if p.requires_grad]
-    kw = dict(lr=cfg.lr, betas=tuple(cfg.betas), eps=cfg.eps, weight_decay=cfg.weight_decay)
-    if cfg.optimizer == "adamw_kahan":
-        return KahanAdamW(params, compile=compile, **kw)
-    # fused: one kernel for all tensors on CUDA (the foreach default makes ~10 passes over memory).
-    on_cuda = params[0].is_cuda if device is None else torch.device(device).type == "cuda"
-    return torch.optim.AdamW(params, fused=on_cuda, **kw)
+    def __init__(self, params, lr: float = 1e-6, betas=(0.9, 0.999), eps: float = 1e-8, weight_decay: float = 0.0,
+                 compile: bool = False):
+        _ListAdamW.__init__(self, params, kahan_sr_adamw_, lr, betas, eps, weight_decay, compile)

@@ -1,0 +1,224 @@
+"""The memory modes of training (`train.optimizer`): what each keeps per parameter, how it keeps lr-1e-6
+updates, how to build it, and how the precision guard treats it.
+
+    mode("adamw_kahan_sr").state_bytes        # 10: bf16 weights, grads, moments, compensation
+    build_optimizer(model, cfg)               # the optimizer of cfg.optimizer over the trainable weights
+    kept_share("torchao_sr", weights, lr=1e-6)  # share of the fp32-master movement kept (models.precision_guard)
+
+    mode             weights  B/param  updates kept by                          from
+    adamw            fp32     16       fp32 master weights (the paper's)        torch
+    adamw_kahan      bf16     10       Kahan compensation (bf16 buffer)         hyperfit (optim.py)
+    adamw_kahan_sr   bf16     10       Kahan + stochastic rounding of writes    hyperfit (optim.py)
+    optimi_kahan     bf16     10       Kahan compensation (bf16 buffer)         torch-optimi
+    torchao_sr       bf16      8       stochastic rounding, bf16 moments        torchao
+    torchao_8bit_sr  bf16      6       stochastic rounding, 8-bit moments       torchao
+
+Why these exist: at the paper's lr 1e-6 an update is ~60× smaller than the bf16 spacing near a typical
+weight, so plain AdamW on bf16 weights loses ~98 % of the updates (models.precision_guard). fp32 masters
+cost 16 B/param: 8B Llama needs ~120 GiB before activations, more than one 80 GB GPU. Each bf16 mode here
+keeps the updates another way, at 6-10 B/param; benchmarks/lowmem_numerics.py measures how closely each
+follows the fp32-master trajectory, and `hyperfit plan` prints what each needs.
+
+This module imports no torch at its top (config checks and `hyperfit plan` read the table); builders and
+the guard import torch, and the libraries (the `lowmem` extra) only when their mode is built.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from difflib import get_close_matches
+from types import SimpleNamespace
+
+from hyperfit.errors import PrecisionError
+
+# The guard's measured bar: the share of the fp32-master movement a mode must keep at the run's lr. Plain
+# AdamW on bf16 weights keeps ~2 % at lr 1e-6; the stochastically rounded modes keep 99-100 %; round-to-
+# nearest Kahan (adamw_kahan, optimi_kahan) 97-98 % under this steady gradient, its worst case: the bf16
+# compensation buffer's own rounding (the lag adamw_kahan_sr removes). The bar refuses losing modes, not those.
+MIN_KEPT = 0.95
+PROBE_WEIGHTS = 16384   # weights sampled from the model for the measurement (a multiple of torchao's 256 blocks)
+PROBE_STEPS = 64        # steady-gradient updates: each moves a weight by ~lr, the worst case for rounding
+
+
+@dataclass(frozen=True)
+class MemoryMode:
+    name: str
+    weights: str          # model.dtype it trains
+    state_bytes: float    # weights + gradients + optimizer state, bytes per parameter, on the GPU
+    kept_by: str          # how lr-1e-6 updates survive bf16 weights (or why nothing is needed)
+    builder: Callable     # (params, cfg, compile, on_cuda) -> torch.optim.Optimizer
+    extra: str | None = None   # pip extra that installs its library
+    comp_state: str | None = None  # optimizer-state key of a compensation buffer: effective weight = w + comp
+
+    def build(self, params, cfg, compile: bool = False, on_cuda: bool = False):
+        return self.builder(params, cfg, compile, on_cuda)
+
+
+def _adamw(params, cfg, compile, on_cuda):
+    import torch
+
+    # fused: one kernel for all tensors on CUDA (the foreach default makes ~10 passes over memory).
+    return torch.optim.AdamW(params, fused=on_cuda, **_hyper(cfg))
+
+
+def _kahan(params, cfg, compile, on_cuda):
+    from hyperfit.training.optim import KahanAdamW
+
+    return KahanAdamW(params, compile=compile, **_hyper(cfg))
+
+
+def _kahan_sr(params, cfg, compile, on_cuda):
+    from hyperfit.training.optim import KahanSRAdamW
+
+    return KahanSRAdamW(params, compile=compile, **_hyper(cfg))
+
+
+def _optimi_kahan(params, cfg, compile, on_cuda):
+    optimi = _library("optimi", "torch-optimi", "optimi_kahan")
+    # kahan_sum=True explicitly (optimi's default turns it on only for low-precision weights); optimi's
+    # own defaults (betas 0.9/0.99, eps 1e-6, wd 0.01) differ from torch's, so every value is passed.
+    return optimi.AdamW(params, kahan_sum=True, foreach=on_cuda, **_hyper(cfg))
+
+
+def _torchao(eight_bit: bool):
+    def build(params, cfg, compile, on_cuda):
+        optim = _library("torchao.optim", "torchao", "torchao_8bit_sr" if eight_bit else "torchao_sr")
+        # torchao's bf16-moment AdamW is exported as AdamW in some releases and only as adam._AdamW in others.
+        cls = optim.AdamW8bit if eight_bit else getattr(optim, "AdamW", None) or optim.adam._AdamW
+        opt = cls(params, bf16_stochastic_round=True, **_hyper(cfg))
+        return opt if compile else _eager(opt)
+
+    return build
+
+
+def _eager(opt):
+    """torchao compiles its per-tensor step unconditionally; with train.compile off (CPU tests, demos, the
+    guard's probe) run it eagerly instead: the same arithmetic without a compile of tens of seconds."""
+    import torch
+
+    step = opt.step
+
+    def eager_step(closure=None):
+        with torch.compiler.set_stance("force_eager"):
+            return step(closure)
+
+    opt.step = eager_step
+    return opt
+
+
+def _hyper(cfg) -> dict:
+    return dict(lr=cfg.lr, betas=tuple(cfg.betas), eps=cfg.eps, weight_decay=cfg.weight_decay)
+
+
+def _library(module: str, package: str, name: str):
+    try:
+        return importlib.import_module(module)
+    except ImportError as e:
+        raise PrecisionError(f"train.optimizer={name} needs {package}, which is not installed ({e}); "
+                             "pip install 'hyperfit[lowmem]' (torchao and torch-optimi), or choose "
+                             "train.optimizer=adamw_kahan_sr, which needs no library") from e
+
+
+MODES = {m.name: m for m in (
+    MemoryMode("adamw", "float32", 16, "fp32 master weights", _adamw),
+    MemoryMode("adamw_kahan", "bfloat16", 10, "Kahan compensation (bf16 buffer)", _kahan,
+               comp_state="kahan_comp"),
+    MemoryMode("adamw_kahan_sr", "bfloat16", 10, "Kahan compensation + stochastic rounding", _kahan_sr,
+               comp_state="kahan_comp"),
+    MemoryMode("optimi_kahan", "bfloat16", 10, "Kahan compensation (torch-optimi)", _optimi_kahan, "lowmem",
+               comp_state="kahan_comp"),
+    MemoryMode("torchao_sr", "bfloat16", 8, "stochastic rounding, bf16 moments (torchao)", _torchao(False),
+               "lowmem"),
+    # 8-bit moments: 1 B each, plus one fp32 scale per block of 256 (~0.03 B/param, counted).
+    MemoryMode("torchao_8bit_sr", "bfloat16", 6 + 2 * 4 / 256, "stochastic rounding, 8-bit moments (torchao)",
+               _torchao(True), "lowmem"),
+)}
+RECOMMENDED = "adamw_kahan_sr"  # no library, 10 B/param, unbiased (benchmarks/lowmem_numerics.py)
+
+
+def mode(name: str) -> MemoryMode:
+    if name not in MODES:
+        close = get_close_matches(name, MODES, n=1)
+        hint = f"; did you mean {close[0]}?" if close else ""
+        raise PrecisionError(f"train.optimizer={name!r} is not a memory mode: choose one of {', '.join(MODES)}{hint}")
+    return MODES[name]
+
+
+def config_problems(optimizer: str, model_dtype: str) -> list[str]:
+    """What is wrong with train.optimizer and model.dtype together (for config checks; no torch)."""
+    if optimizer not in MODES:
+        close = get_close_matches(optimizer, MODES, n=1)
+        return [f"train.optimizer={optimizer!r} must be one of {', '.join(MODES)}"
+                + (f" (did you mean {close[0]}?)" if close else "")]
+    m = MODES[optimizer]
+    if m.weights == "bfloat16" and model_dtype != "bfloat16":
+        return [f"train.optimizer={optimizer} keeps updates on bf16 weights ({m.kept_by}), but model.dtype="
+                f"{model_dtype}; set model.dtype=bfloat16 with it, or use train.optimizer=adamw for fp32 master "
+                "weights"]
+    return []
+
+
+def build_optimizer(model, cfg, compile: bool = False, device=None):
+    """The optimizer named by cfg.optimizer over the model's trainable parameters.
+
+    `device`: where the parameters will live when it steps (default: where they are now). The training
+    loop builds it before accelerate moves the model to the GPU, so it must say so.
+    """
+    import torch
+
+    params = [p for p in model.parameters() if p.requires_grad]
+    on_cuda = params[0].is_cuda if device is None else torch.device(device).type == "cuda"
+    return mode(cfg.optimizer).build(params, cfg, compile=compile, on_cuda=on_cuda)
+
+
+def kept_share(name: str, weights, lr: float, steps: int = PROBE_STEPS, compile: bool = False) -> float:
+    """Share of the fp32-master movement that mode `name` keeps on `weights` (a 1-D tensor, in the dtype
+    the mode trains): both run `steps` AdamW updates of a steady gradient from the same start; the mode's
+    effective weights (w, plus its compensation buffer where it has one) are compared with the fp32 ones.
+
+    1.0: every update kept; plain AdamW on bf16 weights at lr 1e-6 keeps ~0.02.
+    """
+    import torch
+
+    start = weights.detach().clone()
+    ref = _run(MODES["adamw"], start.float(), lr, steps, compile)[0].detach()
+    m = MODES[name]
+    w, opt = _run(m, start, lr, steps, compile)
+    moved = w.detach().float() - start.float()
+    if m.comp_state:
+        moved = moved + opt.state[w][m.comp_state].float()
+    ref_moved = ref - start.float()
+    return (moved * torch.sign(ref_moved)).sum().item() / ref_moved.abs().sum().clamp_min(1e-30).item()
+
+
+def _run(m: MemoryMode, start, lr: float, steps: int, compile: bool):
+    import torch
+
+    w = torch.nn.Parameter(start.clone())
+    hyper = SimpleNamespace(lr=lr, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0)  # the paper's AdamW
+    opt = m.build([w], hyper, compile=compile, on_cuda=w.is_cuda)
+    gen = torch.Generator(device=w.device).manual_seed(0)
+    # A steady gradient of random sign per weight: each update moves a weight by ~lr the same way every step.
+    grad = torch.randint(0, 2, w.shape, generator=gen, device=w.device).to(w.dtype) * 2 - 1
+    for _ in range(steps):
+        w.grad = grad.clone()
+        opt.step()
+    return w, opt
+
+
+def probe_weights(model, n: int = PROBE_WEIGHTS):
+    """Up to n trainable weights of the model, drawn evenly from every tensor, in their dtype (1-D)."""
+    import torch
+
+    params = [p for p in model.parameters() if p.requires_grad]
+    per = max(1, n // len(params))
+    flat = torch.cat([p.detach().reshape(-1)[torch.randperm(p.numel(), generator=torch.Generator().manual_seed(0))
+                                             [:per].to(p.device)] for p in params])
+    return flat[: n - n % 256] if flat.numel() >= 256 else flat
+
+
+def keeping_modes() -> str:
+    """The bf16 modes, for error messages that send the user to one."""
+    return ", ".join(n for n, m in MODES.items() if m.weights == "bfloat16")
