@@ -61,6 +61,10 @@ def test_lora_trains_only_the_adapters_and_final_is_a_merged_model_with_the_same
     trained = next(r for r in read_jsonl(run.train_log) if r["type"] == "trained")
     assert trained["method"] == "lora" and trained["trainable"] == sum(v.numel() for v in adapter.values())
     assert 0 < trained["share"] < 1
+    from hyperfit.stages.report import report
+
+    text = report([run]).read_text()
+    assert "## Trained parameters" in text and f"{trained['trainable']:,}" in text
 
 
 def test_late_stage_lora_touches_only_the_last_blocks(tmp_path, tiny_llama, corpus_file):
@@ -126,3 +130,19 @@ def test_gpt2_blocks_get_adapters_on_their_conv1d_layers(tiny_gpt2):
 
     names = block_linears(AutoModelForCausalLM.from_pretrained(tiny_gpt2))
     assert set(names) == {"c_attn", "c_proj", "c_fc"}
+
+
+@pytest.mark.parametrize("layers", ["all", "last:1"])
+def test_plan_counts_the_adapters_peft_builds_and_the_frozen_base(tiny_llama, layers):
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    from hyperfit.config import TrainConfig
+    from hyperfit.plan import LoraPlan, lora_counts, plan
+    from hyperfit.training.lora import add_adapters
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_llama)
+    add_adapters(model, TrainConfig(method="lora", lora_rank=4, lora_layers=layers))
+    built = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    adapters, depth = lora_counts(AutoConfig.from_pretrained(tiny_llama), LoraPlan(4, layers))
+    assert adapters == built and depth == (2 if layers == "all" else 1)
+    assert f"{built:,} adapter parameters" in plan(str(tiny_llama), lora=LoraPlan(4, layers))
