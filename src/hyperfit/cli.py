@@ -179,8 +179,12 @@ def cmd_experiment(args) -> int:
 
 
 def cmd_plan(args) -> int:
+    from hyperfit.plan import LoraPlan
+
+    lora = (LoraPlan(args.lora_rank, args.lora_layers, 4 if args.dtype == "float32" else 2)
+            if args.lora_rank is not None else None)
     print0(plan(args.model, gpu_gib=args.gpu_gib, gpu_gb=args.gpu_gb, batch=args.batch, seq=args.seq,
-                checkpointing=args.checkpointing))
+                checkpointing=args.checkpointing, lora=lora))
     return 0
 
 
@@ -289,6 +293,11 @@ def _add_plan(sub) -> None:
     pl.add_argument("--batch", type=int, default=8, help="global batch in samples (paper: 8)")
     pl.add_argument("--seq", type=int, default=256, help="tokens per sample (paper: 256)")
     pl.add_argument("--checkpointing", action="store_true", help="with activation checkpointing")
+    pl.add_argument("--lora-rank", type=int, help="plan train.method=lora with adapters of this rank instead of "
+                    "full training: frozen base + adapters and their optimizer state")
+    pl.add_argument("--lora-layers", default="all", help="with --lora-rank: train.lora_layers (all, last:K, indices)")
+    pl.add_argument("--dtype", default="bfloat16", choices=["bfloat16", "float32"],
+                    help="with --lora-rank: model.dtype of the frozen base (default bfloat16: adapters stay fp32)")
     pl.set_defaults(fn=cmd_plan)
 
 

@@ -21,7 +21,9 @@ DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch
 def _source(cfg: ModelConfig, path: str | Path | None) -> str:
     name = str(path) if path is not None else cfg.name
     p = Path(name)
-    if (name.startswith((".", "/", "~")) or p.exists()) and not (p / "config.json").is_file():
+    # adapter_config.json: a checkpoint of a LoRA run (its tokenizer loads from it, its weights need the base).
+    if (name.startswith((".", "/", "~")) or p.exists()) and not any(
+            (p / f).is_file() for f in ("config.json", "adapter_config.json")):
         listing = sorted(x.name for x in p.iterdir())[:20] if p.is_dir() else "nothing (no such directory)"
         raise ModelError(f"model.name={name!r} is not a model directory: it needs config.json and weights, and holds "
                          f"{listing}. Give a hub id or a directory written by save_pretrained "
@@ -85,9 +87,14 @@ def disable_dropout(config):
 
 
 def load_model(cfg: ModelConfig, path: str | Path | None = None):
-    """The model from cfg.name (or `path`, e.g. a checkpoint), dropout off, in cfg.dtype."""
+    """The model from cfg.name (or `path`, e.g. a checkpoint), dropout off, in cfg.dtype. A checkpoint of a
+    LoRA run holds only the adapter: it is merged into cfg.name's weights."""
     from transformers import AutoModelForCausalLM
 
+    from hyperfit.training.lora import is_adapter_folder, load_merged
+
+    if is_adapter_folder(path):
+        return load_merged(load_model(cfg), Path(path))
     name = _source(cfg, path)
     config = load_model_config(cfg, path)
     kwargs = {}

@@ -293,10 +293,66 @@ def launch_lines(rows: list[dict], gpu_label: str, checkpointing: bool) -> list[
 
 
 def plan(name: str, *, gpu_gib: float | None = None, gpu_gb: float | None = None, batch: int = 8, seq: int = 256,
-         checkpointing: bool = False) -> str:
-    """The table for `name` on GPUs of `gpu_gib` GiB, or of `gpu_gb` decimal GB (default DEFAULT_GPU_GIB)."""
+         checkpointing: bool = False, lora: LoraPlan | None = None) -> str:
+    """The table for `name` on GPUs of `gpu_gib` GiB, or of `gpu_gb` decimal GB (default DEFAULT_GPU_GIB);
+    with `lora`, the memory of LoRA hyperfitting (frozen base + adapters and their optimizer state)."""
     gib, label = gpu_size(gpu_gib, gpu_gb)
     require_positive("--batch", batch, "the global batch in samples, e.g. --batch 8 (the paper's)")
     require_positive("--seq", seq, "tokens per sample, e.g. --seq 256 (the paper's)")
-    s = shape_of(model_config(name))
+    config = model_config(name)
+    s = shape_of(config)
+    if lora is not None:
+        require_positive("--lora-rank", lora.rank, "the adapters' rank, e.g. --lora-rank 16")
+        return lora_plan_text(name, s, config, lora, gib, label, batch, seq, checkpointing)
     return render(name, s, table(s, gib, batch, seq, checkpointing), label, batch, seq, checkpointing)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# LoRA (train.method=lora): a frozen base, fp32 adapters with their gradients and AdamW state.
+
+
+@dataclass(frozen=True)
+class LoraPlan:
+    rank: int
+    layers: str = "all"  # train.lora_layers: all, last:K or indices
+    base_bytes: int = 2  # bytes per frozen base weight: 2 for model.dtype=bfloat16, 4 for float32
+
+
+def lora_counts(config, lora: LoraPlan) -> tuple[int, int]:
+    """(adapter parameters, blocks that backward runs through) for LoRA on every block linear of the
+    selected blocks. Backward stops at the lowest adapted block: below it nothing needs a gradient, so
+    activations are kept only from there up."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from hyperfit.training.lora import _LAYER_INDEX, block_linears, resolve_layers
+
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(config)
+    n = config.get_text_config(decoder=True).num_hidden_layers
+    layers = resolve_layers(lora.layers, n) or list(range(n))
+    modules = dict(model.named_modules())
+    adapters = sum(lora.rank * sum(modules[name].weight.shape) for names in block_linears(model).values()
+                   for name in names if int(_LAYER_INDEX.search(name).group(1)) in layers)
+    return adapters, n - min(layers)
+
+
+def lora_plan_text(name: str, s: Shape, config, lora: LoraPlan, gpu_gib: float, gpu_label: str, batch: int, seq: int,
+                   checkpointing: bool) -> str:
+    """Memory of LoRA hyperfitting on one GPU (DDP: the same per GPU, each with batch/N samples)."""
+    adapters, grad_blocks = lora_counts(config, lora)
+    depth = Shape(s.params, grad_blocks, s.hidden, s.vocab)
+    lines = [f"{name}: {s.params / 1e9:.2f} B parameters, {s.layers} layers, hidden {s.hidden}, vocab {s.vocab}",
+             f"LoRA r={lora.rank} on blocks {lora.layers}: {adapters:,} adapter parameters "
+             f"({adapters / s.params:.2%} of the base); backward through the top {grad_blocks} of {s.layers} blocks",
+             f"frozen base {lora.base_bytes} B/param = {lora.base_bytes * s.params / GIB:,.1f} GiB; adapters + grads + "
+             f"AdamW {STATE_BYTES} B/param = {STATE_BYTES * adapters / GIB:,.2f} GiB; batch {batch} × {seq} tokens",
+             f"{'strategy':14s} {'per-GPU GiB':>12s}  GPUs of {gpu_label}"]
+    for strategy, ranks in (("single_gpu", 1), ("ddp", 2)):
+        if batch % ranks:
+            continue
+        act = activation_bytes(depth, batch // ranks, seq, checkpointing)
+        total = lora.base_bytes * s.params + STATE_BYTES * adapters + act + OVERHEAD
+        fits = "fits" if total <= gpu_gib * GIB else "does not fit (LoRA does not shard the base yet)"
+        lines.append(f"{strategy:14s} {total / GIB:12,.1f}  {fits}" + (f" (at {ranks} GPUs)" if ranks > 1 else ""))
+    return "\n".join(lines)

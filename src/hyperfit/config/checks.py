@@ -39,6 +39,8 @@ RANGES: dict[str, Range] = {
     "train.probe_every_updates": Range(0, why=" (0: no probes), or null for 10 evenly spaced probes"),
     "train.save_every_updates": Range(0, why=" (0: the final weights only)"),
     "train.keep_checkpoints": Range(1, why=" (the checkpoint that --resume needs)"),
+    "train.lora_rank": AT_LEAST_1, "train.lora_alpha": POSITIVE,
+    "train.lora_dropout": Range(0, 1, open_high=True),
     "generate.num_samples": AT_LEAST_1, "generate.max_new_tokens": AT_LEAST_1, "generate.batch_size": AT_LEAST_1,
     "generate.block_ngrams": Range(2, why=" (the paper blocks 6-grams), or null"), "generate.seed": SEED,
     "evaluate.window": AT_LEAST_1, "evaluate.batch_size": AT_LEAST_1,
@@ -73,6 +75,11 @@ def validate(cfg: RunConfig) -> list[str]:
     if t.precision not in ("auto", "bf16", "fp16", "no"):
         p.append(f"train.precision={t.precision!r} must be one of auto, bf16, fp16, no")
     p += config_problems(t.optimizer, cfg.model.dtype)
+    if t.method not in ("full", "lora"):
+        p.append(f"train.method={t.method!r} must be full (every weight, the paper's) or lora (adapters through peft)")
+    elif t.method == "lora" and t.optimizer != "adamw":
+        p.append(f"train.optimizer={t.optimizer} keeps updates on bf16 weights, but LoRA adapters are fp32 whatever "
+                 "model.dtype is; use train.optimizer=adamw with train.method=lora")
     if cfg.model.dtype not in ("float32", "bfloat16", "float16"):
         p.append(f"model.dtype={cfg.model.dtype!r} must be one of float32, bfloat16, float16")
     if g.dtype not in ("auto", "float32", "bfloat16", "float16"):

@@ -66,6 +66,10 @@ class DataConfig:
     language: Optional[str] = "en"
     """Language of the text (ISO 639 code): the non-word rate checks words against wordfreq's most frequent
     words of this language plus the source's own words; None: the source's own words only."""
+    chat_template: bool = False
+    """Wrap each document in the tokenizer's chat template before it is tokenized (its first sentence as the
+    user turn, the rest as the assistant's answer), so an instruct model is hyperfitted on text in the format
+    it was tuned on. Needs a tokenizer with a chat template."""
 
 
 @dataclass(frozen=True)
@@ -152,6 +156,23 @@ class TrainConfig:
     optimizer: str = "adamw"
     """adamw (fp32 master weights, the paper's), or adamw_kahan: bf16 weights (model.dtype=bfloat16) with
     Kahan-compensated updates, so lr 1e-6 updates are not rounded away; 10 instead of 16 bytes/parameter."""
+    method: str = "full"
+    """full (every weight trains, the paper's recipe) or lora: low-rank adapters through peft on a frozen base;
+    the adapters are kept in fp32 whatever model.dtype is, checkpoints hold the adapter, and final/ a merged
+    model (with the adapter in final/adapter/)."""
+    lora_rank: int = 16
+    """LoRA rank r (train.method=lora)."""
+    lora_alpha: float = 32.0
+    """LoRA scaling alpha: the adapter's update is scaled by alpha / rank (train.method=lora)."""
+    lora_dropout: float = 0.0
+    """Dropout on the adapters' input (0: the paper trains without dropout)."""
+    lora_targets: tuple[str, ...] = ()
+    """Names of the linear modules that get adapters, e.g. [q_proj, v_proj]. Empty: every linear layer inside
+    the model's transformer blocks (attention and MLP: q/k/v/o, gate/up/down for Llama; c_attn, c_proj, c_fc
+    for GPT-2), found in the model itself."""
+    lora_layers: str = "all"
+    """Which transformer blocks get adapters: all, last:K (the last K blocks: late-stage LoRA, Li et al.
+    arXiv 2605.22579 use the last 5), or block indices separated by commas, e.g. "0,1,5"."""
 
 
 @dataclass(frozen=True)

@@ -171,6 +171,19 @@ def probes(run: RunDir) -> list[dict]:
     return [r for r in read_jsonl(run.train_log, tolerate_tail=True) if r.get("type") == "probe"]
 
 
+def trained_rows(runs: Sequence[RunDir], labels: Sequence[str]) -> list[list]:
+    """Which parameters each run trained (train_log's "trained" row): method, count, share of the base, where."""
+    rows = []
+    for run, label in zip(runs, labels):
+        logged = [r for r in read_jsonl(run.train_log, tolerate_tail=True) if r.get("type") == "trained"] \
+            if run.train_log.is_file() else []
+        for r in logged[:1]:
+            where = "every weight" if r["method"] == "full" else \
+                f"{', '.join(r.get('targets', []))} in blocks {r.get('layers', 'all')}"
+            rows.append([label, r["method"], f"{r['trainable']:,}", f"{r['share']:.2%}", where])
+    return rows
+
+
 def pyplot():
     """matplotlib.pyplot on the file-only Agg backend (reports are written on headless machines)."""
     import matplotlib
@@ -285,6 +298,11 @@ def report(runs: Sequence[RunDir], out: Path | None = None) -> Path:
     plot = plot_training(runs, out / "plots" / "training_curves.png")
     labels = run_labels(runs)
     lines += run_warnings(runs, labels)
+    trained = trained_rows(runs, labels)
+    if trained:
+        lines += ["## Trained parameters", ""]
+        lines += markdown_table(["run", "method", "trainable parameters", "of the base model", "where"], trained)
+        lines.append("")
     for run, label in zip(runs, labels):
         rows = probes(run)
         if rows:

@@ -29,6 +29,7 @@ except ImportError:  # numpy 1.x
 from hyperfit.errors import RunError, TrainError
 from hyperfit.runs import RunDir, atomic_dir, read_jsonl, sweep_interrupted_writes, write_jsonl
 from hyperfit.training.engine import is_sharded
+from hyperfit.training.lora import ADAPTER_DIR, merged, save_adapter
 
 STATE_FILE = "training_state.pt"
 SHARDED_DIR = "sharded_state"  # accelerator.save_state output under FSDP / DeepSpeed
@@ -83,6 +84,10 @@ def check_resume(saved: dict, checkpoint: Path, now: dict) -> None:
                          f"{_launch_name(now)}. Its optimizer state only loads under the launch that wrote it: resume "
                          "with the same accelerate config and --num_processes (or start a new run from its weights: "
                          f"model.name={checkpoint})")
+    was, now_method = then.get("method", "full"), now.get("method", "full")
+    if was != now_method:
+        raise TrainError(f"--resume: {checkpoint} was trained with train.method={was}, not {now_method}; a LoRA "
+                         f"checkpoint holds an adapter, a full one the whole model. Resume with train.method={was}")
     if then.get("optimizer", now["optimizer"]) != now["optimizer"]:
         raise TrainError(f"--resume: {checkpoint} was trained with train.optimizer={then['optimizer']}, not "
                          f"{now['optimizer']}; their states differ (Kahan AdamW keeps a compensation buffer beside "
@@ -113,7 +118,7 @@ def restore(start: Start, accelerator, optimizer, run: RunDir) -> None:
 
 
 def save_checkpoint(path: Path, accelerator, model, tokenizer, optimizer, state: dict,
-                    files: dict[str, str] | None = None) -> None:
+                    files: dict[str, str] | None = None, adapter=None) -> None:
     """Model (safetensors) + tokenizer + optimizer/RNG state (+ `files`: name → text, e.g. the model card),
     written to a temp dir and renamed, so the folder appears with all of them or not at all.
 
@@ -121,9 +126,12 @@ def save_checkpoint(path: Path, accelerator, model, tokenizer, optimizer, state:
     collective every rank must enter) plus every rank's shard of model and optimizer written by
     accelerator.save_state into SHARDED_DIR (what --resume loads; the optimizer cannot be gathered cheaply).
     Tested on CPU processes through tests/engine_on_cpu.py, which turns these engines on over gloo.
+
+    `adapter` (train.method=lora: the PeftModel): a checkpoint holds the adapter, not the frozen base; the
+    final folder (no optimizer) the merged model with the adapter in adapter/ (lora.py).
     """
     unwrapped = accelerator.unwrap_model(model)
-    weights = accelerator.get_state_dict(model)
+    weights = accelerator.get_state_dict(model) if adapter is None else None
     sharded = optimizer is not None and is_sharded(accelerator)
     staging = path.with_name(f".{path.name}.sharded")
     if sharded:
@@ -134,7 +142,10 @@ def save_checkpoint(path: Path, accelerator, model, tokenizer, optimizer, state:
         accelerator.wait_for_everyone()
     if accelerator.is_main_process:
         with atomic_dir(path) as tmp:
-            unwrapped.save_pretrained(tmp, state_dict=weights, safe_serialization=True)
+            if adapter is None:
+                unwrapped.save_pretrained(tmp, state_dict=weights, safe_serialization=True)
+            else:
+                _save_lora(tmp, adapter, final=optimizer is None)
             tokenizer.save_pretrained(tmp)
             for name, text in (files or {}).items():
                 (tmp / name).write_text(text, encoding="utf-8")
@@ -144,6 +155,15 @@ def save_checkpoint(path: Path, accelerator, model, tokenizer, optimizer, state:
             elif optimizer is not None:
                 torch.save({**state, "optimizer": optimizer.state_dict(), "rng": _rng_state()}, tmp / STATE_FILE)
     accelerator.wait_for_everyone()
+
+
+def _save_lora(folder: Path, adapter, final: bool) -> None:
+    """A LoRA checkpoint: the adapter; the final folder: the merged model, the adapter in adapter/."""
+    if not final:
+        save_adapter(adapter, folder)
+        return
+    save_adapter(adapter, folder / ADAPTER_DIR)
+    merged(adapter).save_pretrained(folder, safe_serialization=True)  # training is over: merging in place is fine
 
 
 # training_state.pt files of run-directory format 1 written before numpy's RNG state was stored as plain

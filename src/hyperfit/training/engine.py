@@ -73,6 +73,10 @@ def check_engine(cfg: TrainConfig, accelerator) -> None:
     if accelerator.mixed_precision == "fp16" and accelerator.device.type == "cpu":
         raise TrainError("train.precision=fp16 on a CPU: accelerate has no fp16 autocast there, so the run would "
                          "train in fp32 while saying fp16. Use train.precision=bf16 (or no) on CPUs; fp16 is for GPUs")
+    if cfg.method == "lora" and accelerator.num_processes > 1 and is_sharded(accelerator):
+        raise TrainError("train.method=lora runs on one device or DDP (configs/accelerate/ddp.yaml): the frozen base "
+                         "is not sharded, and the adapters and their optimizer state are small. A base too large "
+                         "for one GPU in bf16 is not supported with LoRA yet")
     if cfg.optimizer == "adamw_kahan" and accelerator.num_processes > 1 and is_sharded(accelerator):
         raise TrainError("train.optimizer=adamw_kahan is for one device or DDP; sharded engines (FSDP, DeepSpeed) "
                          "bring their own mixed-precision optimizers. Use train.optimizer=adamw there")
@@ -152,7 +156,7 @@ def is_sharded(accelerator) -> bool:
 def engine_of(accelerator, cfg: TrainConfig) -> dict:
     """What wrote a checkpoint, as far as --resume depends on it (saved in its training state)."""
     return {"engine": str(accelerator.distributed_type).rsplit(".", 1)[-1], "processes": accelerator.num_processes,
-            "sharded": is_sharded(accelerator), "optimizer": cfg.optimizer}
+            "sharded": is_sharded(accelerator), "optimizer": cfg.optimizer, "method": cfg.method}
 
 
 def local_weights(model) -> list[torch.Tensor]:

@@ -19,10 +19,12 @@ OPTIMIZER_CARD = {"adamw": "AdamW on fp32 weights",
                   "adamw_kahan": "AdamW on bf16 weights with Kahan-compensated updates (adamw_kahan)"}
 
 
-def save_final(run: RunDir, accelerator, model, tokenizer, model_name: str, cfg: TrainConfig, summary: dict) -> None:
-    """checkpoints/final/: the trained weights (gathered from every rank when sharded) and a model card."""
+def save_final(run: RunDir, accelerator, model, tokenizer, model_name: str, cfg: TrainConfig, summary: dict,
+               adapter=None) -> None:
+    """checkpoints/final/: the trained weights (gathered from every rank when sharded) and a model card; under
+    train.method=lora the merged model, with the adapter in final/adapter/."""
     save_checkpoint(run.final, accelerator, model, tokenizer, None, {},
-                    files={"README.md": model_card(model_name, cfg, summary)})
+                    files={"README.md": model_card(model_name, cfg, summary)}, adapter=adapter)
 
 
 def model_card(model_name: str, cfg: TrainConfig, summary: dict) -> str:
@@ -46,10 +48,18 @@ Decode it **greedily**; held-out perplexity is expected to be much worse than th
 | epochs run | {summary.get('epochs_run')}{' (the last one partial)' if _partial(summary) else ''} |
 | updates run | {summary.get('steps')} |
 | optimizer | {optimizer} |
+| method | {_method(cfg)} |
 | global batch | {cfg.batch_size} |
 | final train loss | {summary.get('final_train_loss')} |
 | seed | {cfg.seed} |
 """
+
+
+def _method(cfg: TrainConfig) -> str:
+    if getattr(cfg, "method", "full") != "lora":
+        return "full fine-tuning (every weight)"
+    return (f"LoRA r={cfg.lora_rank}, alpha {cfg.lora_alpha:g}, blocks {cfg.lora_layers}, merged into these weights "
+            "(the adapter alone: adapter/)")
 
 
 def _partial(summary: dict) -> bool:

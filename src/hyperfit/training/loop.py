@@ -51,6 +51,7 @@ from hyperfit.training.engine import (
     reduce_fsdp2_gradients_in_fp32,
 )
 from hyperfit.training.export import push_to_hub, save_final
+from hyperfit.training.lora import Trained, add_adapters, trained
 from hyperfit.training.probe import ChangeTracker, Probe
 from hyperfit.training.step import enable_activation_checkpointing, make_loss_fn, own_autocast, use_compile
 
@@ -84,6 +85,7 @@ class Session:
     probe: Probe
     tracker: ChangeTracker
     budget: Budget
+    adapter: object = None  # train.method=lora: the PeftModel around `model`, which saves the adapter
 
     @property
     def tokens_per_update(self) -> int:
@@ -116,7 +118,7 @@ def setup(cfg: TrainConfig, model_cfg: ModelConfig, run: RunDir, resume: bool) -
     if accelerator.is_main_process:
         remove_interrupted_writes(run)
     compiled = use_compile(cfg.compile, accelerator.device)
-    model, optimizer, tokenizer, loss_fn = _build(cfg, model_cfg, accelerator, micro, compiled, start)
+    model, optimizer, tokenizer, loss_fn, adapter = _build(cfg, model_cfg, accelerator, micro, compiled, start)
     if start.state is not None:
         restore(start, accelerator, optimizer, run)
     if cfg.tracker:
@@ -124,11 +126,15 @@ def setup(cfg: TrainConfig, model_cfg: ModelConfig, run: RunDir, resume: bool) -
     # The samples live on the device: a step indexes them there, with no host→device copy (a pageable copy
     # can stall the host behind the queued kernels).
     ids = torch.tensor([r["input_ids"] for r in train_rows]).to(accelerator.device)
-    accelerator.print(_banner(cfg, accelerator, model, ids, micro, compiled, budget))
+    what = trained(accelerator.unwrap_model(model), cfg, adapter)
+    accelerator.print(_banner(cfg, accelerator, model, ids, micro, compiled, budget, what))
     tracker = ChangeTracker(accelerator.unwrap_model(model), reduce=lambda t: accelerator.reduce(t, "sum"))
     probe = Probe(cfg, model, accelerator, tokenizer, train_rows, val_rows, contexts)
-    return Session(cfg, run, start, accelerator, model, optimizer, tokenizer, loss_fn, micro, ids, probe, tracker,
-                   budget)
+    session = Session(cfg, run, start, accelerator, model, optimizer, tokenizer, loss_fn, micro, ids, probe, tracker,
+                      budget, adapter)
+    if start.step == 0:
+        session.log(what.row())  # which parameters train: the report's "Trained parameters" line
+    return session
 
 
 def _check_budget_kind(cfg: TrainConfig, start: Start) -> None:
@@ -140,21 +146,25 @@ def _check_budget_kind(cfg: TrainConfig, start: Start) -> None:
 
 
 def _build(cfg: TrainConfig, model_cfg: ModelConfig, accelerator, micro: int, compiled: bool, start: Start):
-    """The model (from the resumed checkpoint if any), its tokenizer, the prepared optimizer and the loss."""
+    """The model (from the resumed checkpoint if any), its tokenizer, the prepared optimizer, the loss and,
+    under train.method=lora, the PeftModel that saves the adapter (else None)."""
     torch.manual_seed(cfg.seed)
-    model = load_model(model_cfg, start.checkpoint)
+    lora = cfg.method == "lora"
+    # A LoRA checkpoint holds the adapter only: the frozen base comes from model.name.
+    model = load_model(model_cfg, None if lora else start.checkpoint)
     tokenizer = load_tokenizer(model_cfg, start.checkpoint)
+    adapter = add_adapters(model, cfg, start.checkpoint) if lora else None
     precision_guard(model, cfg.lr, cfg.optimizer)  # bf16 modes: measured on this model's weights
     if cfg.activation_checkpointing:
         enable_activation_checkpointing(model)
     model.train()
     model, optimizer = prepare(accelerator, model, cfg, micro, compiled)
     loss_fn = make_loss_fn(model, compile=compiled, autocast=own_autocast(accelerator, model))
-    return model, optimizer, tokenizer, loss_fn
+    return model, optimizer, tokenizer, loss_fn, adapter
 
 
 def _banner(cfg: TrainConfig, accelerator, model, ids: torch.Tensor, micro: int, compiled: bool,
-            budget: Budget) -> str:
+            budget: Budget, what: Trained) -> str:
     """The Training: line, printed once before the first update: the numbers a user checks."""
     n, seq_len = ids.shape
     dtype = local_weights(accelerator.unwrap_model(model))[0].dtype  # what updates land on (ZeRO-3: its fp32 masters)
@@ -166,6 +176,9 @@ def _banner(cfg: TrainConfig, accelerator, model, ids: torch.Tensor, micro: int,
         f"| {cfg.optimizer} lr {cfg.lr:g} constant, wd {cfg.weight_decay:g} | compile {compiled} | weights "
         f"{str(dtype).replace('torch.', '')}, compute {compute_precision(accelerator)} on {accelerator.device}"
         f"{fsdp2_reduction(accelerator)}"
+        + (f" | LoRA r={cfg.lora_rank} alpha={cfg.lora_alpha:g} on blocks {cfg.lora_layers} "
+           f"({', '.join(what.targets)}): {what.trainable:,} trainable parameters, {what.share:.2%} of the base"
+           if what.method == "lora" else "")
         + (f" | {left_out} samples left out of each epoch (n not divisible by batch)" if left_out else ""))
 
 
@@ -301,7 +314,7 @@ def _save(s: Session, epochs_done: int, step: int, mean_loss: float | None, wind
     save_checkpoint(path, s.accelerator, s.model, s.tokenizer, s.optimizer,
                     {"epoch": epochs_done, "step": step, "seed": s.cfg.seed, "writer": engine_of(s.accelerator, s.cfg),
                      "train_loss_epoch": mean_loss, "log_window": window.saved(),
-                     "epoch_loss": epoch_loss.saved() if epoch_loss is not None else None})
+                     "epoch_loss": epoch_loss.saved() if epoch_loss is not None else None}, adapter=s.adapter)
     if s.accelerator.is_main_process:
         prune_checkpoints(s.run, s.cfg.keep_checkpoints)
 
@@ -333,7 +346,7 @@ def _update(model, optimizer, accelerator, ids: torch.Tensor, micro: int, tokens
 
 def finish(s: Session, model_cfg: ModelConfig, summary: dict) -> None:
     """checkpoints/final/ with its model card; trackers closed; the folder pushed when train.push_to_hub."""
-    save_final(s.run, s.accelerator, s.model, s.tokenizer, model_cfg.name, s.cfg, summary)
+    save_final(s.run, s.accelerator, s.model, s.tokenizer, model_cfg.name, s.cfg, summary, adapter=s.adapter)
     if s.cfg.tracker:
         s.accelerator.end_training()
     if s.cfg.push_to_hub and s.accelerator.is_main_process:
