@@ -95,9 +95,11 @@ class PixelTokenizer:
         return [[self.bos_token_id, *row] for row in quantize(pixels, self.clusters).tolist()]
 
     def pixels(self, ids, height: int | None = None, width: int | None = None) -> np.ndarray:
-        """uint8 RGB [height, width, 3] of cluster ids (SOS dropped); rows cut short are left black."""
+        """uint8 RGB [height, width, 3] of cluster ids (a leading SOS dropped; an SOS inside, which a Llama can
+        generate, shows as the last colour); rows cut short are left black."""
         h, w = height or self.height, width or self.width
-        ids = [int(i) for i in ids if int(i) != self.bos_token_id][: h * w]
+        ids = [int(i) for i in ids]
+        ids = (ids[1:] if ids and ids[0] == self.bos_token_id else ids)[: h * w]
         rgb = np.zeros((h * w, 3), np.uint8)
         colours = np.clip(np.rint((self.clusters + 1.0) * 127.5), 0, 255).astype(np.uint8)
         rgb[: len(ids)] = colours[np.clip(ids, 0, len(colours) - 1)]

@@ -15,6 +15,8 @@ too, as torch-optimi does.
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 OPTIMIZERS = ("adamw", "adamw_kahan")
@@ -122,3 +124,24 @@ def build_optimizer(model, cfg, compile: bool = False, device: torch.device | No
     # fused: one kernel for all tensors on CUDA (the foreach default makes ~10 passes over memory).
     on_cuda = params[0].is_cuda if device is None else torch.device(device).type == "cuda"
     return torch.optim.AdamW(params, fused=on_cuda, **kw)
+
+
+def scheduled_lr(lr: float, schedule: str, warmup: int, step: int, total: int) -> float:
+    """The learning rate of update `step` (0-based): constant, or linear warmup then cosine decay to 0
+    (train.schedule=cosine, for pretraining a base model). A pure function of the step, so a resumed run
+    continues the schedule where it stopped.
+
+    >>> [round(scheduled_lr(1.0, "cosine", 2, s, 6), 3) for s in range(6)]
+    [0.5, 1.0, 0.854, 0.5, 0.146, 0.0]
+    """
+    if schedule == "constant":
+        return lr
+    if step < warmup:
+        return lr * (step + 1) / warmup
+    progress = (step - warmup) / max(1, total - warmup)
+    return lr * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+def set_lr(optimizer, lr: float) -> None:
+    for group in optimizer.param_groups:
+        group["lr"] = lr
