@@ -53,7 +53,8 @@ def quantize(pixels: np.ndarray, clusters: np.ndarray) -> np.ndarray:
     processor = ImageGPTImageProcessor(clusters=clusters, do_resize=False)
     out = []
     for start in range(0, len(pixels), 512):
-        batch = processor(list(pixels[start : start + 512]), return_tensors="np")["input_ids"]
+        batch = processor(list(pixels[start : start + 512]), return_tensors="np",
+                          input_data_format="channels_last")["input_ids"]
         out.append(np.asarray(batch, dtype=np.int64))
     return np.concatenate(out) if out else np.zeros((0, 0), np.int64)
 
