@@ -13,6 +13,7 @@ import torch
 from hyperfit.config import DataConfig, ModelConfig
 from hyperfit.dist import device, world
 from hyperfit.errors import ModelError, PrecisionError  # noqa: F401 - raised here, importable from here
+from hyperfit.images import has_palette, pixel_tokenizer
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -86,8 +87,6 @@ def disable_dropout(config):
 def is_image_model(cfg: ModelConfig, config) -> bool:
     """Whether the model reads colour-cluster tokens: model.arch=imagegpt, an ImageGPT config, or a folder
     carrying a pixel palette (a model built or hyperfitted here on images, e.g. a scratch Llama)."""
-    from hyperfit.images import has_palette
-
     if cfg.arch != "auto":
         return cfg.arch == "imagegpt" or has_palette(cfg.name)
     return getattr(config, "model_type", None) == "imagegpt" or has_palette(cfg.name)
@@ -185,8 +184,6 @@ def has_sharded_weights(model) -> bool:
 def load_tokenizer(cfg: ModelConfig, path: str | Path | None = None):
     """The tokenizer; for an image model its pixel tokenizer (colour clusters + SOS, hyperfit.images)."""
     from transformers import AutoTokenizer
-
-    from hyperfit.images import has_palette, pixel_tokenizer
 
     name = _source(cfg, path)
     if has_palette(name) or cfg.arch == "imagegpt" or (cfg.arch == "auto" and _hub_imagegpt(cfg, path)):

@@ -16,9 +16,10 @@ import numpy as np
 
 from hyperfit.config import DataConfig, RunConfig
 from hyperfit.errors import ConfigError, DataError
-from hyperfit.images.palette import PixelTokenizer, fit_clusters
+from hyperfit.images.palette import PixelTokenizer, fit_clusters, has_palette
 from hyperfit.images.sources import Images, read_images
 from hyperfit.runs import RunDir, write_json, write_jsonl
+from hyperfit.stages.data import split_documents
 
 
 def prefix_rows(height: int, fraction: float) -> int:
@@ -67,8 +68,6 @@ def prepare_image_data(cfg: DataConfig, prefix_fraction: float, run: RunDir, tok
     `tokenizer`: the model's PixelTokenizer (a hub or trained image model); None fits `clusters` colours with
     KMeans on the training images (model.init=scratch). Everything is computed before the first file is written.
     """
-    from hyperfit.stages.data import split_documents
-
     run = RunDir.of(run)
     images = read_images(cfg)
     n, h, w = images.pixels.shape[:3]
@@ -111,6 +110,4 @@ def prepare_image_data(cfg: DataConfig, prefix_fraction: float, run: RunDir, tok
 
 def image_run(run: RunDir) -> bool:
     """Whether the run's data are images (its data/ holds a palette)."""
-    from hyperfit.images.palette import has_palette
-
     return has_palette(RunDir.of(run).data)

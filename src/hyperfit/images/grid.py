@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
 
 from hyperfit.runs import atomic_path
 
@@ -32,8 +33,6 @@ def grid_image(rows: list[list[np.ndarray]], scale: int = 4, gap: int = 2) -> np
 
 
 def save_png(image: np.ndarray, path: Path) -> Path:
-    from PIL import Image
-
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(path) as tmp:
         Image.fromarray(image).save(tmp, format="PNG")

@@ -15,6 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
+from hyperfit.errors import ModelError
+
 PALETTE_FILE = "pixel_palette.json"
 
 
@@ -32,8 +34,11 @@ def to_unit(pixels: np.ndarray) -> np.ndarray:
 
 def fit_clusters(pixels: np.ndarray, k: int, seed: int, max_pixels: int = 200_000) -> np.ndarray:
     """k colour clusters [k, 3] in [-1, 1] fitted with KMeans on (a seeded sample of) the RGB pixels."""
-    from sklearn.cluster import KMeans
-
+    try:
+        from sklearn.cluster import KMeans
+    except ImportError as e:
+        raise ModelError("a model built here (model.init=scratch) needs colour clusters fitted with scikit-learn's "
+                         "KMeans: pip install 'hyperfit[images]' (or scikit-learn)") from e
     flat = to_unit(pixels.reshape(-1, 3))
     rng = np.random.default_rng(seed)
     if len(flat) > max_pixels:
@@ -121,8 +126,6 @@ class PixelTokenizer:
 def pixel_tokenizer(name: str, revision: str | None = None) -> PixelTokenizer:
     """The PixelTokenizer of a model folder (its palette file) or of a hub ImageGPT (its image processor's
     clusters)."""
-    from hyperfit.errors import ModelError
-
     if has_palette(name):
         return PixelTokenizer.from_folder(name)
     from transformers import ImageGPTImageProcessor

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from PIL import Image, UnidentifiedImageError
 
 from hyperfit.config import DataConfig
 from hyperfit.errors import DataError
@@ -90,8 +91,6 @@ def _label(value):
 
 
 def _open(path: Path) -> np.ndarray:
-    from PIL import Image, UnidentifiedImageError
-
     try:
         with Image.open(path) as im:
             return np.asarray(im.convert("RGB"))
@@ -114,8 +113,6 @@ def _stack(arrays: list[np.ndarray], names: list[str], cfg: DataConfig) -> np.nd
 
 
 def resize(a: np.ndarray, size: int) -> np.ndarray:
-    from PIL import Image
-
     if a.shape[:2] == (size, size):
         return a
     return np.asarray(Image.fromarray(a).resize((size, size), Image.BICUBIC))
