@@ -22,10 +22,10 @@ from pathlib import Path
 from hyperfit.config import RunConfig, help_text, load_config
 from hyperfit.config.load import is_file
 from hyperfit.demo import demo
-from hyperfit.images.demo import demo_images
 from hyperfit.dist import close_process_group, print0
 from hyperfit.errors import ConfigError, HyperfitError
 from hyperfit.experiments import LAUNCHERS, load_spec, run_experiment
+from hyperfit.images.demo import demo_images
 from hyperfit.metrics.registry import available_metrics
 from hyperfit.plan import plan
 from hyperfit.runs import RunDir, load_run_config, record_stage_overrides
