@@ -32,7 +32,7 @@ MAX_FUNCTION_LINES = 60
 TORCH_BOUNDARY = {"torch", "transformers", "accelerate", "peft", "deepspeed", "safetensors"}
 # Not torch, but as slow to import and needed by one command each (plots; the hub client for a download):
 # `hyperfit --help` and the study server must not pay for them.
-SLOW_TO_IMPORT = {"matplotlib", "huggingface_hub"}
+SLOW_TO_IMPORT = {"matplotlib", "huggingface_hub", "sklearn"}  # sklearn: the k-means of image palettes
 LIGHT_ENTRY_POINTS = ["hyperfit", "hyperfit.config", "hyperfit.study.server"]
 HEAVY = ["torch", "transformers"]
 

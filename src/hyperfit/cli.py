@@ -25,6 +25,7 @@ from hyperfit.demo import demo
 from hyperfit.dist import close_process_group, print0
 from hyperfit.errors import ConfigError, HyperfitError
 from hyperfit.experiments import LAUNCHERS, load_spec, run_experiment
+from hyperfit.images.demo import demo_images
 from hyperfit.metrics.registry import available_metrics
 from hyperfit.plan import plan
 from hyperfit.runs import RunDir, load_run_config, record_stage_overrides
@@ -148,6 +149,9 @@ def parse_lengths(text: str) -> list[int]:
 
 
 def cmd_demo(args) -> int:
+    if args.images:
+        demo_images(args.assets, args.out, args.overrides, resume=args.resume)
+        return 0
     demo(args.assets, args.out, args.overrides, resume=args.resume)
     return 0
 
@@ -266,6 +270,9 @@ def _add_tools(sub) -> None:
     d.add_argument("--out", default="runs", help="parent of the demo's run directory (default: runs)")
     d.add_argument("--resume", action="store_true",
                    help="finish an interrupted demo run instead of replacing it")
+    d.add_argument("--images", action="store_true",
+                   help="the image demo: pretrain a tiny ImageGPT on MNIST (assets/images/mnist), hyperfit it, and "
+                        "complete held-out digits (overrides prefixed pretrain. go to the pretraining run)")
     d.add_argument("overrides", nargs="*", help="key.sub=value on top of the demo's settings")
     d.set_defaults(fn=cmd_demo)
 

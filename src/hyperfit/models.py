@@ -13,6 +13,7 @@ import torch
 from hyperfit.config import DataConfig, ModelConfig
 from hyperfit.dist import device, world
 from hyperfit.errors import ModelError, PrecisionError  # noqa: F401 - raised here, importable from here
+from hyperfit.images import has_palette, pixel_tokenizer
 from hyperfit.memory_modes import MIN_KEPT, PROBE_STEPS, RECOMMENDED, keeping_modes, kept_share, probe_weights
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -86,11 +87,30 @@ def disable_dropout(config):
     return config
 
 
+def is_image_model(cfg: ModelConfig, config) -> bool:
+    """Whether the model reads colour-cluster tokens: model.arch=imagegpt, an ImageGPT config, or a folder
+    carrying a pixel palette (a model built or hyperfitted here on images, e.g. a scratch Llama)."""
+    if cfg.arch != "auto":
+        return cfg.arch == "imagegpt" or has_palette(cfg.name)
+    return getattr(config, "model_type", None) == "imagegpt" or has_palette(cfg.name)
+
+
+def model_class(cfg: ModelConfig, config):
+    """AutoModelForCausalLM, or ImageGPTForCausalImageModeling, which transformers lists under causal *image*
+    modeling (AutoModelForCausalLM does not map imagegpt)."""
+    from transformers import AutoModelForCausalLM
+
+    arch = cfg.arch if cfg.arch != "auto" else ("imagegpt" if config.model_type == "imagegpt" else "causal_lm")
+    if arch == "imagegpt":
+        from transformers import ImageGPTForCausalImageModeling
+
+        return ImageGPTForCausalImageModeling
+    return AutoModelForCausalLM
+
+
 def load_model(cfg: ModelConfig, path: str | Path | None = None):
     """The model from cfg.name (or `path`, e.g. a checkpoint), dropout off, in cfg.dtype. A checkpoint of a
     LoRA run holds only the adapter: it is merged into cfg.name's weights."""
-    from transformers import AutoModelForCausalLM
-
     from hyperfit.training.lora import is_adapter_folder, load_merged
 
     if is_adapter_folder(path):
@@ -100,7 +120,7 @@ def load_model(cfg: ModelConfig, path: str | Path | None = None):
     kwargs = {}
     if cfg.attn_implementation:
         kwargs["attn_implementation"] = cfg.attn_implementation
-    model = AutoModelForCausalLM.from_pretrained(
+    model = model_class(cfg, config).from_pretrained(
         name, config=config, revision=cfg.revision if path is None else None, dtype=DTYPES[cfg.dtype],
         trust_remote_code=cfg.trust_remote_code, **kwargs)
     return model
@@ -170,9 +190,12 @@ def has_sharded_weights(model) -> bool:
 
 
 def load_tokenizer(cfg: ModelConfig, path: str | Path | None = None):
+    """The tokenizer; for an image model its pixel tokenizer (colour clusters + SOS, hyperfit.images)."""
     from transformers import AutoTokenizer
 
     name = _source(cfg, path)
+    if has_palette(name) or cfg.arch == "imagegpt" or (cfg.arch == "auto" and _hub_imagegpt(cfg, path)):
+        return pixel_tokenizer(name, revision=cfg.revision if path is None else None)
     try:
         tok = AutoTokenizer.from_pretrained(name, revision=cfg.revision if path is None else None,
                                             trust_remote_code=cfg.trust_remote_code)
@@ -183,6 +206,32 @@ def load_tokenizer(cfg: ModelConfig, path: str | Path | None = None):
         # Contexts all have the same length, so padding never reaches the model; generate() still wants an id.
         tok.pad_token = tok.eos_token if tok.eos_token is not None else tok.convert_ids_to_tokens(0)
     return tok
+
+
+def _hub_imagegpt(cfg: ModelConfig, path) -> bool:
+    try:
+        return load_model_config(cfg, path).model_type == "imagegpt"
+    except ModelError:
+        return False
+
+
+def build_scratch_model(cfg: ModelConfig, vocab_size: int, positions: int, seed: int):
+    """A new, randomly initialised model from model.config (model.init=scratch): a tiny ImageGPT or Llama over
+    `vocab_size` tokens (colour clusters + SOS) and `positions` positions (pixels + SOS), dropout off."""
+    from transformers import ImageGPTConfig, ImageGPTForCausalImageModeling, LlamaConfig, LlamaForCausalLM
+
+    sizes = {k: v for k, v in cfg.config.items() if k not in ("model_type", "clusters")}
+    torch.manual_seed(seed)
+    if cfg.config.get("model_type", "imagegpt") == "llama":
+        defaults = dict(hidden_size=64, intermediate_size=172, num_hidden_layers=4, num_attention_heads=4,
+                        num_key_value_heads=4, tie_word_embeddings=True)
+        config = LlamaConfig(**{**defaults, **sizes}, vocab_size=vocab_size, max_position_embeddings=positions,
+                             bos_token_id=vocab_size - 1, eos_token_id=None, pad_token_id=0)
+        return LlamaForCausalLM(disable_dropout(config))
+    defaults = dict(n_embd=64, n_layer=4, n_head=4)
+    config = ImageGPTConfig(**{**defaults, **sizes}, vocab_size=vocab_size, n_positions=positions)
+    config.bos_token_id, config.pad_token_id = vocab_size - 1, 0
+    return ImageGPTForCausalImageModeling(disable_dropout(config))
 
 
 def context_length(config) -> int | None:

@@ -44,6 +44,8 @@ RANGES: dict[str, Range] = {
     "generate.num_samples": AT_LEAST_1, "generate.max_new_tokens": AT_LEAST_1, "generate.batch_size": AT_LEAST_1,
     "generate.block_ngrams": Range(2, why=" (the paper blocks 6-grams), or null"), "generate.seed": SEED,
     "evaluate.window": AT_LEAST_1, "evaluate.batch_size": AT_LEAST_1,
+    "data.image_size": Range(1, why=", or null to keep the images' size"), "train.warmup_updates": NON_NEGATIVE,
+    "generate.prefix_fraction": Range(0, 1, True, True, why=": the share of rows given as context"),
 }
 
 # Numeric decoder parameters (generate.params), as transformers' logits processors check them when
@@ -84,6 +86,7 @@ def validate(cfg: RunConfig) -> list[str]:
         p.append(f"model.dtype={cfg.model.dtype!r} must be one of float32, bfloat16, float16")
     if g.dtype not in ("auto", "float32", "bfloat16", "float16"):
         p.append(f"generate.dtype={g.dtype!r} must be one of auto, float32, bfloat16, float16")
+    p += _image_problems(cfg)
     p += _decoder_problems(g)
     if not (g.checkpoint in ("final", "base") or g.checkpoint.startswith(("epoch-", "step-"))):
         p.append(f"generate.checkpoint={g.checkpoint!r} must be final, base, epoch-NNNN or step-NNNNNNN")
@@ -98,6 +101,20 @@ TEXT_CHOICES = {"strip_boilerplate": ("auto", "none"), "reflow": ("auto", "alway
 def _text_problems(d) -> list[str]:
     return [f"data.{name}={getattr(d, name)!r} must be one of {', '.join(choices)}"
             for name, choices in TEXT_CHOICES.items() if getattr(d, name) not in choices]
+def _image_problems(cfg: RunConfig) -> list[str]:
+    p = []
+    if cfg.data.kind not in ("auto", "text", "images"):
+        p.append(f"data.kind={cfg.data.kind!r} must be auto, text or images")
+    if cfg.model.arch not in ("auto", "causal_lm", "imagegpt"):
+        p.append(f"model.arch={cfg.model.arch!r} must be auto, causal_lm or imagegpt")
+    if cfg.model.init not in ("pretrained", "scratch"):
+        p.append(f"model.init={cfg.model.init!r} must be pretrained or scratch")
+    elif cfg.model.init == "scratch" and cfg.model.config.get("model_type", "imagegpt") not in ("imagegpt", "llama"):
+        p.append(f"model.config.model_type={cfg.model.config['model_type']!r}: model.init=scratch builds imagegpt "
+                 "or llama")
+    if cfg.train.schedule not in ("constant", "cosine"):
+        p.append(f"train.schedule={cfg.train.schedule!r} must be constant or cosine")
+    return p
 
 
 def _update_cadence_problems(t: TrainConfig) -> list[str]:

@@ -70,6 +70,15 @@ class DataConfig:
     """Wrap each document in the tokenizer's chat template before it is tokenized (its first sentence as the
     user turn, the rest as the assistant's answer), so an instruct model is hyperfitted on text in the format
     it was tuned on. Needs a tokenizer with a chat template."""
+    # Images (hyperfit.images) ----------------------------------------------------------------------------
+    kind: str = "auto"
+    """text or images; auto: images when data.source is a folder, a .npy file or an MNIST IDX file (a Hugging
+    Face image dataset needs data.kind=images). Images set seq_len and context_len from their size."""
+    image_size: Optional[int] = None
+    """Resize every image to this many pixels square (None: keep the size, which must then be the same for
+    all images; a hub ImageGPT wants its own size, 32)."""
+    image_field: str = "image"
+    """Column holding the image, for a Hugging Face image dataset."""
 
 
 @dataclass(frozen=True)
@@ -86,6 +95,16 @@ class ModelConfig:
     """Allow model code from the hub repository (only for models that need it)."""
     attn_implementation: Optional[str] = None
     """Attention kernel passed to transformers (e.g. sdpa, eager, flash_attention_2); None: its default."""
+    # Image models and models built here ---------------------------------------------------------------------
+    arch: str = "auto"
+    """causal_lm (AutoModelForCausalLM), imagegpt (ImageGPTForCausalImageModeling), or auto: from the model's
+    config (model_type imagegpt → imagegpt)."""
+    init: str = "pretrained"
+    """pretrained: load model.name; scratch: build a new model from model.config (randomly initialised, seeded by
+    train.seed), to pretrain a small base model here; model.name is then ignored."""
+    config: dict[str, Any] = field(default_factory=dict)
+    """For model.init=scratch: model_type (imagegpt or llama) and sizes, e.g. {model_type: imagegpt, n_embd: 64,
+    n_layer: 4, n_head: 4}; vocab_size and positions follow from the data (colour clusters + 1, pixels + 1)."""
 
 
 @dataclass(frozen=True)
@@ -173,6 +192,12 @@ class TrainConfig:
     lora_layers: str = "all"
     """Which transformer blocks get adapters: all, last:K (the last K blocks: late-stage LoRA, Li et al.
     arXiv 2605.22579 use the last 5), or block indices separated by commas, e.g. "0,1,5"."""
+    # Pretraining schedule (hyperfit.images) ---------------------------------------------------------------
+    schedule: str = "constant"
+    """Learning-rate schedule: constant (the paper's hyperfitting), or cosine: linear warmup over
+    train.warmup_updates, then cosine decay to 0 (for pretraining a base model with model.init=scratch)."""
+    warmup_updates: int = 0
+    """Updates of linear warmup before the cosine decay (train.schedule=cosine)."""
 
 
 @dataclass(frozen=True)
@@ -220,6 +245,10 @@ class GenerateConfig:
     with_base: bool = True
     """`hyperfit run` also continues the contexts with the untrained model (tag base-<decoder>), so the
     report compares the model before and after hyperfitting."""
+    # Images (hyperfit.images) --------------------------------------------------------------------------
+    prefix_fraction: float = 0.25
+    """Images: the share of each held-out image's rows given as context (paper: the top 25 %); the model
+    completes the rest. Decides data.context_len and generate.max_new_tokens for image data."""
 
 
 @dataclass(frozen=True)

@@ -41,7 +41,14 @@ def model_runs_fast_greedy(model, gen_config, contexts: Sequence[Sequence[int]],
     return fast_greedy_runs(gen_config, contexts, fast, *_device_and_attention(model))
 
 
+# Models whose attention ignores a static cache's empty slots only when given a mask, which the fast loop does
+# not pass: ImageGPT builds its mask from attention_mask alone, so its fast-loop tokens differed from generate().
+NO_STATIC_CACHE = ("imagegpt",)
+
+
 def _device_and_attention(model) -> tuple[str, str | None]:
+    if getattr(model.config, "model_type", None) in NO_STATIC_CACHE:
+        return next(model.parameters()).device.type, "no static cache"  # not in ATTENTION: generate() runs
     return next(model.parameters()).device.type, getattr(model.config, "_attn_implementation", None)
 
 

@@ -233,6 +233,9 @@ def blocker_processor(run: RunDir, cfg: GenerateConfig, tokenizer):
     from hyperfit.decoding.blocker import NgramBlocker, starts_word_from_tokenizer
 
     train_ids = [r["input_ids"] for r in run.read_samples("train")]
+    if getattr(tokenizer, "sos_token_id", None) is not None:
+        # Images: the start-of-image token is input only (ImageGPT has no logit for it) and opens every sample.
+        train_ids = [ids[1:] for ids in train_ids]
     starts_word = starts_word_from_tokenizer(tokenizer) if cfg.block_until_word_end else None
     return LogitsProcessorList([NgramBlocker.from_samples(train_ids, cfg.block_ngrams, starts_word=starts_word,
                                                           delay_until_word_end=cfg.block_until_word_end)])

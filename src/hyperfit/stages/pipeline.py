@@ -21,6 +21,15 @@ from hyperfit.config import RunConfig, to_dict
 from hyperfit.decoding.presets import resolve
 from hyperfit.dist import barrier, world
 from hyperfit.errors import ConfigError
+from hyperfit.images import evaluate_images
+from hyperfit.images.stage import (
+    check_kinds,
+    ensure_base_model,
+    image_config,
+    is_image_data,
+    sampled_changes,
+    write_image_data,
+)
 from hyperfit.metrics.registry import get_metric
 from hyperfit.models import (
     check_lengths,
@@ -42,7 +51,7 @@ NEXT_UNDER_FSDP2 = ("to generate, evaluate and report, run the same `hyperfit ru
                     "stages")
 
 
-def check(cfg: RunConfig, trains: bool = True) -> None:
+def check(cfg: RunConfig, trains: bool = True, images: bool = False) -> None:
     """Everything that can be checked cheaply: the model's config loads, lengths fit its context, and
     (when the run will train) the batch splits over the launched processes."""
     from hyperfit.training import check_tracker, local_batch_size
@@ -56,8 +65,11 @@ def check(cfg: RunConfig, trains: bool = True) -> None:
     resolve(cfg.generate.decoder, cfg.generate.params)
     for name in cfg.evaluate.metrics:
         get_metric(name)
-    check_model_files(cfg.model)
-    check_lengths(load_model_config(cfg.model), cfg.data, cfg.generate.max_new_tokens, cfg.train.probe_new_tokens)
+    check_kinds(cfg, images)
+    if cfg.model.init != "scratch":  # a scratch model is built to fit the data, after the data stage
+        check_model_files(cfg.model)
+        check_lengths(load_model_config(cfg.model), cfg.data, cfg.generate.max_new_tokens,
+                      cfg.train.probe_new_tokens)
     check_tracker(cfg.train.tracker)
     trains_at_all = (cfg.train.updates or cfg.train.epochs) > 0
     if cfg.model.dtype != "float32" and trains_at_all:
@@ -97,7 +109,15 @@ def _write_config_and_data(cfg: RunConfig, run_dir: RunDir, resume: bool) -> Non
     created = not run_dir.path.exists()
     try:
         save_config(run_dir, cfg)
-        if not (resume and run_dir.data_file("contexts").exists()):
+        images = is_image_data(cfg)
+        if images and not (resume and run_dir.data_file("contexts").exists()):
+            manifest = write_image_data(cfg, run_dir)
+            print(f"data: {manifest['train']} train / {manifest['val']} val / {manifest['contexts']} context images "
+                  f"of {manifest['height']}×{manifest['width']}, {manifest['clusters']} colours "
+                  f"({manifest['palette']}), context = top {manifest['prefix_rows']} rows")
+        if images:
+            ensure_base_model(cfg, run_dir)
+        if not images and not (resume and run_dir.data_file("contexts").exists()):
             manifest = prepare_data(cfg.data, load_tokenizer(cfg.model), run_dir)
             print(f"data: {manifest['train']} train / {manifest['val']} val / {manifest['contexts']} contexts "
                   f"from {manifest['qualifying']} of {manifest['documents']} documents with ≥ {cfg.data.seq_len} "
@@ -117,6 +137,11 @@ def generation_jobs(cfg: RunConfig, run_dir: RunDir) -> list[Job]:
         # With a tag of the user's, the base model's rows need their own (they overwrote the trained ones).
         base_tag = f"base-{cfg.generate.tag}" if cfg.generate.tag else None
         jobs.append(Job.of(run_dir, cfg, contexts, checkpoint="base", tag=base_tag))
+    if is_image_data(cfg) and not cfg.generate.tag and cfg.generate.decoder != sampled_changes()["decoder"]:
+        # Images: greedy and sampled completions, as the paper shows both.
+        jobs.append(Job.of(run_dir, cfg, contexts, **sampled_changes()))
+        if cfg.generate.with_base:
+            jobs.append(Job.of(run_dir, cfg, contexts, checkpoint="base", **sampled_changes()))
     return jobs
 
 
@@ -125,12 +150,15 @@ def run(cfg: RunConfig, resume: bool = False) -> RunDir:
     from hyperfit.training import train
 
     run_dir = RunDir(cfg.run_dir)
+    images = is_image_data(cfg)
+    if images:
+        cfg = image_config(cfg, run_dir)
     if run_dir.config.exists() and not resume:
         raise RunError(f"{run_dir.path} already exists; pass --resume to continue it, or choose another name "
                        f"(name=... or out_dir=...)")
     if resume and run_dir.config.exists():
         check_resumable(cfg, run_dir)
-    check(cfg, trains=not (resume and run_dir.final.is_dir()))
+    check(cfg, trains=not (resume and run_dir.final.is_dir()), images=images)
     main = world()[0] == 0
     stop_after_training = deepspeed_launch()
     if stop_after_training and main:
@@ -159,6 +187,8 @@ def run(cfg: RunConfig, resume: bool = False) -> RunDir:
     if main:
         print("\n".join(f"generate: {job.path}" for job in jobs))
     evaluate(cfg.evaluate, cfg.model, run_dir)
+    if images and main:
+        evaluate_images(run_dir)
     path = report([run_dir])
     if main:
         print(f"report: {path}")

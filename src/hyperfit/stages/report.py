@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from hyperfit.dist import world
+from hyperfit.images import image_report_lines, image_run
 from hyperfit.metrics.repetition import ttr_by_position
 from hyperfit.runs import RunDir, RunError, atomic_path, file_sha256, load_run_config, read_jsonl, write_text
 from hyperfit.stages.convergence import final_train_loss, not_near_zero
@@ -321,6 +322,9 @@ def report(runs: Sequence[RunDir], out: Path | None = None) -> Path:
         by_position = plot_ttr_by_position(run, plot_file, window, label)
         if by_position:
             lines += [f"## TTR by position: {label}", "", f"![TTR by position]({by_position.relative_to(out)})", ""]
+    for run, label in zip(runs, labels):
+        if image_run(run):  # image runs: completion grids per decoder and the image metrics
+            lines += image_report_lines(run, out, label)
     for run, label in zip(runs, labels):
         ex = examples(run)
         if ex:

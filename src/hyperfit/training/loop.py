@@ -52,6 +52,7 @@ from hyperfit.training.engine import (
 )
 from hyperfit.training.export import push_to_hub, save_final
 from hyperfit.training.lora import Trained, add_adapters, trained
+from hyperfit.training.optim import scheduled_lr, set_lr
 from hyperfit.training.probe import ChangeTracker, Probe
 from hyperfit.training.step import enable_activation_checkpointing, make_loss_fn, own_autocast, use_compile
 
@@ -173,7 +174,7 @@ def _banner(cfg: TrainConfig, accelerator, model, ids: torch.Tensor, micro: int,
         f"Training: {n} samples × {seq_len} tokens | global batch {cfg.batch_size} = {accelerator.num_processes} "
         f"process(es) × {cfg.grad_accum} micro-batch(es) × {micro} | {cfg.batch_size * (seq_len - 1)} target "
         f"tokens/update | {budget.describe()} ({budget.per_epoch}/epoch) | {budget.cadence()} "
-        f"| {cfg.optimizer} lr {cfg.lr:g} constant, wd {cfg.weight_decay:g} | compile {compiled} | weights "
+        f"| {cfg.optimizer} lr {cfg.lr:g} {cfg.schedule}, wd {cfg.weight_decay:g} | compile {compiled} | weights "
         f"{str(dtype).replace('torch.', '')}, compute {compute_precision(accelerator)} on {accelerator.device}"
         f"{fsdp2_reduction(accelerator)}"
         + (f" | LoRA r={cfg.lora_rank} alpha={cfg.lora_alpha:g} on blocks {cfg.lora_layers} "
@@ -268,6 +269,8 @@ def _epoch(s: Session, epoch: int, step: int, window: LossWindow, bar, carried: 
     for b in range(step - begin, budget.epoch_end(epoch) - begin):
         batch = order[b * cfg.batch_size : (b + 1) * cfg.batch_size]
         mine = batch[s.accelerator.process_index * per_rank :][:per_rank]
+        if cfg.schedule != "constant":
+            set_lr(s.optimizer, scheduled_lr(cfg.lr, cfg.schedule, cfg.warmup_updates, step, budget.total))
         loss = _update(s.model, s.optimizer, s.accelerator, s.ids[mine], s.micro, s.tokens_per_update, cfg,
                        s.loss_fn)
         epoch_loss.add(loss)
@@ -277,7 +280,8 @@ def _epoch(s: Session, epoch: int, step: int, window: LossWindow, bar, carried: 
         if step % cfg.log_every == 0:
             value = window.take()
             bar.set_postfix(loss=f"{value:.4f}", epoch=epoch)
-            s.log({"type": "step", "epoch": epoch, "step": step, "loss": value, "lr": cfg.lr})
+            s.log({"type": "step", "epoch": epoch, "step": step, "loss": value,
+                   "lr": scheduled_lr(cfg.lr, cfg.schedule, cfg.warmup_updates, step - 1, budget.total)})
         if budget.in_updates and step < budget.epoch_end(epoch):
             _inside_epoch(s, epoch, step, window, epoch_loss)
     return epoch_loss.take(), step

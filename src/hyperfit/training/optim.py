@@ -19,6 +19,8 @@ too, as torch-optimi does.
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 
@@ -155,3 +157,24 @@ class KahanSRAdamW(KahanAdamW):
     def __init__(self, params, lr: float = 1e-6, betas=(0.9, 0.999), eps: float = 1e-8, weight_decay: float = 0.0,
                  compile: bool = False):
         _ListAdamW.__init__(self, params, kahan_sr_adamw_, lr, betas, eps, weight_decay, compile)
+
+
+def scheduled_lr(lr: float, schedule: str, warmup: int, step: int, total: int) -> float:
+    """The learning rate of update `step` (0-based): constant, or linear warmup then cosine decay to 0
+    (train.schedule=cosine, for pretraining a base model). A pure function of the step, so a resumed run
+    continues the schedule where it stopped.
+
+    >>> [round(scheduled_lr(1.0, "cosine", 2, s, 6), 3) for s in range(6)]
+    [0.5, 1.0, 0.854, 0.5, 0.146, 0.0]
+    """
+    if schedule == "constant":
+        return lr
+    if step < warmup:
+        return lr * (step + 1) / warmup
+    progress = (step - warmup) / max(1, total - warmup)
+    return lr * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+def set_lr(optimizer, lr: float) -> None:
+    for group in optimizer.param_groups:
+        group["lr"] = lr
