@@ -12,6 +12,7 @@ light modules, so `import hyperfit.config` loads neither torch nor transformers.
 from __future__ import annotations
 
 import math
+from pathlib import Path
 from typing import Any
 
 from hyperfit.config.schema import EvaluateConfig, GenerateConfig, RunConfig, TrainConfig
@@ -26,6 +27,7 @@ SEED = Range(0, 2**32, open_high=True, why=" (numpy refuses negative seeds; 32 b
 RANGES: dict[str, Range] = {
     "data.seq_len": Range(2), "data.num_train": AT_LEAST_1, "data.num_val": NON_NEGATIVE,
     "data.num_contexts": NON_NEGATIVE, "data.context_len": AT_LEAST_1, "data.seed": SEED,
+    "data.context_words": AT_LEAST_1,
     "data.max_documents": Range(1, why=", or null to read them all"),
     "train.epochs": NON_NEGATIVE, "train.lr": POSITIVE, "train.weight_decay": NON_NEGATIVE, "train.eps": POSITIVE,
     "train.batch_size": AT_LEAST_1, "train.grad_accum": AT_LEAST_1, "train.seed": SEED,
@@ -67,6 +69,7 @@ def validate(cfg: RunConfig) -> list[str]:
         p.append(f"train.batch_size={t.batch_size} is not divisible by train.grad_accum={t.grad_accum}; "
                  "the global batch is fixed, so choose grad_accum among its divisors")
     p += _update_cadence_problems(t)
+    p += context_set_problems(d.contexts)
     if t.precision not in ("auto", "bf16", "fp16", "no"):
         p.append(f"train.precision={t.precision!r} must be one of auto, bf16, fp16, no")
     if t.optimizer not in ("adamw", "adamw_kahan"):
@@ -82,6 +85,37 @@ def validate(cfg: RunConfig) -> list[str]:
     if not (g.checkpoint in ("final", "base") or g.checkpoint.startswith(("epoch-", "step-"))):
         p.append(f"generate.checkpoint={g.checkpoint!r} must be final, base, epoch-NNNN or step-NNNNNNN")
     return p + _metric_problems(cfg.evaluate)
+
+
+CONTEXT_SOURCE_KEYS = ("source", "count", "domain", "text_field", "split", "hf_config", "max_documents")
+
+
+def context_set_problems(entries) -> list[str]:
+    """data.contexts: each entry a mapping with a source and a positive count, known keys, distinct domains.
+
+    >>> context_set_problems([{"source": "a.txt", "count": 2}, {"source": "b.txt", "count": 0, "lang": "x"}])[0]
+    'data.contexts[1].count=0 must be a whole number of at least 1 (documents drawn from b.txt)'
+    """
+    p, domains = [], []
+    for i, e in enumerate(entries):
+        where = f"data.contexts[{i}]"
+        if not isinstance(e, dict):
+            p.append(f"{where}={e!r} must be a mapping such as {{source: wiki.txt, count: 100, domain: wikipedia}}")
+            continue
+        if not isinstance(e.get("source"), str) or not e["source"]:
+            p.append(f"{where} has no source; give a file or datasets id, e.g. source: wiki.txt")
+        count = e.get("count")
+        if isinstance(count, bool) or not isinstance(count, int) or count < 1:
+            p.append(f"{where}.count={count!r} must be a whole number of at least 1 (documents drawn from "
+                     f"{e.get('source')})")
+        p += [f"unknown key {where}.{k}; known: {', '.join(CONTEXT_SOURCE_KEYS)}" for k in e
+              if k not in CONTEXT_SOURCE_KEYS]
+        domains.append(str(e.get("domain") or Path(str(e.get("source", ""))).stem))
+    repeated = sorted({d for d in domains if domains.count(d) > 1})
+    if repeated:
+        p.append(f"data.contexts: domain {', '.join(repeated)} is named by more than one entry; give each entry "
+                 "its own domain: (metrics are grouped by it)")
+    return p
 
 
 def _update_cadence_problems(t: TrainConfig) -> list[str]:

@@ -7,7 +7,8 @@ Every qualifying document (at least `seq_len` tokens; repeated documents once) i
 `data.seed`; the first `num_contexts` become generation contexts (their first `context_len` tokens; the
 rest of the document is the human continuation), the next `num_val` validation sequences, the next
 `num_train` training samples. One document feeds at most one of these, so held-out text never leaks into
-training, and the held-out sets do not depend on num_train.
+training, and the held-out sets do not depend on num_train. With `data.contexts` the contexts are instead an
+evaluation set as text from their own sources (`hyperfit.stages.evalset`), disjoint from the training text.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import hashlib
 import json
 import re
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +27,7 @@ from hyperfit.config import DataConfig
 from hyperfit.errors import DataError  # noqa: F401 - raised here, importable from here
 from hyperfit.metrics.lexical import words
 from hyperfit.runs import RunDir, write_json, write_jsonl, write_text
+from hyperfit.stages.evalset import draw_contexts, set_sha256, tokenize_contexts
 
 REFERENCE_MAX_TOKENS = 1024  # a held-out book could be 200k tokens; nobody compares continuations that long
 
@@ -219,8 +222,10 @@ def continuation_text(tokenizer, context_ids: list[int], continuation_ids: list[
     return whole[len(ctx):] if whole.startswith(ctx) else tokenizer.decode(continuation_ids, skip_special_tokens=True)
 
 
-def text_hash(text: str) -> str:
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
+def text_hash(text: str, full: bool = False) -> str:
+    """sha256 of a text: its first 16 hex digits (a sample's name for its document), or all of them."""
+    digest = hashlib.sha256(text.encode()).hexdigest()
+    return digest if full else digest[:16]
 
 
 def prepare_data(cfg: DataConfig, tokenizer, run: RunDir) -> dict:
@@ -233,7 +238,8 @@ def prepare_data(cfg: DataConfig, tokenizer, run: RunDir) -> dict:
     docs = read_documents(cfg)
     ids = tokenize_documents(docs, tokenizer, cfg.seq_len)
     hashes = [text_hash(d) for d in docs]
-    split = split_documents([len(x) for x in ids], cfg, keys=hashes)
+    # With data.contexts the evaluation set comes from its own sources: the training source holds no contexts.
+    split = split_documents([len(x) for x in ids], replace(cfg, num_contexts=0) if cfg.contexts else cfg, keys=hashes)
 
     def sample(kind: str, k: int, i: int) -> dict:
         return {"id": f"{kind}-{k:05d}", "doc_id": i, "input_ids": ids[i][: cfg.seq_len], "text_hash": hashes[i]}
@@ -249,13 +255,20 @@ def prepare_data(cfg: DataConfig, tokenizer, run: RunDir) -> dict:
     contexts = [context(k, i) for k, i in enumerate(split["contexts"])]
     # The non-word rate needs a vocabulary of real words: every word type in the source text, but the held-out
     # documents (contexts and their human continuations): with them in, the human row would be all words by
-    # construction.
-
-    held_out = {hashes[i] for i in split["contexts"]}
-    vocabulary = sorted({w for d, h in zip(docs, hashes) if h not in held_out for w in words(d)})
+    # construction. A text evaluation set adds the words of its sources' documents that were not drawn.
+    held_out, extra, text_set = {hashes[i] for i in split["contexts"]}, [], {}
+    if cfg.contexts:
+        rows, skipped, extra = draw_contexts(cfg, [docs[i] for i in split["train"]], read_documents, text_hash)
+        contexts = tokenize_contexts(rows, tokenizer)
+        held_out = {r["text_hash"] for r in rows}
+        text_set = {"contexts_sha256": set_sha256(rows), "contexts_skipped_in_training": skipped,
+                    "contexts_per_domain": {d: sum(r["domain"] == d for r in rows) for d in skipped},
+                    "context_words": cfg.context_words}
+    vocabulary = sorted({w for d, h in zip(docs, hashes) if h not in held_out for w in words(d)}
+                        | {w for d in extra for w in words(d)})
     manifest = {"source": cfg.source, "documents": len(docs), "qualifying": sum(len(x) >= cfg.seq_len for x in ids),
                 "train": len(train), "val": len(val), "contexts": len(contexts), "seq_len": cfg.seq_len,
-                "context_len": cfg.context_len, "vocabulary_words": len(vocabulary), "seed": cfg.seed}
+                "context_len": cfg.context_len, "vocabulary_words": len(vocabulary), "seed": cfg.seed, **text_set}
 
     write_jsonl(run.data_file("train"), train)
     write_jsonl(run.data_file("val"), val)

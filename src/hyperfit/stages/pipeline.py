@@ -46,7 +46,7 @@ def check(cfg: RunConfig, trains: bool = True) -> None:
     (when the run will train) the batch splits over the launched processes."""
     from hyperfit.training import check_tracker, local_batch_size
 
-    if cfg.data.num_contexts == 0:
+    if cfg.data.num_contexts == 0 and not cfg.data.contexts:
         raise ConfigError("data.num_contexts=0: `hyperfit run` continues held-out contexts and measures them, and "
                           "would report rows of nothing; set data.num_contexts >= 1 (the paper: 300), or run only "
                           "the stages you need (hyperfit train RUN_DIR after the data stage)")
@@ -101,6 +101,9 @@ def _write_config_and_data(cfg: RunConfig, run_dir: RunDir, resume: bool) -> Non
             print(f"data: {manifest['train']} train / {manifest['val']} val / {manifest['contexts']} contexts "
                   f"from {manifest['qualifying']} of {manifest['documents']} documents with ≥ {cfg.data.seq_len} "
                   "tokens")
+            for domain, n in manifest.get("contexts_skipped_in_training", {}).items():
+                print(f"data: {manifest['contexts_per_domain'][domain]} {domain} contexts drawn"
+                      + (f", {n} skipped: their text occurs in the training documents" if n else ""))
     except BaseException:
         if created:
             shutil.rmtree(run_dir.path, ignore_errors=True)
