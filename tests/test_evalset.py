@@ -2,6 +2,7 @@
 per domain, and compared across tokenizer families from its text."""
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -107,3 +108,26 @@ def test_metrics_per_domain_and_compare_across_tokenizers_from_the_text(domains,
     assert len(rows) == 7 and all(r["context"] == ours[r["context_id"]]["context"] for r in rows)
     csv_text = (out / "compare.csv").read_text()
     assert "a:final" in csv_text and "b:final" in csv_text
+
+
+PAPER = sorted((Path(__file__).resolve().parents[1] / "configs" / "paper").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("path", PAPER, ids=lambda p: p.stem)
+def test_paper_configs_hold_the_recipe_three_domains_and_the_launch_plan_picks(path):
+    from hyperfit.plan import plan
+
+    cfg = load_config(path)
+    assert (cfg.data.num_train, cfg.data.seq_len, cfg.train.epochs, cfg.train.lr, cfg.train.weight_decay,
+            cfg.train.batch_size, cfg.generate.decoder) == (2000, 256, 20, 1e-6, 0.0, 8, "greedy")
+    assert [(c["domain"], c["count"]) for c in cfg.data.contexts] == [("wikipedia", 100), ("fiction", 100),
+                                                                      ("news", 100)]
+    launch = next(line.strip() for line in plan(path.stem).splitlines() if line.strip().startswith("accelerate"))
+    assert launch.split(" -m ")[0] in path.read_text()  # the strategy and process count `hyperfit plan` chose
+
+
+def test_every_paper_model_and_domain_has_its_config():
+    assert [p.stem for p in PAPER] == ["deepseek-7b", "llama-3.1-70b", "llama-3.1-8b", "tinyllama-1.1b"]
+    data = Path(__file__).resolve().parents[1] / "configs" / "data"
+    assert {load_config(p).data.source for p in data.glob("*.yaml")} == {
+        c["source"] for c in load_config(PAPER[0]).data.contexts}
