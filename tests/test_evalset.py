@@ -48,10 +48,10 @@ def test_contexts_are_text_disjoint_from_training_and_the_same_text_for_every_to
         assert [r["domain"] for r in rows] == ["fiction"] * 3 + ["news"] * 4
         assert all(r["context"] + r["reference"] == r["text"] and len(r["context"].split()) == 8 for r in rows)
         assert not {r["text_hash"] for r in rows} & set(train)  # no context is a training document
-        # b.jsonl holds train.txt's documents: the 16 drawn for training are skipped, counted in the manifest
-        assert manifest["contexts_skipped_in_training"]["fiction"] == 0
-        assert manifest["contexts_skipped_in_training"]["news"] > 0
-        assert manifest["contexts_sha256"] == set_sha256(rows) and manifest["contexts_per_domain"]["news"] == 4
+        # b.jsonl holds train.txt's documents: the 4 drawn as contexts are left out of training, and counted
+        assert manifest["training_documents_overlapping_contexts"] == 4
+        assert manifest["contexts_sha256"] == set_sha256(rows) and manifest["contexts_per_domain"] == {
+            "fiction": 3, "news": 4}
         tok = load_tokenizer(cfg.model)
         assert all(tok.decode(r["context_ids"], skip_special_tokens=True) == r["context"] for r in rows)
         sets[model.name] = rows
@@ -60,9 +60,17 @@ def test_contexts_are_text_disjoint_from_training_and_the_same_text_for_every_to
     assert [r["context_ids"] for r in a] != [r["context_ids"] for r in b]  # ... tokenized by each model
 
 
-def test_too_few_documents_outside_training_is_refused_naming_the_counts(domains, tiny_llama, tmp_path):
-    cfg = load_config(None, [*tiny_overrides(tiny_llama, domains / "train.txt", tmp_path), *text_set(domains, 30)])
-    with pytest.raises(Exception, match=r"data.contexts\[1\] \(news\): 24 documents .* \(16 did\), but count=30"):
+def test_the_set_does_not_depend_on_the_training_source_and_too_few_documents_are_refused(domains, tiny_llama,
+                                                                                          tmp_path):
+    texts = []
+    for source in ("train.txt", "a.txt"):  # trained on another domain: the same evaluation set
+        cfg = load_config(None, [*tiny_overrides(tiny_llama, domains / source, tmp_path, source),
+                                 *text_set(domains), "data.num_train=8"])
+        prepare_data(cfg.data, load_tokenizer(cfg.model), RunDir(cfg.run_dir))
+        texts.append([r["text"] for r in read_jsonl(cfg.run_dir / "data/contexts.jsonl")])
+    assert texts[0] == texts[1]
+    cfg = load_config(None, [*tiny_overrides(tiny_llama, domains / "train.txt", tmp_path), *text_set(domains, 41)])
+    with pytest.raises(Exception, match=r"data.contexts\[1\] \(news\): 40 of 40 documents .* but count=41"):
         prepare_data(cfg.data, load_tokenizer(cfg.model), RunDir(cfg.run_dir))
     assert not (cfg.run_dir / "data").exists()
 

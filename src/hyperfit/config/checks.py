@@ -12,14 +12,15 @@ light modules, so `import hyperfit.config` loads neither torch nor transformers.
 from __future__ import annotations
 
 import math
+from dataclasses import fields, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, get_type_hints
 
 from hyperfit.config.schema import EvaluateConfig, GenerateConfig, RunConfig, TrainConfig
 from hyperfit.decoding.presets import resolve
 from hyperfit.errors import DecoderError, did_you_mean
 from hyperfit.metrics.registry import available_metrics
-from hyperfit.values import AT_LEAST_1, NON_NEGATIVE, POSITIVE, Range
+from hyperfit.values import AT_LEAST_1, NON_NEGATIVE, POSITIVE, Range, coerce
 
 SEED = Range(0, 2**32, open_high=True, why=" (numpy refuses negative seeds; 32 bits fit every generator)")
 
@@ -70,6 +71,7 @@ def validate(cfg: RunConfig) -> list[str]:
                  "the global batch is fixed, so choose grad_accum among its divisors")
     p += _update_cadence_problems(t)
     p += context_set_problems(d.contexts)
+    p += extra_generation_problems(g)
     if t.precision not in ("auto", "bf16", "fp16", "no"):
         p.append(f"train.precision={t.precision!r} must be one of auto, bf16, fp16, no")
     if t.optimizer not in ("adamw", "adamw_kahan"):
@@ -115,6 +117,37 @@ def context_set_problems(entries) -> list[str]:
     if repeated:
         p.append(f"data.contexts: domain {', '.join(repeated)} is named by more than one entry; give each entry "
                  "its own domain: (metrics are grouped by it)")
+    return p
+
+
+EXTRA_FIXED = ("extra", "tag", "with_base")  # what one extra generation cannot set: they describe the whole run
+
+
+def extra_changes(g: GenerateConfig) -> list[dict]:
+    """generate.extra's entries as typed generate settings (ValueError or TypeError when one is not)."""
+    hints = get_type_hints(GenerateConfig)
+    return [{k: coerce(v, hints[k]) for k, v in e.items()} for e in g.extra]
+
+
+def extra_generation_problems(g: GenerateConfig) -> list[str]:
+    """generate.extra: mappings of known generate keys with valid values and decoders."""
+    known = [f.name for f in fields(GenerateConfig) if f.name not in EXTRA_FIXED]
+    p = []
+    for i, e in enumerate(g.extra):
+        where = f"generate.extra[{i}]"
+        if not isinstance(e, dict):
+            p.append(f"{where}={e!r} must be a mapping of generate settings, e.g. {{checkpoint: base, decoder: top_p}}")
+            continue
+        bad = [k for k in e if k not in known]
+        p += [f"unknown key {where}.{k}; known: {', '.join(known)}.{did_you_mean(k, known)}" for k in bad]
+        try:
+            changes = {k: coerce(v, get_type_hints(GenerateConfig)[k]) for k, v in e.items() if k not in bad}
+            p += [m for k, v in changes.items() if f"generate.{k}" in RANGES
+                  and (m := RANGES[f"generate.{k}"].problem(f"{where}.{k}", v))]
+            one = replace(g, extra=(), **changes)
+            resolve(one.decoder, one.params)
+        except (TypeError, ValueError, DecoderError) as err:
+            p.append(f"{where}={e!r}: {err or 'a value of the wrong type'}")
     return p
 
 

@@ -188,6 +188,11 @@ class GenerateConfig:
     with_base: bool = True
     """`hyperfit run` also continues the contexts with the untrained model (tag base-<decoder>), so the
     report compares the model before and after hyperfitting."""
+    extra: tuple[dict[str, Any], ...] = ()
+    """More generations `hyperfit run` makes and measures beside the configured ones: each a mapping of generate
+    settings over this section's, e.g. [{checkpoint: base, decoder: top_p}, {block_ngrams: 6},
+    {max_new_tokens: 128}] (the paper's Table 1 rows). Each lands in generations/<tag>.jsonl by the tag scheme
+    of `hyperfit generate` and shares its cache; `hyperfit compare` reuses the files."""
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,8 @@ Every qualifying document (at least `seq_len` tokens; repeated documents once) i
 rest of the document is the human continuation), the next `num_val` validation sequences, the next
 `num_train` training samples. One document feeds at most one of these, so held-out text never leaks into
 training, and the held-out sets do not depend on num_train. With `data.contexts` the contexts are instead an
-evaluation set as text from their own sources (`hyperfit.stages.evalset`), disjoint from the training text.
+evaluation set as text from their own sources (`hyperfit.stages.evalset`): drawn first, by text alone, and
+every document overlapping it is left out of training.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from hyperfit.config import DataConfig
 from hyperfit.errors import DataError  # noqa: F401 - raised here, importable from here
 from hyperfit.metrics.lexical import words
 from hyperfit.runs import RunDir, write_json, write_jsonl, write_text
-from hyperfit.stages.evalset import draw_contexts, set_sha256, tokenize_contexts
+from hyperfit.stages.evalset import draw_contexts, overlapping, set_sha256, tokenize_contexts
 
 REFERENCE_MAX_TOKENS = 1024  # a held-out book could be 200k tokens; nobody compares continuations that long
 
@@ -178,7 +179,8 @@ def longest_piece(tokenizer) -> int:
     return max((len(piece) for piece in tokenizer.get_vocab()), default=1) or 1
 
 
-def split_documents(lengths: list[int], cfg: DataConfig, keys: list[str] | None = None) -> dict[str, list[int]]:
+def split_documents(lengths: list[int], cfg: DataConfig, keys: list[str] | None = None,
+                    excluded: set[int] = frozenset()) -> dict[str, list[int]]:
     """Seeded, disjoint choice of document indices for train / val / contexts among qualifying ones.
 
     The held-out documents are drawn first: contexts, then validation, then training from the rest of one
@@ -186,6 +188,7 @@ def split_documents(lengths: list[int], cfg: DataConfig, keys: list[str] | None 
     validation text stay the same, and a smaller run's training set is part of a larger one's; drawn last,
     the held-out documents of a 128-sample run were all training documents of a 256-sample run.
     Documents with equal `keys` (text hashes) count once: a duplicate could otherwise land on both sides.
+    `excluded` documents (those overlapping a text evaluation set) are drawn for nothing.
 
     >>> split_documents([300, 10, 300, 300], DataConfig(source="x", seq_len=256, num_train=1, num_val=1,
     ...                 num_contexts=1, context_len=32))  # doc 1 is too short
@@ -198,12 +201,13 @@ def split_documents(lengths: list[int], cfg: DataConfig, keys: list[str] | None 
     for i, key in enumerate(keys or ()):
         first.setdefault(key, i)
     firsts = sorted(first.values()) if keys else range(len(lengths))
-    qualifying = [i for i in firsts if lengths[i] >= cfg.seq_len]
+    qualifying = [i for i in firsts if lengths[i] >= cfg.seq_len and i not in excluded]
     need = cfg.num_train + cfg.num_val + cfg.num_contexts
     if len(qualifying) < need:
+        left_out = f" (and do not overlap the data.contexts texts: {len(excluded)} do)" if excluded else ""
         raise DataError(
             f"{len(qualifying)} of {len(lengths)} documents in data.source={cfg.source!r} have at least "
-            f"data.seq_len={cfg.seq_len} tokens, but data.num_train + data.num_val + data.num_contexts = "
+            f"data.seq_len={cfg.seq_len} tokens{left_out}, but data.num_train + data.num_val + data.num_contexts = "
             f"{cfg.num_train} + {cfg.num_val} + {cfg.num_contexts} = {need} are needed. Lower those counts or "
             f"data.seq_len, or use a source with more long documents")
     order = np.random.default_rng(cfg.seed).permutation(qualifying).tolist()
@@ -238,8 +242,12 @@ def prepare_data(cfg: DataConfig, tokenizer, run: RunDir) -> dict:
     docs = read_documents(cfg)
     ids = tokenize_documents(docs, tokenizer, cfg.seq_len)
     hashes = [text_hash(d) for d in docs]
-    # With data.contexts the evaluation set comes from its own sources: the training source holds no contexts.
-    split = split_documents([len(x) for x in ids], replace(cfg, num_contexts=0) if cfg.contexts else cfg, keys=hashes)
+    rows, extra, excluded = [], [], set()
+    if cfg.contexts:  # the evaluation set comes from its own sources; training leaves out whatever overlaps it
+        rows, extra = draw_contexts(cfg, read_documents, text_hash)
+        excluded = overlapping(docs, [i for i, x in enumerate(ids) if len(x) >= cfg.seq_len], [r["text"] for r in rows])
+    split = split_documents([len(x) for x in ids], replace(cfg, num_contexts=0) if cfg.contexts else cfg, keys=hashes,
+                            excluded=excluded)
 
     def sample(kind: str, k: int, i: int) -> dict:
         return {"id": f"{kind}-{k:05d}", "doc_id": i, "input_ids": ids[i][: cfg.seq_len], "text_hash": hashes[i]}
@@ -256,13 +264,13 @@ def prepare_data(cfg: DataConfig, tokenizer, run: RunDir) -> dict:
     # The non-word rate needs a vocabulary of real words: every word type in the source text, but the held-out
     # documents (contexts and their human continuations): with them in, the human row would be all words by
     # construction. A text evaluation set adds the words of its sources' documents that were not drawn.
-    held_out, extra, text_set = {hashes[i] for i in split["contexts"]}, [], {}
+    held_out, text_set = {hashes[i] for i in split["contexts"]}, {}
     if cfg.contexts:
-        rows, skipped, extra = draw_contexts(cfg, [docs[i] for i in split["train"]], read_documents, text_hash)
         contexts = tokenize_contexts(rows, tokenizer)
-        held_out = {r["text_hash"] for r in rows}
-        text_set = {"contexts_sha256": set_sha256(rows), "contexts_skipped_in_training": skipped,
-                    "contexts_per_domain": {d: sum(r["domain"] == d for r in rows) for d in skipped},
+        held_out = {r["text_hash"] for r in rows} | {hashes[i] for i in excluded}
+        text_set = {"contexts_sha256": set_sha256(rows), "training_documents_overlapping_contexts": len(excluded),
+                    "contexts_per_domain": {d: sum(r["domain"] == d for r in rows) for d in
+                                            dict.fromkeys(r["domain"] for r in rows)},
                     "context_words": cfg.context_words}
     vocabulary = sorted({w for d, h in zip(docs, hashes) if h not in held_out for w in words(d)}
                         | {w for d in extra for w in words(d)})

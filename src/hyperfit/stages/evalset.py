@@ -7,17 +7,20 @@
       context_words: 24                   # the context: each document's first 24 words; the rest is the human text
 
 Each source's documents (at least `context_words` + MIN_REFERENCE_WORDS words; repeats once) are shuffled with
-data.seed and drawn in that order, skipping any whose text occurs in a training document (equal, inside one,
-or holding one), until `count` are drawn. The choice depends on text alone, never on a tokenizer, so models
-of different tokenizer families draw the same contexts; `tokenize_contexts` then makes each model's ids (the
-context, BOS included, and the human continuation). data/contexts.jsonl keeps the text (`text`, `context`,
-`reference`), the `domain` and a `sha256` per row; `set_sha256` names the whole set (data/manifest.json).
+data.seed and the first `count` drawn. The choice depends on the sources' text alone, never on a tokenizer or
+the training source, so models of different tokenizer families, and runs trained on different domains (the
+paper's Table 4), continue the same contexts; the training side then leaves out every document that overlaps
+an evaluation text (equal, holding one or inside one), and data/manifest.json counts them.
+`tokenize_contexts` makes each model's ids (the context, BOS included, and the human continuation).
+data/contexts.jsonl keeps the text (`text`, `context`, `reference`), the `domain` and a `sha256` per row;
+`set_sha256` names the whole set (data/manifest.json).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import re
+from bisect import bisect_right
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -57,45 +60,59 @@ def split_context(text: str, n_words: int) -> tuple[str, str] | None:
     return text[:cut], text[cut:REFERENCE_MAX_CHARS]
 
 
-def occurs_in(text: str, training: Sequence[str]) -> bool:
-    """Whether `text` and a training document overlap as wholes: equal, one inside the other."""
-    return any(text in doc or doc in text for doc in training)
+def overlapping(docs: Sequence[str], candidates: Sequence[int], texts: Sequence[str]) -> set[int]:
+    """The candidate documents that overlap an evaluation text as wholes: equal, holding one, or inside one.
+
+    One search per evaluation text over all candidates joined (a NUL never occurs in text), then one per
+    candidate over the evaluation texts joined: C-speed scans instead of candidates × texts comparisons."""
+    candidates = list(candidates)
+    joined, starts, at = "\0".join(docs[i] for i in candidates), [], 0
+    for i in candidates:
+        starts.append(at)
+        at += len(docs[i]) + 1
+    found = set()
+    for text in texts:
+        pos = joined.find(text)
+        while pos >= 0:
+            found.add(candidates[bisect_right(starts, pos) - 1])
+            pos = joined.find(text, pos + 1)
+    held = "\0".join(texts)
+    found |= {i for i in candidates if docs[i] in held}
+    return found
 
 
-def draw_contexts(cfg: DataConfig, training: Sequence[str], read, text_hash) -> tuple[list[dict], dict, list[str]]:
-    """(rows, skipped per domain, the texts of the documents not drawn) for data.contexts.
+def draw_contexts(cfg: DataConfig, read, text_hash) -> tuple[list[dict], list[str]]:
+    """(rows, the texts of the documents not drawn) for data.contexts: `count` documents of each source, in a
+    seeded order, among those long enough. The draw depends on the sources' text and data.seed alone, so it is
+    one evaluation set whatever the training source, the tokenizer or the number of samples; training then
+    leaves out whatever overlaps it (`overlapping`).
 
     `read(DataConfig)` reads a source's documents and `text_hash` names a document (data.py's), so this
     module shares data.source's readers and hashes. The documents not drawn feed the non-word vocabulary."""
-    rows, skipped, rest = [], {}, []
+    rows, rest = [], []
     for k, entry in enumerate(cfg.contexts):
         domain = domain_of(entry)
         docs = list(dict.fromkeys(read(source_config(cfg, entry))))  # a repeated document counts once
         order = np.random.default_rng((cfg.seed, k)).permutation(len(docs)).tolist()
-        drawn, skipped[domain] = [], 0
+        drawn = []
         for i in order:
-            if len(drawn) == entry["count"]:
-                rest.append(docs[i])
-                continue
-            parts = split_context(docs[i], cfg.context_words)
+            parts = split_context(docs[i], cfg.context_words) if len(drawn) < entry["count"] else None
             if parts is None:
                 rest.append(docs[i])
-            elif occurs_in(docs[i], training):
-                skipped[domain] += 1
             else:
                 drawn.append((i, parts))
         if len(drawn) < entry["count"]:
             raise DataError(
-                f"data.contexts[{k}] ({domain}): {len(drawn)} documents of {entry['source']!r} have at least "
-                f"data.context_words + {MIN_REFERENCE_WORDS} = {cfg.context_words + MIN_REFERENCE_WORDS} words "
-                f"and do not occur in the training text ({skipped[domain]} did), but count={entry['count']}; lower "
-                "count or data.context_words, or give a source with more long documents")
+                f"data.contexts[{k}] ({domain}): {len(drawn)} of {len(docs)} documents of {entry['source']!r} have "
+                f"at least data.context_words + {MIN_REFERENCE_WORDS} = {cfg.context_words + MIN_REFERENCE_WORDS} "
+                f"words, but count={entry['count']}; lower count or data.context_words, or give a source with more "
+                "long documents")
         for i, (context, reference) in drawn:
             text = context + reference
             rows.append({"id": f"ctx-{len(rows):05d}", "domain": domain, "source": str(entry["source"]), "doc_id": i,
                          "text": text, "context": context, "reference": reference,
                          "sha256": text_hash(text, full=True), "text_hash": text_hash(docs[i])})
-    return rows, skipped, rest
+    return rows, rest
 
 
 def set_sha256(rows: Sequence[dict]) -> str:

@@ -18,6 +18,7 @@ import shutil
 import yaml
 
 from hyperfit.config import RunConfig, to_dict
+from hyperfit.config.checks import extra_changes
 from hyperfit.decoding.presets import resolve
 from hyperfit.dist import barrier, world
 from hyperfit.errors import ConfigError
@@ -101,9 +102,10 @@ def _write_config_and_data(cfg: RunConfig, run_dir: RunDir, resume: bool) -> Non
             print(f"data: {manifest['train']} train / {manifest['val']} val / {manifest['contexts']} contexts "
                   f"from {manifest['qualifying']} of {manifest['documents']} documents with ≥ {cfg.data.seq_len} "
                   "tokens")
-            for domain, n in manifest.get("contexts_skipped_in_training", {}).items():
-                print(f"data: {manifest['contexts_per_domain'][domain]} {domain} contexts drawn"
-                      + (f", {n} skipped: their text occurs in the training documents" if n else ""))
+            if "contexts_per_domain" in manifest:
+                print(f"data: contexts as text, {manifest['contexts_per_domain']}; "
+                      f"{manifest['training_documents_overlapping_contexts']} documents of data.source overlap them "
+                      "and are left out of training")
     except BaseException:
         if created:
             shutil.rmtree(run_dir.path, ignore_errors=True)
@@ -119,6 +121,10 @@ def generation_jobs(cfg: RunConfig, run_dir: RunDir) -> list[Job]:
         # With a tag of the user's, the base model's rows need their own (they overwrote the trained ones).
         base_tag = f"base-{cfg.generate.tag}" if cfg.generate.tag else None
         jobs.append(Job.of(run_dir, cfg, contexts, checkpoint="base", tag=base_tag))
+    for changes in extra_changes(cfg.generate):  # generate.extra: one file each, unless it names one made above
+        job = Job.of(run_dir, cfg, contexts, tag=None, **changes)
+        if job.tag not in {j.tag for j in jobs}:
+            jobs.append(job)
     return jobs
 
 
