@@ -12,14 +12,16 @@ light modules, so `import hyperfit.config` loads neither torch nor transformers.
 from __future__ import annotations
 
 import math
-from typing import Any
+from dataclasses import fields, replace
+from pathlib import Path
+from typing import Any, get_type_hints
 
 from hyperfit.config.schema import EvaluateConfig, GenerateConfig, RunConfig, TrainConfig
 from hyperfit.decoding.presets import resolve
 from hyperfit.errors import DecoderError, did_you_mean
 from hyperfit.memory_modes import config_problems
 from hyperfit.metrics.registry import available_metrics
-from hyperfit.values import AT_LEAST_1, NON_NEGATIVE, POSITIVE, Range
+from hyperfit.values import AT_LEAST_1, NON_NEGATIVE, POSITIVE, Range, coerce
 
 SEED = Range(0, 2**32, open_high=True, why=" (numpy refuses negative seeds; 32 bits fit every generator)")
 
@@ -27,6 +29,7 @@ SEED = Range(0, 2**32, open_high=True, why=" (numpy refuses negative seeds; 32 b
 RANGES: dict[str, Range] = {
     "data.seq_len": Range(2), "data.num_train": AT_LEAST_1, "data.num_val": NON_NEGATIVE,
     "data.num_contexts": NON_NEGATIVE, "data.context_len": AT_LEAST_1, "data.seed": SEED,
+    "data.context_words": AT_LEAST_1,
     "data.max_documents": Range(1, why=", or null to read them all"),
     "data.samples_per_document": AT_LEAST_1,
     "train.epochs": NON_NEGATIVE, "train.lr": POSITIVE, "train.weight_decay": NON_NEGATIVE, "train.eps": POSITIVE,
@@ -74,6 +77,8 @@ def validate(cfg: RunConfig) -> list[str]:
                  "the global batch is fixed, so choose grad_accum among its divisors")
     p += _update_cadence_problems(t)
     p += _text_problems(d)
+    p += context_set_problems(d.contexts)
+    p += extra_generation_problems(g)
     if t.precision not in ("auto", "bf16", "fp16", "no"):
         p.append(f"train.precision={t.precision!r} must be one of auto, bf16, fp16, no")
     p += config_problems(t.optimizer, cfg.model.dtype)
@@ -101,6 +106,8 @@ TEXT_CHOICES = {"strip_boilerplate": ("auto", "none"), "reflow": ("auto", "alway
 def _text_problems(d) -> list[str]:
     return [f"data.{name}={getattr(d, name)!r} must be one of {', '.join(choices)}"
             for name, choices in TEXT_CHOICES.items() if getattr(d, name) not in choices]
+
+
 def _image_problems(cfg: RunConfig) -> list[str]:
     p = []
     if cfg.data.kind not in ("auto", "text", "images"):
@@ -114,6 +121,68 @@ def _image_problems(cfg: RunConfig) -> list[str]:
                  "or llama")
     if cfg.train.schedule not in ("constant", "cosine"):
         p.append(f"train.schedule={cfg.train.schedule!r} must be constant or cosine")
+    return p
+
+
+CONTEXT_SOURCE_KEYS = ("source", "count", "domain", "text_field", "split", "hf_config", "max_documents")
+
+
+def context_set_problems(entries) -> list[str]:
+    """data.contexts: each entry a mapping with a source and a positive count, known keys, distinct domains.
+
+    >>> context_set_problems([{"source": "a.txt", "count": 2}, {"source": "b.txt", "count": 0, "lang": "x"}])[0]
+    'data.contexts[1].count=0 must be a whole number of at least 1 (documents drawn from b.txt)'
+    """
+    p, domains = [], []
+    for i, e in enumerate(entries):
+        where = f"data.contexts[{i}]"
+        if not isinstance(e, dict):
+            p.append(f"{where}={e!r} must be a mapping such as {{source: wiki.txt, count: 100, domain: wikipedia}}")
+            continue
+        if not isinstance(e.get("source"), str) or not e["source"]:
+            p.append(f"{where} has no source; give a file or datasets id, e.g. source: wiki.txt")
+        count = e.get("count")
+        if isinstance(count, bool) or not isinstance(count, int) or count < 1:
+            p.append(f"{where}.count={count!r} must be a whole number of at least 1 (documents drawn from "
+                     f"{e.get('source')})")
+        p += [f"unknown key {where}.{k}; known: {', '.join(CONTEXT_SOURCE_KEYS)}" for k in e
+              if k not in CONTEXT_SOURCE_KEYS]
+        domains.append(str(e.get("domain") or Path(str(e.get("source", ""))).stem))
+    repeated = sorted({d for d in domains if domains.count(d) > 1})
+    if repeated:
+        p.append(f"data.contexts: domain {', '.join(repeated)} is named by more than one entry; give each entry "
+                 "its own domain: (metrics are grouped by it)")
+    return p
+
+
+EXTRA_FIXED = ("extra", "tag", "with_base")  # what one extra generation cannot set: they describe the whole run
+
+
+def extra_changes(g: GenerateConfig) -> list[dict]:
+    """generate.extra's entries as typed generate settings (ValueError or TypeError when one is not)."""
+    hints = get_type_hints(GenerateConfig)
+    return [{k: coerce(v, hints[k]) for k, v in e.items()} for e in g.extra]
+
+
+def extra_generation_problems(g: GenerateConfig) -> list[str]:
+    """generate.extra: mappings of known generate keys with valid values and decoders."""
+    known = [f.name for f in fields(GenerateConfig) if f.name not in EXTRA_FIXED]
+    p = []
+    for i, e in enumerate(g.extra):
+        where = f"generate.extra[{i}]"
+        if not isinstance(e, dict):
+            p.append(f"{where}={e!r} must be a mapping of generate settings, e.g. {{checkpoint: base, decoder: top_p}}")
+            continue
+        bad = [k for k in e if k not in known]
+        p += [f"unknown key {where}.{k}; known: {', '.join(known)}.{did_you_mean(k, known)}" for k in bad]
+        try:
+            changes = {k: coerce(v, get_type_hints(GenerateConfig)[k]) for k, v in e.items() if k not in bad}
+            p += [m for k, v in changes.items() if f"generate.{k}" in RANGES
+                  and (m := RANGES[f"generate.{k}"].problem(f"{where}.{k}", v))]
+            one = replace(g, extra=(), **changes)
+            resolve(one.decoder, one.params)
+        except (TypeError, ValueError, DecoderError) as err:
+            p.append(f"{where}={e!r}: {err or 'a value of the wrong type'}")
     return p
 
 

@@ -35,7 +35,8 @@ class DataConfig:
     num_val: int = 200
     """Held-out validation sequences (seq_len tokens each) for loss, perplexity and entropy probes."""
     num_contexts: int = 200
-    """Held-out generation contexts; the rest of each document is kept as the human continuation."""
+    """Held-out generation contexts; the rest of each document is kept as the human continuation. Ignored when
+    data.contexts names the evaluation set."""
     context_len: int = 32
     """Tokens of each held-out document given to the model as context (paper: 32)."""
     max_documents: Optional[int] = None
@@ -79,6 +80,18 @@ class DataConfig:
     all images; a hub ImageGPT wants its own size, 32)."""
     image_field: str = "image"
     """Column holding the image, for a Hugging Face image dataset."""
+    contexts: tuple[dict[str, Any], ...] = ()
+    """Evaluation contexts as text, from named sources, in place of held-out documents of data.source: a list of
+    {source, count, domain}, e.g. [{source: wiki.txt, count: 100, domain: wikipedia}] (source: a file or datasets
+    id, read as data.source is; count: documents drawn, seeded; domain: the name metrics are grouped by, default
+    the source's file stem; optional text_field, split, hf_config, max_documents). Stored in the run as text
+    (data/contexts.jsonl with a sha256 per context and one for the set) and tokenized by each model's own
+    tokenizer, so every model continues the same text. A document whose text occurs in a training document is
+    skipped (data/manifest.json counts them). Empty: held-out documents of data.source (data.num_contexts)."""
+    context_words: int = 24
+    """With data.contexts: words of each document given as the context, the rest being the human continuation
+    (the paper's 32-token contexts are about 24 words for Llama tokenizers); a count of words, not tokens, so
+    the context is the same text for every tokenizer."""
 
 
 @dataclass(frozen=True)
@@ -249,6 +262,11 @@ class GenerateConfig:
     prefix_fraction: float = 0.25
     """Images: the share of each held-out image's rows given as context (paper: the top 25 %); the model
     completes the rest. Decides data.context_len and generate.max_new_tokens for image data."""
+    extra: tuple[dict[str, Any], ...] = ()
+    """More generations `hyperfit run` makes and measures beside the configured ones: each a mapping of generate
+    settings over this section's, e.g. [{checkpoint: base, decoder: top_p}, {block_ngrams: 6},
+    {max_new_tokens: 128}] (the paper's Table 1 rows). Each lands in generations/<tag>.jsonl by the tag scheme
+    of `hyperfit generate` and shares its cache; `hyperfit compare` reuses the files."""
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,9 @@
 Models: `base` (the original model.name, once per distinct model) and each run's final checkpoint. Every
 one continues the first run's data/contexts.jsonl with every decoder at every length, so the rows differ
 in one thing each (the paper's Table 1 layout), with the human continuation, cut to the same length, as
-the reference row. Generations go to RUN_DIR/generations/<tag>.jsonl in the tag scheme of
+the reference row. An evaluation set as text (data.contexts) is tokenized by each model's own tokenizer, so
+runs of different tokenizer families compare on the same text; token ids never cross tokenizers
+(--contexts-from-first refuses that). Generations go to RUN_DIR/generations/<tag>.jsonl in the tag scheme of
 `hyperfit.stages.generate` (the run's own length and blocker: greedy, base-greedy, ..., the files `hyperfit
 run` wrote; otherwise <checkpoint>-<decoder>-L<length>[-block<N>]), metrics to RUN_DIR/metrics/<tag>.json
 (through `evaluate`), the table to OUT/compare.{md,csv}.
@@ -34,6 +36,7 @@ from hyperfit.dist import world
 from hyperfit.metrics.registry import available_metrics
 from hyperfit.models import check_lengths, load_model_config, load_tokenizer
 from hyperfit.runs import RunDir, RunError, load_run_config, read_jsonl, write_text
+from hyperfit.stages.evalset import is_text_set, set_sha256, tokenize_contexts
 from hyperfit.stages.evaluate import evaluate, evaluate_reference, reference_tag, training_side
 from hyperfit.stages.generate import Job, run_jobs, weights_hash  # noqa: F401 - weights_hash: compare's cache, importable here
 from hyperfit.stages.report import human_label, markdown_table
@@ -69,11 +72,12 @@ def models_of(runs: Sequence[RunDir], cfgs: Sequence[RunConfig]) -> list[Model]:
 
 
 def check_contexts(runs: Sequence[RunDir], contexts_from_first: bool) -> list[dict]:
-    """The first run's contexts; other runs must hold the same ones unless --contexts-from-first."""
+    """The first run's contexts; other runs must hold the same ones unless --contexts-from-first. An evaluation
+    set as text (data.contexts) is the same when its texts are, whatever each run's tokenizer made of them."""
     first = runs[0].read_samples("contexts")
+    same = set_sha256 if is_text_set(first) else (lambda rows: [c["context_ids"] for c in rows])
     for run in runs[1:]:
-        theirs = [c["context_ids"] for c in run.read_samples("contexts")]
-        if theirs != [c["context_ids"] for c in first] and not contexts_from_first:
+        if same(run.read_samples("contexts")) != same(first) and not contexts_from_first:
             raise RunError(f"{run.data_file('contexts')} differs from {runs[0].data_file('contexts')}, so the "
                            "rows would not be comparable; compare runs prepared with the same data settings, or "
                            "pass --contexts-from-first to continue the first run's contexts with every model")
@@ -86,6 +90,25 @@ def tokenizer_identity(tok) -> tuple[dict, dict]:
     return tok.get_vocab(), {**specials, "all": sorted(tok.all_special_ids)}
 
 
+def tokenizer_source(model: Model) -> tuple:
+    path = model.run.final if model.checkpoint == "final" else None
+    return model.cfg.model, path
+
+
+def contexts_per_model(models: Sequence[Model], rows: list[dict]) -> dict[str, list[dict]]:
+    """An evaluation set as text, tokenized by each model's own tokenizer: models of different tokenizer
+    families continue the same text (token ids never cross tokenizers)."""
+    done: dict[str, list[dict]] = {}
+    out = {}
+    for model in models:
+        model_cfg, path = tokenizer_source(model)
+        source = str(path or model_cfg.name)
+        if source not in done:
+            done[source] = tokenize_contexts(rows, load_tokenizer(model_cfg, path))
+        out[model.label] = done[source]
+    return out
+
+
 def check_tokenizers(runs: Sequence[RunDir], models: Sequence[Model]) -> None:
     """--contexts-from-first hands the first run's token ids to every model: refuse it when a model's tokenizer
     (its vocabulary or special-token ids) is not the one those ids were made with (the first run's model.name)."""
@@ -94,10 +117,10 @@ def check_tokenizers(runs: Sequence[RunDir], models: Sequence[Model]) -> None:
     ours = tokenizer_identity(load_tokenizer(cfg.model))
     seen = {str(cfg.model.name): ours}
     for model in models:
-        path = model.run.final if model.checkpoint == "final" else None
-        source = str(path or model.cfg.model.name)
+        model_cfg, path = tokenizer_source(model)
+        source = str(path or model_cfg.name)
         if source not in seen:
-            seen[source] = tokenizer_identity(load_tokenizer(model.cfg.model, path))
+            seen[source] = tokenizer_identity(load_tokenizer(model_cfg, path))
         theirs = seen[source]
         if theirs != ours:
             what = "vocabularies" if theirs[0] != ours[0] else "special-token ids"
@@ -105,13 +128,15 @@ def check_tokenizers(runs: Sequence[RunDir], models: Sequence[Model]) -> None:
                            f"({cfg.model.name}) have different tokenizers ({what} differ), so {first.path}'s "
                            "context token ids would be other text to that model; compare runs of one tokenizer "
                            "family, or compare each run on its own (without --contexts-from-first) so each "
-                           "continues its own contexts")
+                           "continues its own contexts, or prepare the runs with data.contexts (an evaluation set "
+                           "as text, which each model tokenizes itself)")
 
 
-def plan(models: Sequence[Model], decoders: Sequence[str], lengths: Sequence[int], contexts: list[dict]
-         ) -> tuple[list[Job], list[str]]:
+def plan(models: Sequence[Model], decoders: Sequence[str], lengths: Sequence[int],
+         contexts: list[dict] | dict[str, list[dict]]) -> tuple[list[Job], list[str]]:
     """(jobs, notes): one job per model × decoder × length (the same jobs `hyperfit run` makes for its own
-    length, so their files are shared), each with its cache key computed now."""
+    length, so their files are shared), each with its cache key computed now. `contexts`: one list for every
+    model, or each model's own (by label: a text evaluation set tokenized per model)."""
     for model in models:  # every decoder checked before any work (hashing writes a memo file)
         for name in decoders:
             _resolve(name, model.cfg.generate.params)
@@ -125,7 +150,8 @@ def plan(models: Sequence[Model], decoders: Sequence[str], lengths: Sequence[int
                 continue
             for length in lengths:
                 # generate.tag names one file; compare's jobs are many, so each takes the scheme's tag.
-                jobs.append(Job.of(model.run, model.cfg, contexts, model.label, checkpoint=model.checkpoint,
+                rows = contexts[model.label] if isinstance(contexts, dict) else contexts
+                jobs.append(Job.of(model.run, model.cfg, rows, model.label, checkpoint=model.checkpoint,
                                    decoder=name, max_new_tokens=length, tag=None))
     return jobs, notes
 
@@ -226,7 +252,9 @@ def compare(run_dirs: Sequence[str | Path], decoders: Sequence[str], lengths: Se
         check_lengths(load_model_config(cfg.model), cfg.data, max(lengths), 0)
     contexts = check_contexts(runs, contexts_from_first)
     models = models_of(runs, cfgs)
-    if contexts_from_first and len(runs) > 1:
+    if is_text_set(contexts):
+        contexts = contexts_per_model(models, contexts)
+    elif contexts_from_first and len(runs) > 1:
         check_tokenizers(runs, models)
     jobs, notes = plan(models, decoders, lengths, contexts)
     generated = run_jobs(jobs)

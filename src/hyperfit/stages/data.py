@@ -11,7 +11,9 @@ Every qualifying document (at least `seq_len` tokens; repeated documents once) i
 rest of the document is the human continuation), the next documents give `num_val` validation sequences,
 the next `num_train` training samples (up to `samples_per_document` non-overlapping ones each). One document
 feeds at most one of these, so held-out text never leaks into training, and the held-out sets do not
-depend on num_train. data/report.md says what was read, cleaned, kept and dropped.
+depend on num_train. With `data.contexts` the contexts are instead an
+evaluation set as text from their own sources (`hyperfit.stages.evalset`): drawn first, by text alone, and
+every document overlapping it is left out of training. data/report.md says what was read, cleaned, kept and dropped.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import hashlib
 import json
 import re
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -30,6 +33,7 @@ from hyperfit.errors import DataError  # noqa: F401 - raised here, importable fr
 from hyperfit.metrics.lexical import words
 from hyperfit.runs import RunDir, write_json, write_jsonl, write_text
 from hyperfit.stages.data_report import render_data_report
+from hyperfit.stages.evalset import draw_contexts, overlapping, set_sha256, tokenize_contexts
 from hyperfit.text import CleanStats, clean, general_words, known_languages
 
 REFERENCE_MAX_TOKENS = 1024  # a held-out book could be 200k tokens; nobody compares continuations that long
@@ -243,7 +247,8 @@ def allocate(docs: list[int], capacity: list[int], n: int) -> list[tuple[int, in
 
 
 def split_documents(lengths: list[int], cfg: DataConfig, keys: list[str] | None = None,
-                    capacity: list[int] | None = None) -> dict[str, list[int]]:
+                    capacity: list[int] | None = None, excluded: set[int] = frozenset()
+                    ) -> dict[str, list[int]]:
     """Seeded, disjoint choice of document indices for train / val / contexts among qualifying ones.
 
     The held-out documents are drawn first: contexts, then validation, then training from the rest of one
@@ -253,6 +258,7 @@ def split_documents(lengths: list[int], cfg: DataConfig, keys: list[str] | None 
     Documents with equal `keys` (text hashes) count once: a duplicate could otherwise land on both sides.
     `capacity` is the number of samples each document can give (default one per qualifying document); the
     validation and training sides take documents until they hold num_val and num_train samples.
+    `excluded` documents (those overlapping a text evaluation set) are drawn for nothing.
 
     >>> split_documents([300, 10, 300, 300], DataConfig(source="x", seq_len=256, num_train=1, num_val=1,
     ...                 num_contexts=1, context_len=32))  # doc 1 is too short
@@ -265,7 +271,7 @@ def split_documents(lengths: list[int], cfg: DataConfig, keys: list[str] | None 
     for i, key in enumerate(keys or ()):
         first.setdefault(key, i)
     firsts = sorted(first.values()) if keys else range(len(lengths))
-    qualifying = [i for i in firsts if lengths[i] >= cfg.seq_len]
+    qualifying = [i for i in firsts if lengths[i] >= cfg.seq_len and i not in excluded]
     capacity = capacity or [int(n >= cfg.seq_len) for n in lengths]
     order = np.random.default_rng(cfg.seed).permutation(qualifying).tolist()
     contexts, rest = order[: cfg.num_contexts], order[cfg.num_contexts :]
@@ -273,7 +279,8 @@ def split_documents(lengths: list[int], cfg: DataConfig, keys: list[str] | None 
     train, _ = _take(rest, capacity, cfg.num_train)
     if len(contexts) < cfg.num_contexts or sum(capacity[i] for i in val) < cfg.num_val or \
             sum(capacity[i] for i in train) < cfg.num_train:
-        raise DataError(_too_few_msg(cfg, lengths, qualifying, sum(capacity[i] for i in order[cfg.num_contexts:])))
+        raise DataError(_too_few_msg(cfg, lengths, qualifying, sum(capacity[i] for i in order[cfg.num_contexts:]),
+                                     len(excluded)))
     return {"train": sorted(train), "val": sorted(val), "contexts": sorted(contexts)}
 
 
@@ -287,15 +294,16 @@ def _take(order: list[int], capacity: list[int], n: int) -> tuple[list[int], lis
     return order, []
 
 
-def _too_few_msg(cfg: DataConfig, lengths: list[int], qualifying: list[int], samples: int) -> str:
+def _too_few_msg(cfg: DataConfig, lengths: list[int], qualifying: list[int], samples: int, excluded: int) -> str:
     need = cfg.num_train + cfg.num_val + cfg.num_contexts
     chunking = (f"Set data.samples_per_document (now {cfg.samples_per_document}) above 1 to cut long documents "
                 "into several non-overlapping samples, lower" if cfg.samples_per_document == 1 else
                 f"With data.samples_per_document={cfg.samples_per_document} the documents after the "
                 f"{cfg.num_contexts} context documents give {samples} samples. Raise data.samples_per_document, "
                 "lower")
+    left_out = f" (and do not overlap the data.contexts texts: {excluded} do)" if excluded else ""
     return (f"{len(qualifying)} of {len(lengths)} documents in data.source={cfg.source!r} have at least "
-            f"data.seq_len={cfg.seq_len} tokens, but data.num_train + data.num_val + data.num_contexts = "
+            f"data.seq_len={cfg.seq_len} tokens{left_out}, but data.num_train + data.num_val + data.num_contexts = "
             f"{cfg.num_train} + {cfg.num_val} + {cfg.num_contexts} = {need} are needed (samples; contexts one "
             f"per document). {chunking} those counts or data.seq_len, or use a source with more long documents")
 
@@ -311,8 +319,10 @@ def continuation_text(tokenizer, context_ids: list[int], continuation_ids: list[
     return whole[len(ctx):] if whole.startswith(ctx) else tokenizer.decode(continuation_ids, skip_special_tokens=True)
 
 
-def text_hash(text: str) -> str:
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
+def text_hash(text: str, full: bool = False) -> str:
+    """sha256 of a text: its first 16 hex digits (a sample's name for its document), or all of them."""
+    digest = hashlib.sha256(text.encode()).hexdigest()
+    return digest if full else digest[:16]
 
 
 def prepare_data(cfg: DataConfig, tokenizer, run: RunDir) -> dict:
@@ -332,7 +342,12 @@ def prepare_data(cfg: DataConfig, tokenizer, run: RunDir) -> dict:
     hashes = [text_hash(d) for d in docs]
     prefix = [bos_prefix(tokenizer, x) for x in ids]
     capacity = [min(cfg.samples_per_document, chunks_in(len(x), cfg.seq_len, len(p))) for x, p in zip(ids, prefix)]
-    split = split_documents([len(x) for x in ids], cfg, keys=hashes, capacity=capacity)
+    rows, extra, excluded = [], [], set()
+    if cfg.contexts:  # the evaluation set comes from its own sources; training leaves out whatever overlaps it
+        rows, extra = draw_contexts(cfg, read_documents, text_hash)
+        excluded = overlapping(docs, [i for i, c in enumerate(capacity) if c], [r["text"] for r in rows])
+    split = split_documents([len(x) for x in ids], replace(cfg, num_contexts=0) if cfg.contexts else cfg, keys=hashes,
+                            capacity=capacity, excluded=excluded)
 
     def sample(kind: str, k: int, i: int, c: int) -> dict:
         return {"id": f"{kind}-{k:05d}", "doc_id": i, "chunk": c, "input_ids": chunk(ids[i], c, cfg.seq_len, prefix[i]),
@@ -350,9 +365,18 @@ def prepare_data(cfg: DataConfig, tokenizer, run: RunDir) -> dict:
     # The non-word rate needs a vocabulary of real words: a general list for the language, and every word type
     # in the source text but the held-out documents (contexts and their human continuations): with them in,
     # the human row would be all words by construction.
-    held_out = {hashes[i] for i in split["contexts"]}
+    # A text evaluation set adds the words of its sources' documents that were not drawn.
+    held_out, text_set = {hashes[i] for i in split["contexts"]}, {}
+    if cfg.contexts:
+        contexts = tokenize_contexts(rows, tokenizer)
+        held_out = {r["text_hash"] for r in rows} | {hashes[i] for i in excluded}
+        text_set = {"contexts_sha256": set_sha256(rows), "training_documents_overlapping_contexts": len(excluded),
+                    "contexts_per_domain": {d: sum(r["domain"] == d for r in rows) for d in
+                                            dict.fromkeys(r["domain"] for r in rows)},
+                    "context_words": cfg.context_words}
     general, word_list = general_words(cfg.language)
-    vocabulary = sorted(general | {w for d, h in zip(docs, hashes) if h not in held_out for w in words(d)})
+    vocabulary = sorted(general | {w for d, h in zip(docs, hashes) if h not in held_out for w in words(d)}
+                        | {w for d in extra for w in words(d)})
     manifest = {"source": cfg.source, "documents": len(docs), "qualifying": sum(c > 0 for c in capacity),
                 "train": len(train), "val": len(val), "contexts": len(contexts), "seq_len": cfg.seq_len,
                 "context_len": cfg.context_len, "vocabulary_words": len(vocabulary), "seed": cfg.seed,
@@ -363,7 +387,7 @@ def prepare_data(cfg: DataConfig, tokenizer, run: RunDir) -> dict:
                 "cleaning": stats.as_dict(), "special_strings": special_strings(docs, tokenizer),
                 "language": cfg.language, "word_list": word_list,
                 "options": {k: getattr(cfg, k) for k in ("repair_text", "strip_boilerplate", "markup",
-                                                         "unknown_marker", "reflow")}}
+                                                         "unknown_marker", "reflow")}, **text_set}
 
     write_jsonl(run.data_file("train"), train)
     write_jsonl(run.data_file("val"), val)

@@ -55,14 +55,52 @@ def generation_set(cfg: EvaluateConfig, token_ids, texts, side: dict) -> Generat
     return GenerationSet(token_ids=token_ids, texts=texts, window=cfg.window, **side)
 
 
+def by_domain(cfg: EvaluateConfig, domains: list, token_ids, texts, side: dict) -> dict:
+    """{"domains": {domain: {"n", "metrics": {name: value}}}, "domain_mean": {name: mean over domains}} for
+    rows whose contexts carry a domain (data.contexts); {} otherwise. The mean weighs each domain once (the
+    paper's "average" column), whatever its count."""
+    if all(d is None for d in domains):
+        return {}
+    out = {}
+    for domain in dict.fromkeys(domains):
+        keep = [i for i, d in enumerate(domains) if d == domain]
+        gens = generation_set(cfg, [token_ids[i] for i in keep], [texts[i] for i in keep], side)
+        values = {k: v["value"] for k, v in compute(cfg.metrics, gens).items() if "value" in v}
+        out[str(domain)] = {"n": len(keep), "metrics": values}
+    names = dict.fromkeys(k for d in out.values() for k in d["metrics"])
+    mean = {k: statistics.fmean(d["metrics"][k] for d in out.values()) for k in names
+            if all(k in d["metrics"] for d in out.values())}
+    return {"domains": out, "domain_mean": mean}
+
+
+def domain_texts(contexts: list[dict], length: int = 256) -> dict[str, list[list[int]]]:
+    """Per domain, each context's document (context + human continuation) as token ids, cut to one length (the
+    shortest, at most `length`): what the per-domain perplexity is measured on."""
+    groups: dict[str, list[list[int]]] = {}
+    for c in contexts:
+        if c.get("domain") is not None:
+            groups.setdefault(str(c["domain"]), []).append(list(c["context_ids"]) + list(c["reference_ids"]))
+    return {d: [x[: min(length, *map(len, seqs))] for x in seqs] for d, seqs in groups.items()}
+
+
+def predictive(cfg: EvaluateConfig, model_cfg: ModelConfig, weights, val_ids, contexts) -> tuple[dict, dict]:
+    """Teacher-forced metrics of one set of weights on the validation text, and per domain of a text
+    evaluation set on its documents (the paper's Table 1 perplexity column; {} without domains)."""
+    from hyperfit.metrics.predictive import predictive_metrics
+    from hyperfit.models import load_for_inference
+
+    model = load_for_inference(model_cfg, weights)
+    per_domain = {d: predictive_metrics(model, seqs, cfg.batch_size) for d, seqs in domain_texts(contexts).items()}
+    return predictive_metrics(model, val_ids, cfg.batch_size), per_domain
+
+
 def evaluate(cfg: EvaluateConfig, model_cfg: ModelConfig, run: RunDir, tags: list[str] | None = None,
              reference: bool = True) -> list[Path]:
     """Metrics for each generations/<tag>.jsonl (all of them by default) and for the human reference."""
     run = RunDir.of(run)
     if world()[1] == 1:  # under a launch every rank writes the same files: none may sweep another's temp
         run.sweep_interrupted_writes()
-    from hyperfit.metrics.predictive import predictive_metrics
-    from hyperfit.models import load_for_inference, load_tokenizer
+    from hyperfit.models import load_tokenizer
 
     for name in cfg.metrics:
         get_metric(name)  # fail on a typo before any work
@@ -76,6 +114,8 @@ def evaluate(cfg: EvaluateConfig, model_cfg: ModelConfig, run: RunDir, tags: lis
     tokenizer = load_tokenizer(model_cfg, run.final if run.final.is_dir() else None)
     side = training_side(run, train_rows, tokenizer)
     run_cfg = load_run_config(run)
+    contexts = run.read_samples("contexts")
+    domain = {c["id"]: c.get("domain") for c in contexts}
     written, references, predictive_cache = [], {}, {}
     for tag, path in zip(tags, files):
         rows = read_jsonl(path)
@@ -93,14 +133,15 @@ def evaluate(cfg: EvaluateConfig, model_cfg: ModelConfig, run: RunDir, tags: lis
                   "checkpoint": rows[0]["checkpoint"] if rows else None,
                   "decoder": rows[0]["decoder"] if rows else None,
                   "decoder_config": rows[0]["decoder_config"] if rows else None,
-                  "metrics": compute(cfg.metrics, gens)}
+                  "metrics": compute(cfg.metrics, gens),
+                  **by_domain(cfg, [domain.get(r["context_id"]) for r in rows], token_ids, gens.texts, side)}
         ckpt = result["checkpoint"]
         if cfg.predictive and val_ids and ckpt is not None:
             if ckpt not in predictive_cache:
-                model = load_for_inference(model_cfg, run.weights_for(ckpt))
-                predictive_cache[ckpt] = predictive_metrics(model, val_ids, cfg.batch_size)
-                del model
-            result["predictive"] = predictive_cache[ckpt]
+                predictive_cache[ckpt] = predictive(cfg, model_cfg, run.weights_for(ckpt), val_ids, contexts)
+            result["predictive"], per_domain = predictive_cache[ckpt]
+            if per_domain:
+                result["predictive_domains"] = per_domain
         result["provenance"] = provenance()
         write_json(run.metrics_file(tag), result)
         written.append(run.metrics_file(tag))
@@ -139,6 +180,12 @@ def evaluate_reference(cfg: EvaluateConfig, run: RunDir, length: int | None, tra
               **reference_lengths(ids, length, cfg.window),
               # which texts these are: `hyperfit data` may rewrite the contexts later (the report then says STALE)
               "contexts_sha256": file_sha256(run.data_file("contexts")),
-              "metrics": compute(cfg.metrics, gens), "provenance": provenance()}
+              "metrics": compute(cfg.metrics, gens),
+              **by_domain(cfg, [c.get("domain") for c in contexts], ids, texts, gens_side(gens)),
+              "provenance": provenance()}
     write_json(run.metrics_file(tag), result)
     return run.metrics_file(tag)
+
+
+def gens_side(gens: GenerationSet) -> dict:
+    return {"train_ids": gens.train_ids, "train_texts": gens.train_texts, "vocabulary": gens.vocabulary}

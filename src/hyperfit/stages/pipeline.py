@@ -18,6 +18,7 @@ import shutil
 import yaml
 
 from hyperfit.config import RunConfig, to_dict
+from hyperfit.config.checks import extra_changes
 from hyperfit.decoding.presets import resolve
 from hyperfit.dist import barrier, world
 from hyperfit.errors import ConfigError
@@ -56,7 +57,7 @@ def check(cfg: RunConfig, trains: bool = True, images: bool = False) -> None:
     (when the run will train) the batch splits over the launched processes."""
     from hyperfit.training import check_tracker, local_batch_size
 
-    if cfg.data.num_contexts == 0:
+    if cfg.data.num_contexts == 0 and not cfg.data.contexts:
         raise ConfigError("data.num_contexts=0: `hyperfit run` continues held-out contexts and measures them, and "
                           "would report rows of nothing; set data.num_contexts >= 1 (the paper: 300), or run only "
                           "the stages you need (hyperfit train RUN_DIR after the data stage)")
@@ -122,6 +123,10 @@ def _write_config_and_data(cfg: RunConfig, run_dir: RunDir, resume: bool) -> Non
             print(f"data: {manifest['train']} train / {manifest['val']} val / {manifest['contexts']} contexts "
                   f"from {manifest['qualifying']} of {manifest['documents']} documents with ≥ {cfg.data.seq_len} "
                   "tokens")
+            if "contexts_per_domain" in manifest:
+                print(f"data: contexts as text, {manifest['contexts_per_domain']}; "
+                      f"{manifest['training_documents_overlapping_contexts']} documents of data.source overlap them "
+                      "and are left out of training")
     except BaseException:
         if created:
             shutil.rmtree(run_dir.path, ignore_errors=True)
@@ -142,6 +147,10 @@ def generation_jobs(cfg: RunConfig, run_dir: RunDir) -> list[Job]:
         jobs.append(Job.of(run_dir, cfg, contexts, **sampled_changes()))
         if cfg.generate.with_base:
             jobs.append(Job.of(run_dir, cfg, contexts, checkpoint="base", **sampled_changes()))
+    for changes in extra_changes(cfg.generate):  # generate.extra: one file each, unless it names one made above
+        job = Job.of(run_dir, cfg, contexts, tag=None, **changes)
+        if job.tag not in {j.tag for j in jobs}:
+            jobs.append(job)
     return jobs
 
 

@@ -151,6 +151,30 @@ def metrics_rows(runs: Sequence[RunDir]) -> tuple[list[str], list[list]]:
     return header, rows
 
 
+DOMAIN_METRICS = ("ttr", "distinct_4", "rep_4", "nonword_rate", "self_bleu")
+
+
+def domain_lines(runs: Sequence[RunDir]) -> list[str]:
+    """The "Per domain" section: each metrics file of a text evaluation set (data.contexts) by domain, then the
+    mean over domains; perplexity on each domain's documents. Nothing when no file has domains."""
+    rows = []
+    for run, run_label in zip(runs, run_labels(runs)):
+        for f in sorted(run.metrics.glob("*.json"), key=lambda p: (p.stem.startswith("reference"), p.stem)):
+            m = json.loads(f.read_text())
+            for domain, d in {**m.get("domains", {}), "average": {"metrics": m.get("domain_mean", {})}}.items():
+                if not m.get("domains"):
+                    break
+                pred = m.get("predictive_domains", {}).get(domain, {})
+                rows.append([run_label, m["tag"], domain, d.get("n")] + [d["metrics"].get(k) for k in DOMAIN_METRICS]
+                            + [pred.get("perplexity")])
+    if not rows:
+        return []
+    header = ["run", "tag", "domain", "n", *DOMAIN_METRICS, "perplexity"]
+    return ["## Per domain", "", *markdown_table(header, rows), "",
+            "average: the mean over domains, each weighing once (the paper's Table 1 layout); perplexity: "
+            "teacher-forced on the domain's context documents.", ""]
+
+
 def ttr_windows(runs: Sequence[RunDir]) -> str:
     """The number of final tokens TTR was measured over ("96", or e.g. "16 / 96" when files differ): the
     window, or the continuation's length where that is shorter (TTR then covers the whole text). Run-directory
@@ -296,6 +320,7 @@ def report(runs: Sequence[RunDir], out: Path | None = None) -> Path:
                         "length, so length-dependent metrics (distinct-n, rep-n, Self-BLEU, longest overlap, "
                         "whole-text TTR; windowed TTR for texts under the window) are not comparable with the "
                         "generations' rows; metrics/reference*.json records their lengths."]
+    lines += domain_lines(runs)
     plot = plot_training(runs, out / "plots" / "training_curves.png")
     labels = run_labels(runs)
     lines += run_warnings(runs, labels)
