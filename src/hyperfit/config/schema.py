@@ -94,7 +94,7 @@ class TrainConfig:
     """Stop after the epoch whose mean training loss is at or below this value (None: run all epochs)."""
     probe_every: int = 1
     """Run the probes (val loss, entropy, greedy TTR, examples) every this many epochs, and at epoch 0
-    before training. 0 turns probes off."""
+    before training. 0 turns probes off, under train.updates too unless train.probe_every_updates is set."""
     probe_contexts: int = 32
     """Held-out contexts continued greedily in each probe (greedy TTR and examples)."""
     probe_new_tokens: int = 96
@@ -105,7 +105,9 @@ class TrainConfig:
     """Write a resumable checkpoint every this many epochs (0: only the final model)."""
     probe_every_updates: Optional[int] = None
     """Under train.updates: run the probes every this many updates (mid-epoch if need be), at update 0 and
-    when training ends. None: 10 evenly spaced probes (every ceil(updates / 10)); 0: no probes. Needs
+    when training ends. None: 10 evenly spaced probes (every ceil(updates / 10)), or none when
+    train.probe_every is 0; 0: no probes. `hyperfit experiment` cells default to 0 (no probes) unless the spec
+    sets it. Needs
     train.updates (train.probe_every counts epochs otherwise)."""
     save_every_updates: Optional[int] = None
     """Under train.updates: write a resumable checkpoint (checkpoints/step-NNNNNNN/) every this many updates

@@ -14,6 +14,7 @@ can pickle it into a SLURM job, and the torch boundary (it imports the pipeline 
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import json
 import platform
@@ -24,7 +25,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
-from hyperfit.config import from_dict, load_config, to_dict
+from hyperfit.config import RunConfig, from_dict, load_config, to_dict
 from hyperfit.errors import ConfigError
 from hyperfit.experiments.spec import Spec, as_text
 from hyperfit.runs import RunDir, json_sha256, write_json, write_text
@@ -78,6 +79,15 @@ def show(value) -> str:
     return text.replace("/", "_").replace("\\", "_").replace("\0", "") or "none"
 
 
+def sweep_defaults(cfg: RunConfig) -> RunConfig:
+    """A cell of a fixed-update sweep probes only when asked: train.probe_every_updates unset becomes 0 (a probe
+    decodes greedily; 10 per cell is most of a small cell's time). Its weights are final/ only already
+    (train.save_every_updates unset: no resumable checkpoints)."""
+    if cfg.train.updates is None or cfg.train.probe_every_updates is not None:
+        return cfg
+    return dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, probe_every_updates=0))
+
+
 def plan_cells(spec: Spec, root: Path) -> list[Cell]:
     """Every cell of the spec, resolved and validated; all invalid cells are reported together."""
     keys = list(spec.axes)
@@ -87,7 +97,8 @@ def plan_cells(spec: Spec, root: Path) -> list[Cell]:
         values = dict(zip(keys, combo))
         name = ",".join(f"{labels[k]}={show(v)}" for k, v in values.items()) or "base"
         try:
-            cfg = load_config(spec.base_config, [*spec.overrides, *(f"{k}={as_text(v)}" for k, v in values.items())])
+            cfg = sweep_defaults(load_config(spec.base_config,
+                                             [*spec.overrides, *(f"{k}={as_text(v)}" for k, v in values.items())]))
         except ConfigError as e:
             problems.append(f"cell {name}: {e}")
             continue
