@@ -130,6 +130,9 @@ class TrainConfig:
     optimizer: str = "adamw"
     """adamw (fp32 master weights, the paper's), or adamw_kahan: bf16 weights (model.dtype=bfloat16) with
     Kahan-compensated updates, so lr 1e-6 updates are not rounded away; 10 instead of 16 bytes/parameter."""
+    order_swaps: int = 0
+    """Swap this many pairs of batches in the first epoch's order (pairs drawn from train.seed): a minor
+    reshuffle of the same data, for the shuffle recipe (paper Fig. 5 left). 0: the seeded order as is."""
 
 
 @dataclass(frozen=True)
@@ -184,6 +187,7 @@ class EvaluateConfig:
     metrics: tuple[str, ...] = (
         "ttr", "ttr_whole", "ttr_words", "distinct_1", "distinct_2", "distinct_4", "rep_2", "rep_4",
         "nonword_rate", "diversity", "self_bleu", "dataset_bleu", "longest_overlap", "overlap_gt10",
+        "longest_overlap_words",
     )
     """Metrics computed on generations (see `hyperfit metrics` for the list)."""
     window: int = 96
