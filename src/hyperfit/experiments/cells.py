@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
+from hyperfit import reuse
 from hyperfit.config import RunConfig, from_dict, load_config, to_dict
 from hyperfit.errors import ConfigError
 from hyperfit.experiments.spec import Spec, as_text
@@ -149,11 +150,13 @@ def one_line(error: BaseException) -> str:
     return f"{type(error).__name__}: {first}"[:300]
 
 
-def run_cell(config: dict, run_dir: str) -> dict:
+def run_cell(config: dict, run_dir: str, store: str | None = None) -> dict:
     """Run (or resume) one cell with `hyperfit run`'s pipeline; record and return its outcome.
 
     Any error is recorded (cell.json, error.txt) and returned, not raised, so that one cell cannot stop the
-    sweep. A kill or Ctrl-C leaves status "running" or "interrupted": the next sweep resumes the cell."""
+    sweep. A kill or Ctrl-C leaves status "running" or "interrupted": the next sweep resumes the cell.
+    `store`: the sweep's folder of reusable results (hyperfit.reuse: tokenized data, the base model's
+    generations and predictive metrics), None to compute everything in the cell."""
     from hyperfit.stages.pipeline import run  # the torch boundary
 
     path = Path(run_dir)
@@ -167,7 +170,8 @@ def run_cell(config: dict, run_dir: str) -> dict:
     # progress lines stay readable (and a SLURM job's log holds the same).
     with open(path / LOG_FILE, "a", encoding="utf-8") as log, redirect_stdout(log), redirect_stderr(log):
         try:
-            run(cfg, resume=resume)
+            with reuse.sharing(store):
+                run(cfg, resume=resume)
         except Exception as e:  # noqa: BLE001 - every failure is the cell's, recorded; the sweep goes on
             traceback.print_exc()  # into cell.log
             return record_failure(path, key, one_line(e), traceback.format_exc(), round(time.monotonic() - start, 1))

@@ -21,10 +21,11 @@ from pathlib import Path
 
 import numpy as np
 
+from hyperfit import reuse
 from hyperfit.config import DataConfig
 from hyperfit.errors import DataError  # noqa: F401 - raised here, importable from here
 from hyperfit.metrics.lexical import words
-from hyperfit.runs import RunDir, write_json, write_jsonl, write_text
+from hyperfit.runs import RunDir, json_sha256, write_json, write_jsonl, write_text
 
 REFERENCE_MAX_TOKENS = 1024  # a held-out book could be 200k tokens; nobody compares continuations that long
 
@@ -170,6 +171,26 @@ def tokenize_documents(docs: list[str], tokenizer, seq_len: int) -> list[list[in
     return out
 
 
+def tokenizer_identity(tokenizer) -> str:
+    """A content key of what a tokenizer does: its class, vocabulary, and how it encodes a probe text
+    (special tokens added or not)."""
+    return json_sha256({"class": type(tokenizer).__name__, "vocab": json_sha256(sorted(tokenizer.get_vocab().items())),
+                        "probe": tokenizer(["Once upon a time, 42 cats."], add_special_tokens=True)["input_ids"]})
+
+
+def reusable_tokens(docs: list[str], tokenizer, seq_len: int) -> list[list[int]]:
+    """tokenize_documents, reused across a sweep's cells (hyperfit.reuse) when the texts, the tokenizer and the
+    length kept are the same: the data.num_train or train.* cells of one source tokenize it once."""
+    if not reuse.active():
+        return tokenize_documents(docs, tokenizer, seq_len)
+    key = json_sha256({"docs": json_sha256(docs), "tokenizer": tokenizer_identity(tokenizer), "seq_len": seq_len})
+    ids = reuse.load("tokens", key)
+    if ids is None:
+        ids = tokenize_documents(docs, tokenizer, seq_len)
+        reuse.save("tokens", key, ids)
+    return ids
+
+
 def longest_piece(tokenizer) -> int:
     """Characters in the vocabulary's longest piece (at least 1)."""
     return max((len(piece) for piece in tokenizer.get_vocab()), default=1) or 1
@@ -231,7 +252,7 @@ def prepare_data(cfg: DataConfig, tokenizer, run: RunDir) -> dict:
     """
     run = RunDir.of(run)
     docs = read_documents(cfg)
-    ids = tokenize_documents(docs, tokenizer, cfg.seq_len)
+    ids = reusable_tokens(docs, tokenizer, cfg.seq_len)
     hashes = [text_hash(d) for d in docs]
     split = split_documents([len(x) for x in ids], cfg, keys=hashes)
 
@@ -252,7 +273,8 @@ def prepare_data(cfg: DataConfig, tokenizer, run: RunDir) -> dict:
     # construction.
 
     held_out = {hashes[i] for i in split["contexts"]}
-    vocabulary = sorted({w for d, h in zip(docs, hashes) if h not in held_out for w in words(d)})
+    vocabulary = reuse.remember("vocabulary", json_sha256([hashes, sorted(held_out)]), lambda: sorted(
+        {w for d, h in zip(docs, hashes) if h not in held_out for w in words(d)}))
     manifest = {"source": cfg.source, "documents": len(docs), "qualifying": sum(len(x) >= cfg.seq_len for x in ids),
                 "train": len(train), "val": len(val), "contexts": len(contexts), "seq_len": cfg.seq_len,
                 "context_len": cfg.context_len, "vocabulary_words": len(vocabulary), "seed": cfg.seed}

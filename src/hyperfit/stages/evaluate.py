@@ -17,10 +17,20 @@ from __future__ import annotations
 import statistics
 from pathlib import Path
 
+from hyperfit import reuse
 from hyperfit.config import EvaluateConfig, ModelConfig
 from hyperfit.dist import world
 from hyperfit.metrics.registry import GenerationSet, compute, get_metric
-from hyperfit.runs import RunDir, RunError, file_sha256, load_run_config, provenance, read_jsonl, write_json
+from hyperfit.runs import (
+    RunDir,
+    RunError,
+    file_sha256,
+    json_sha256,
+    load_run_config,
+    provenance,
+    read_jsonl,
+    write_json,
+)
 from hyperfit.stages.data import continuation_text, load_vocabulary
 
 REFERENCE_TAG = "reference"
@@ -61,8 +71,7 @@ def evaluate(cfg: EvaluateConfig, model_cfg: ModelConfig, run: RunDir, tags: lis
     run = RunDir.of(run)
     if world()[1] == 1:  # under a launch every rank writes the same files: none may sweep another's temp
         run.sweep_interrupted_writes()
-    from hyperfit.metrics.predictive import predictive_metrics
-    from hyperfit.models import load_for_inference, load_tokenizer
+    from hyperfit.models import load_tokenizer
 
     for name in cfg.metrics:
         get_metric(name)  # fail on a typo before any work
@@ -97,9 +106,7 @@ def evaluate(cfg: EvaluateConfig, model_cfg: ModelConfig, run: RunDir, tags: lis
         ckpt = result["checkpoint"]
         if cfg.predictive and val_ids and ckpt is not None:
             if ckpt not in predictive_cache:
-                model = load_for_inference(model_cfg, run.weights_for(ckpt))
-                predictive_cache[ckpt] = predictive_metrics(model, val_ids, cfg.batch_size)
-                del model
+                predictive_cache[ckpt] = _predictive(cfg, model_cfg, run, ckpt, val_ids)
             result["predictive"] = predictive_cache[ckpt]
         result["provenance"] = provenance()
         write_json(run.metrics_file(tag), result)
@@ -108,6 +115,27 @@ def evaluate(cfg: EvaluateConfig, model_cfg: ModelConfig, run: RunDir, tags: lis
         written += [evaluate_reference(cfg, run, length, train_rows, tokenizer, ref, side)
                     for ref, length in sorted(references.items())]
     return written
+
+
+def _predictive(cfg: EvaluateConfig, model_cfg: ModelConfig, run: RunDir, ckpt: str, val_ids) -> dict:
+    """Teacher-forced metrics of a checkpoint on the validation text; the base model's are reused across a
+    sweep's cells over the same validation text (hyperfit.reuse)."""
+    from hyperfit.metrics.predictive import predictive_metrics
+    from hyperfit.models import load_for_inference
+    from hyperfit.stages.generate import weights_of
+
+    key = None
+    if ckpt == "base" and reuse.active():
+        key = json_sha256({"weights": weights_of(run, model_cfg, ckpt), "val": val_ids, "batch": cfg.batch_size,
+                           "dtype": model_cfg.dtype})
+        stored = reuse.load("predictive", key)
+        if stored is not None:
+            return stored
+    model = load_for_inference(model_cfg, run.weights_for(ckpt))
+    value = predictive_metrics(model, val_ids, cfg.batch_size)
+    if key is not None:
+        reuse.save("predictive", key, value)
+    return value
 
 
 def reference_lengths(ids: list[list[int]], asked: int | None, window: int) -> dict:
