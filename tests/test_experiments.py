@@ -204,7 +204,8 @@ def test_the_fast_cut_and_command_line_overrides(tmp_path):
 def test_the_shipped_specs_are_specs_with_a_command_in_their_header():
     specs = sorted((ROOT / "configs" / "experiments").glob("*.yaml"))
     specs = [p for p in specs if is_spec(p)]
-    assert [p.name for p in specs] == ["quantity.yaml"]
+    assert {"quantity.yaml", "diversity.yaml", "entropy.yaml", "shuffle.yaml", "grokking.yaml",
+            "early-stop.yaml"} <= {p.name for p in specs}
     for path in specs:
         header = path.read_text().split("\n\n")[0]
         assert header.startswith("#") and f"hyperfit experiment configs/experiments/{path.name}" in header
@@ -262,3 +263,17 @@ def test_the_t_quantile_table_agrees_with_scipy(monkeypatch):
     for df, value in exact.items():
         assert value - 1e-3 <= seed_summary.t_quantile(df) <= value * 1.04, df  # 3 decimals; errs on the wide side
     assert seed_summary.mean_ci([1.0]) == (1.0, None) and seed_summary.mean_ci([]) == (None, None)
+
+
+def test_a_fixed_update_sweep_probes_only_when_asked_and_keeps_final_weights_only(tmp_path, tiny_llama, corpus_file):
+    from hyperfit.training.budget import Budget
+
+    path = write_spec(tmp_path, tiny_llama, corpus_file, {"data.num_train": [8, 16]})
+    asked = load_spec(path, overrides=["train.updates=40", "train.probe_every=5"])
+    for cell in plan_cells(asked, tmp_path):  # the base says probe_every: 5 (epochs): a cell still probes none
+        train = TrainConfig(**{**cell.config["train"], "betas": tuple(cell.config["train"]["betas"])})
+        assert train.probe_every_updates == 0 and Budget.of(train, 8).cadence() == "no probes, final weights only"
+    probing = load_spec(path, overrides=["train.updates=40", "train.probe_every_updates=10"])
+    assert {c.config["train"]["probe_every_updates"] for c in plan_cells(probing, tmp_path)} == {10}
+    epochs = load_spec(path, overrides=["train.probe_every=1"])  # an epoch budget is left as it is
+    assert {c.config["train"]["probe_every_updates"] for c in plan_cells(epochs, tmp_path)} == {None}

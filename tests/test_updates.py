@@ -7,7 +7,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from hyperfit.config import ConfigError, load_config
+from hyperfit.config import ConfigError, TrainConfig, load_config
 from hyperfit.errors import TrainError
 from hyperfit.runs import RunError, read_jsonl
 from hyperfit.training import train
@@ -117,3 +117,12 @@ def test_an_update_cadence_without_an_update_budget_is_refused_naming_the_fix(ke
 def test_generate_accepts_the_checkpoints_of_an_update_budget(tmp_path, tiny_llama, corpus_file):
     cfg = load_config(None, tiny_overrides(tiny_llama, corpus_file, tmp_path) + ["generate.checkpoint=step-0000010"])
     assert cfg.generate.checkpoint == "step-0000010"
+
+
+def test_probe_every_0_turns_probes_off_under_an_update_budget_unless_probe_every_updates_says_otherwise():
+    from hyperfit.training.budget import Budget
+
+    off = Budget.of(TrainConfig(updates=960, probe_every=0), n_samples=8)
+    assert off.probe_every == 0 and off.save_every == 0 and off.cadence() == "no probes, final weights only"
+    assert Budget.of(TrainConfig(updates=960), 8).probe_every == 96  # the default: 10 evenly spaced
+    assert Budget.of(TrainConfig(updates=960, probe_every=0, probe_every_updates=100), 8).probe_every == 100

@@ -177,7 +177,7 @@ def cmd_experiment(args) -> int:
     command = " ".join(["hyperfit experiment", args.spec, *(["--fast"] if args.fast else []),
                         *([f"--launcher {args.launcher}"] if args.launcher != "local" else []),
                         *([f"--out {args.out}"] if args.out != "runs" else []), *args.overrides])
-    summary = run_experiment(spec, args.launcher, Path(args.out), command)
+    summary = run_experiment(spec, args.launcher, Path(args.out), command, reuse=args.reuse)
     print0(f"{summary.line()}\nreport: {summary.report}")
     return 1 if summary.failed else 0  # a failed cell is the sweep's result, not a usage error (2)
 
@@ -319,6 +319,9 @@ def _add_experiment(sub, fields: str) -> None:
     e.add_argument("--launcher", default="local", choices=list(LAUNCHERS),
                    help="local: one cell after another here (default); submitit: one SLURM job per cell")
     e.add_argument("--out", default="runs", help="parent of the experiment's folder (default: runs)")
+    e.add_argument("--no-reuse", dest="reuse", action="store_false",
+                   help="compute the tokenized data and the base model's generations in every cell instead of once "
+                   "per sweep (<experiment>/cache/)")
     e.set_defaults(fn=cmd_experiment)
 
 

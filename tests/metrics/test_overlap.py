@@ -103,3 +103,21 @@ def test_registered_metrics_and_their_shared_computation():
 
 def test_doctests():
     assert doctest.testmod(overlap_module).failed == 0
+
+
+words = st.lists(st.lists(st.sampled_from(["a", "b", "c", "a,", "B."]), max_size=10).map(" ".join), max_size=4)
+
+
+@settings(max_examples=100, deadline=None)
+@given(words, words)
+def test_longest_overlap_in_words_equals_brute_force_on_the_words(texts, train):
+    from hyperfit.metrics.overlap import WORD, longest_overlap_words
+
+    as_words = lambda ts: [WORD.findall(t) for t in ts]  # noqa: E731
+    expected = [max(m, default=0) for m in brute_matching_statistics(as_words(texts), as_words(train))]
+    assert longest_overlap_words(texts, train) == expected
+
+
+def test_longest_overlap_words_is_registered_with_its_maximum_per_continuation():
+    gens = GenerationSet(token_ids=[[1], [2]], texts=["one two three four", "x"], train_texts=["zero one two three."])
+    assert compute(["longest_overlap_words"], gens)["longest_overlap_words"] == {"value": 1.5, "per_item": [3.0, 0.0]}

@@ -38,6 +38,7 @@ RANGES: dict[str, Range] = {
     "train.stop_at_loss": Range(0, why=" (a cross-entropy loss never is), or null to run all epochs"),
     "train.probe_every": NON_NEGATIVE, "train.probe_contexts": NON_NEGATIVE, "train.probe_new_tokens": NON_NEGATIVE,
     "train.probe_val": NON_NEGATIVE, "train.save_every": NON_NEGATIVE, "train.log_every": AT_LEAST_1,
+    "train.order_swaps": NON_NEGATIVE,
     "train.updates": Range(1, why=", or null to train for train.epochs"),
     "train.probe_every_updates": Range(0, why=" (0: no probes), or null for 10 evenly spaced probes"),
     "train.save_every_updates": Range(0, why=" (0: the final weights only)"),

@@ -154,7 +154,7 @@ class TrainConfig:
     """Stop after the epoch whose mean training loss is at or below this value (None: run all epochs)."""
     probe_every: int = 1
     """Run the probes (val loss, entropy, greedy TTR, examples) every this many epochs, and at epoch 0
-    before training. 0 turns probes off."""
+    before training. 0 turns probes off, under train.updates too unless train.probe_every_updates is set."""
     probe_contexts: int = 32
     """Held-out contexts continued greedily in each probe (greedy TTR and examples)."""
     probe_new_tokens: int = 96
@@ -165,7 +165,9 @@ class TrainConfig:
     """Write a resumable checkpoint every this many epochs (0: only the final model)."""
     probe_every_updates: Optional[int] = None
     """Under train.updates: run the probes every this many updates (mid-epoch if need be), at update 0 and
-    when training ends. None: 10 evenly spaced probes (every ceil(updates / 10)); 0: no probes. Needs
+    when training ends. None: 10 evenly spaced probes (every ceil(updates / 10)), or none when
+    train.probe_every is 0; 0: no probes. `hyperfit experiment` cells default to 0 (no probes) unless the spec
+    sets it. Needs
     train.updates (train.probe_every counts epochs otherwise)."""
     save_every_updates: Optional[int] = None
     """Under train.updates: write a resumable checkpoint (checkpoints/step-NNNNNNN/) every this many updates
@@ -211,6 +213,9 @@ class TrainConfig:
     train.warmup_updates, then cosine decay to 0 (for pretraining a base model with model.init=scratch)."""
     warmup_updates: int = 0
     """Updates of linear warmup before the cosine decay (train.schedule=cosine)."""
+    order_swaps: int = 0
+    """Swap this many pairs of batches in the first epoch's order (pairs drawn from train.seed): a minor
+    reshuffle of the same data, for the shuffle recipe (paper Fig. 5 left). 0: the seeded order as is."""
 
 
 @dataclass(frozen=True)
@@ -274,6 +279,7 @@ class EvaluateConfig:
     metrics: tuple[str, ...] = (
         "ttr", "ttr_whole", "ttr_words", "distinct_1", "distinct_2", "distinct_4", "rep_2", "rep_4",
         "nonword_rate", "diversity", "self_bleu", "dataset_bleu", "longest_overlap", "overlap_gt10",
+        "longest_overlap_words",
     )
     """Metrics computed on generations (see `hyperfit metrics` for the list)."""
     window: int = 96

@@ -4,6 +4,7 @@
     <out>/<experiment>/report.md      the same table, failed cells with their errors, the spec's plots
     <out>/<experiment>/results_summary.csv   with a seed axis: mean ± 95 % CI over seeds (hyperfit.experiments.seeds)
     <out>/<experiment>/plots/*.png
+    <out>/<experiment>/<recipe>.csv, plots/...   with `recipe:` in the spec (hyperfit.experiments.recipes)
 
 Everything here reads files only (cell.json, train_log.jsonl, metrics/*.json), so `hyperfit experiment` can
 rewrite the report of a sweep that is still running elsewhere, and a missing number is a blank, not an error.
@@ -19,6 +20,7 @@ from pathlib import Path
 
 from hyperfit.experiments.cells import ERROR_FILE, Cell, read_status
 from hyperfit.experiments.plots import get_plot
+from hyperfit.experiments.recipes import get_recipe
 from hyperfit.experiments.seeds import markdown_lines, summarize
 from hyperfit.experiments.spec import Spec
 from hyperfit.runs import RunDir, read_jsonl, write_text
@@ -27,14 +29,15 @@ from hyperfit.stages.report import markdown_table
 # The hyperfitted model's generation metrics (greedy by default), then the same for the base model and the
 # human continuations, where the comparison is the point of the paper.
 GENERATION = ("ttr", "ttr_words", "distinct_4", "rep_4", "nonword_rate", "self_bleu", "dataset_bleu",
-              "longest_overlap")
+              "longest_overlap", "longest_overlap_words")
+MAXIMA = ("self_bleu", "dataset_bleu", "longest_overlap", "longest_overlap_words")  # Table 2 gives avg and max
 BESIDE = ("ttr", "distinct_4")  # also given for base- and human_: the "original" and "human" lines of a plot
 CELL_COLUMNS = ("status", "seconds", "updates", "final_train_loss", "val_loss", "base_val_loss")
 
 
 def columns(spec: Spec) -> list[str]:
-    return ["cell", *spec.axes, *CELL_COLUMNS, *GENERATION, *(f"base_{k}" for k in BESIDE),
-            *(f"human_{k}" for k in BESIDE), "folder"]
+    return ["cell", *spec.axes, *CELL_COLUMNS, *GENERATION, *(f"{k}_max" for k in MAXIMA),
+            *(f"base_{k}" for k in BESIDE), *(f"human_{k}" for k in BESIDE), "folder"]
 
 
 def training_numbers(run: RunDir) -> dict:
@@ -60,6 +63,16 @@ def metric_files(run: RunDir, config: dict) -> dict[str, dict]:
     return found
 
 
+def metric_max(metrics_file: dict, name: str) -> float | None:
+    """The largest per-continuation value of a metric in a metrics file (None: not computed or no items).
+
+    >>> metric_max({"metrics": {"self_bleu": {"value": 2.0, "per_item": [1.0, 3.0]}}}, "self_bleu")
+    3.0
+    """
+    items = metrics_file.get("metrics", {}).get(name, {}).get("per_item")
+    return max(items) if items else None
+
+
 def cell_row(spec: Spec, cell: Cell) -> dict:
     run = RunDir(cell.path)
     status = read_status(cell.path) or {}
@@ -70,6 +83,7 @@ def cell_row(spec: Spec, cell: Cell) -> dict:
            "val_loss": files.get("final", {}).get("predictive", {}).get("loss"),
            "base_val_loss": files.get("base", {}).get("predictive", {}).get("loss"), "folder": str(cell.path)}
     row |= {k: value("final", k) for k in GENERATION}
+    row |= {f"{k}_max": metric_max(files.get("final", {}), k) for k in MAXIMA}
     row |= {f"base_{k}": value("base", k) for k in BESIDE} | {f"human_{k}": value("human", k) for k in BESIDE}
     return {k: row.get(k) for k in columns(spec)}
 
@@ -109,5 +123,7 @@ def aggregate(spec: Spec, cells: Sequence[Cell], root: Path, command: str) -> Pa
                                             f"(`{c.path / ERROR_FILE}`)" for c, _ in failed] + [""]
     for plot in plots:
         lines += [f"## {plot.stem}", "", f"![{plot.stem}]({plot.relative_to(root)})", ""]
+    if spec.recipe:  # the paper's artefact, beside the paper's numbers: its own section, files and plots
+        lines += get_recipe(spec.recipe).summarize(spec, cells, rows, root)
     write_text(root / "report.md", "\n".join(lines))
     return root / "report.md"

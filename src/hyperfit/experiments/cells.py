@@ -14,6 +14,7 @@ can pickle it into a SLURM job, and the torch boundary (it imports the pipeline 
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import json
 import platform
@@ -24,7 +25,8 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
-from hyperfit.config import from_dict, load_config, to_dict
+from hyperfit import reuse
+from hyperfit.config import RunConfig, from_dict, load_config, to_dict
 from hyperfit.errors import ConfigError
 from hyperfit.experiments.spec import Spec, as_text
 from hyperfit.runs import RunDir, json_sha256, write_json, write_text
@@ -78,6 +80,15 @@ def show(value) -> str:
     return text.replace("/", "_").replace("\\", "_").replace("\0", "") or "none"
 
 
+def sweep_defaults(cfg: RunConfig) -> RunConfig:
+    """A cell of a fixed-update sweep probes only when asked: train.probe_every_updates unset becomes 0 (a probe
+    decodes greedily; 10 per cell is most of a small cell's time). Its weights are final/ only already
+    (train.save_every_updates unset: no resumable checkpoints)."""
+    if cfg.train.updates is None or cfg.train.probe_every_updates is not None:
+        return cfg
+    return dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, probe_every_updates=0))
+
+
 def plan_cells(spec: Spec, root: Path) -> list[Cell]:
     """Every cell of the spec, resolved and validated; all invalid cells are reported together."""
     keys = list(spec.axes)
@@ -87,7 +98,8 @@ def plan_cells(spec: Spec, root: Path) -> list[Cell]:
         values = dict(zip(keys, combo))
         name = ",".join(f"{labels[k]}={show(v)}" for k, v in values.items()) or "base"
         try:
-            cfg = load_config(spec.base_config, [*spec.overrides, *(f"{k}={as_text(v)}" for k, v in values.items())])
+            cfg = sweep_defaults(load_config(spec.base_config,
+                                             [*spec.overrides, *(f"{k}={as_text(v)}" for k, v in values.items())]))
         except ConfigError as e:
             problems.append(f"cell {name}: {e}")
             continue
@@ -138,11 +150,13 @@ def one_line(error: BaseException) -> str:
     return f"{type(error).__name__}: {first}"[:300]
 
 
-def run_cell(config: dict, run_dir: str) -> dict:
+def run_cell(config: dict, run_dir: str, store: str | None = None) -> dict:
     """Run (or resume) one cell with `hyperfit run`'s pipeline; record and return its outcome.
 
     Any error is recorded (cell.json, error.txt) and returned, not raised, so that one cell cannot stop the
-    sweep. A kill or Ctrl-C leaves status "running" or "interrupted": the next sweep resumes the cell."""
+    sweep. A kill or Ctrl-C leaves status "running" or "interrupted": the next sweep resumes the cell.
+    `store`: the sweep's folder of reusable results (hyperfit.reuse: tokenized data, the base model's
+    generations and predictive metrics), None to compute everything in the cell."""
     from hyperfit.stages.pipeline import run  # the torch boundary
 
     path = Path(run_dir)
@@ -156,7 +170,8 @@ def run_cell(config: dict, run_dir: str) -> dict:
     # progress lines stay readable (and a SLURM job's log holds the same).
     with open(path / LOG_FILE, "a", encoding="utf-8") as log, redirect_stdout(log), redirect_stderr(log):
         try:
-            run(cfg, resume=resume)
+            with reuse.sharing(store):
+                run(cfg, resume=resume)
         except Exception as e:  # noqa: BLE001 - every failure is the cell's, recorded; the sweep goes on
             traceback.print_exc()  # into cell.log
             return record_failure(path, key, one_line(e), traceback.format_exc(), round(time.monotonic() - start, 1))

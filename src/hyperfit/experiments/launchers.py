@@ -22,14 +22,16 @@ Started = Callable[[Cell], None]
 Outcomes = Iterator[tuple[Cell, dict]]
 
 
-def run_local(cells: Sequence[Cell], started: Started, options: dict, folder: Path) -> Outcomes:
+def run_local(cells: Sequence[Cell], started: Started, options: dict, folder: Path,
+              store: str | None = None) -> Outcomes:
     """One cell after another in this process (tokenizer and library imports are paid once)."""
     for cell in cells:
         started(cell)
-        yield cell, run_cell(cell.config, str(cell.path))
+        yield cell, run_cell(cell.config, str(cell.path), store)
 
 
-def run_submitit(cells: Sequence[Cell], started: Started, options: dict, folder: Path) -> Outcomes:
+def run_submitit(cells: Sequence[Cell], started: Started, options: dict, folder: Path,
+                 store: str | None = None) -> Outcomes:
     """One job per cell through submitit's AutoExecutor; outcomes in the order the jobs finish. A job that
     died without recording its cell (timed out, preempted, out of memory) is recorded as failed here."""
     try:
@@ -47,7 +49,7 @@ def run_submitit(cells: Sequence[Cell], started: Started, options: dict, folder:
     except (ValueError, TypeError) as e:
         raise ConfigError(f"the spec's submitit: section: {e}") from None
     with executor.batch():  # one array submission instead of a scheduler call per cell
-        jobs = [executor.submit(run_cell, cell.config, str(cell.path)) for cell in cells]
+        jobs = [executor.submit(run_cell, cell.config, str(cell.path), store) for cell in cells]
     for cell in cells:
         started(cell)
     by_job = {id(job): cell for cell, job in zip(cells, jobs)}

@@ -23,6 +23,8 @@ from hyperfit.experiments.launchers import get_launcher
 from hyperfit.experiments.spec import Spec
 from hyperfit.runs import write_json
 
+STORE = "cache"  # <experiment>/cache/: what the cells share (hyperfit.reuse)
+
 
 @dataclass
 class Summary:
@@ -49,8 +51,10 @@ class Progress:
 
 
 def run_experiment(spec: Spec, launcher: str = "local", out: Path = Path("runs"),
-                   command: str | None = None) -> Summary:
-    """Run the cells of `spec` that are not done into <out>/<spec.name>/cells/ and write its report."""
+                   command: str | None = None, reuse: bool = True) -> Summary:
+    """Run the cells of `spec` that are not done into <out>/<spec.name>/cells/ and write its report.
+    `reuse`: what does not change between cells (tokenized data, the base model's generations and predictive
+    metrics) is computed once, in <out>/<spec.name>/cache/ (hyperfit.reuse); False computes it in every cell."""
     run_cells = get_launcher(launcher)  # an unknown launcher is refused before anything is written
     root = Path(out) / spec.name
     cells = plan_cells(spec, root)  # every cell's config is valid, or nothing runs
@@ -67,16 +71,17 @@ def run_experiment(spec: Spec, launcher: str = "local", out: Path = Path("runs")
         else:
             todo.append(cell)
     try:
-        _launch(todo, run_cells, spec, root, progress, summary)
+        _launch(todo, run_cells, spec, root, progress, summary, str(root / STORE) if reuse else None)
     finally:  # after an interrupt too: the report of what is done so far
         summary.report = aggregate(spec, cells, root, command or shlex.join(["hyperfit", "experiment", str(spec.path)]))
     return summary
 
 
-def _launch(todo: list[Cell], run_cells, spec: Spec, root: Path, progress: Progress, summary: Summary) -> None:
+def _launch(todo: list[Cell], run_cells, spec: Spec, root: Path, progress: Progress, summary: Summary,
+            store: str | None) -> None:
     started = time.monotonic()
     started_cell = lambda c: progress.say(c, f"running (log: {c.path / LOG_FILE})")  # noqa: E731
-    for cell, outcome in run_cells(todo, started_cell, spec.submitit, root / "submitit"):
+    for cell, outcome in run_cells(todo, started_cell, spec.submitit, root / "submitit", store):
         if outcome.get("status") == "done":
             summary.done.append(cell.name)
             progress.say(cell, f"done in {outcome.get('seconds') or 0:.0f} s")

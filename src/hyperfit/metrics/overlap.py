@@ -16,6 +16,7 @@ programming over 2000 samples.
 
 from __future__ import annotations
 
+import re
 import weakref
 from collections.abc import Sequence
 
@@ -117,6 +118,31 @@ def longest_overlap(generations: Sequence[Sequence[int]], train: Sequence[Sequen
     return [int(m.max(initial=0)) for m in matching_statistics(generations, train)]
 
 
+WORD = re.compile(r"\w+(?:['’]\w+)*")
+
+
+def words_as_ids(texts: Sequence[str], vocab: dict[str, int]) -> list[list[int]]:
+    """Each text's words (runs of letters and digits, apostrophes inside; punctuation dropped) as ids of `vocab`,
+    which grows: one vocabulary for generations and training texts makes equal words equal ids.
+
+    >>> v = {}; words_as_ids(["The cat's hat.", "the cat"], v)
+    [[0, 1, 2], [3, 4]]
+    """
+    return [[vocab.setdefault(w, len(vocab)) for w in WORD.findall(t)] for t in texts]
+
+
+def longest_overlap_words(texts: Sequence[str], train_texts: Sequence[str]) -> list[int]:
+    """Longest run of words (case-sensitive, punctuation ignored) of each text found inside one training text.
+    Tokens overstate a copy in a small vocabulary: 10 tokens of a 512-token vocabulary are ~4 words.
+
+    >>> longest_overlap_words(["Once upon a time, there was", "a dog"], ["Once upon a time there lived"])
+    [5, 1]
+    """
+    vocab: dict[str, int] = {}
+    train = words_as_ids(train_texts, vocab)
+    return longest_overlap(words_as_ids(texts, vocab), train)
+
+
 def fraction_above(values: Sequence[float], threshold: float = 10) -> float:
     """Share of values strictly above `threshold` (paper: continuations copying more than 10 tokens).
 
@@ -160,6 +186,16 @@ def _stats(g: GenerationSet) -> list[np.ndarray]:
 )
 def _longest(g: GenerationSet):
     per = [float(m.max(initial=0)) for m in _stats(g)]
+    return (sum(per) / len(per) if per else 0.0), per
+
+
+@register(
+    "longest_overlap_words",
+    "Longest run of words copied from one training sample (punctuation ignored), mean over continuations.",
+    needs=("train_texts",),
+)
+def _longest_words(g: GenerationSet):
+    per = [float(n) for n in longest_overlap_words(g.texts, g.train_texts or [])]
     return (sum(per) / len(per) if per else 0.0), per
 
 

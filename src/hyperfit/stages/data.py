@@ -28,10 +28,11 @@ from pathlib import Path
 
 import numpy as np
 
+from hyperfit import reuse
 from hyperfit.config import DataConfig
 from hyperfit.errors import DataError  # noqa: F401 - raised here, importable from here
 from hyperfit.metrics.lexical import words
-from hyperfit.runs import RunDir, write_json, write_jsonl, write_text
+from hyperfit.runs import RunDir, json_sha256, write_json, write_jsonl, write_text
 from hyperfit.stages.data_report import render_data_report
 from hyperfit.stages.evalset import draw_contexts, overlapping, set_sha256, tokenize_contexts
 from hyperfit.text import CleanStats, clean, general_words, known_languages
@@ -201,6 +202,27 @@ def tokenize_documents(docs: list[str], tokenizer, seq_len: int, samples_per_doc
     return out
 
 
+def tokenizer_identity(tokenizer) -> str:
+    """A content key of what a tokenizer does: its class, vocabulary, and how it encodes a probe text
+    (special tokens added or not)."""
+    return json_sha256({"class": type(tokenizer).__name__, "vocab": json_sha256(sorted(tokenizer.get_vocab().items())),
+                        "probe": tokenizer(["Once upon a time, 42 cats."], add_special_tokens=True)["input_ids"]})
+
+
+def reusable_tokens(docs: list[str], tokenizer, seq_len: int, samples_per_document: int = 1) -> list[list[int]]:
+    """tokenize_documents, reused across a sweep's cells (hyperfit.reuse) when the texts, the tokenizer and the
+    length kept are the same: the data.num_train or train.* cells of one source tokenize it once."""
+    if not reuse.active():
+        return tokenize_documents(docs, tokenizer, seq_len, samples_per_document)
+    key = json_sha256({"docs": json_sha256(docs), "tokenizer": tokenizer_identity(tokenizer), "seq_len": seq_len,
+                       "samples_per_document": samples_per_document})
+    ids = reuse.load("tokens", key)
+    if ids is None:
+        ids = tokenize_documents(docs, tokenizer, seq_len, samples_per_document)
+        reuse.save("tokens", key, ids)
+    return ids
+
+
 def longest_piece(tokenizer) -> int:
     """Characters in the vocabulary's longest piece (at least 1)."""
     return max((len(piece) for piece in tokenizer.get_vocab()), default=1) or 1
@@ -338,7 +360,7 @@ def prepare_data(cfg: DataConfig, tokenizer, run: RunDir) -> dict:
                         f"{', '.join(known_languages())}, or null for the source's own words only")
     stats = CleanStats()
     docs = read_documents(cfg, stats)
-    ids = tokenize_documents(docs, tokenizer, cfg.seq_len, cfg.samples_per_document)
+    ids = reusable_tokens(docs, tokenizer, cfg.seq_len, cfg.samples_per_document)
     hashes = [text_hash(d) for d in docs]
     prefix = [bos_prefix(tokenizer, x) for x in ids]
     capacity = [min(cfg.samples_per_document, chunks_in(len(x), cfg.seq_len, len(p))) for x, p in zip(ids, prefix)]
@@ -375,8 +397,9 @@ def prepare_data(cfg: DataConfig, tokenizer, run: RunDir) -> dict:
                                             dict.fromkeys(r["domain"] for r in rows)},
                     "context_words": cfg.context_words}
     general, word_list = general_words(cfg.language)
-    vocabulary = sorted(general | {w for d, h in zip(docs, hashes) if h not in held_out for w in words(d)}
-                        | {w for d in extra for w in words(d)})
+    vocabulary = reuse.remember("vocabulary", json_sha256([hashes, sorted(held_out), word_list, extra]), lambda: sorted(
+        general | {w for d, h in zip(docs, hashes) if h not in held_out for w in words(d)}
+        | {w for d in extra for w in words(d)}))
     manifest = {"source": cfg.source, "documents": len(docs), "qualifying": sum(c > 0 for c in capacity),
                 "train": len(train), "val": len(val), "contexts": len(contexts), "seq_len": cfg.seq_len,
                 "context_len": cfg.context_len, "vocabulary_words": len(vocabulary), "seed": cfg.seed,

@@ -17,10 +17,20 @@ from __future__ import annotations
 import statistics
 from pathlib import Path
 
+from hyperfit import reuse
 from hyperfit.config import EvaluateConfig, ModelConfig
 from hyperfit.dist import world
 from hyperfit.metrics.registry import GenerationSet, compute, get_metric
-from hyperfit.runs import RunDir, RunError, file_sha256, load_run_config, provenance, read_jsonl, write_json
+from hyperfit.runs import (
+    RunDir,
+    RunError,
+    file_sha256,
+    json_sha256,
+    load_run_config,
+    provenance,
+    read_jsonl,
+    write_json,
+)
 from hyperfit.stages.data import continuation_text, load_vocabulary
 
 REFERENCE_TAG = "reference"
@@ -83,17 +93,6 @@ def domain_texts(contexts: list[dict], length: int = 256) -> dict[str, list[list
     return {d: [x[: min(length, *map(len, seqs))] for x in seqs] for d, seqs in groups.items()}
 
 
-def predictive(cfg: EvaluateConfig, model_cfg: ModelConfig, weights, val_ids, contexts) -> tuple[dict, dict]:
-    """Teacher-forced metrics of one set of weights on the validation text, and per domain of a text
-    evaluation set on its documents (the paper's Table 1 perplexity column; {} without domains)."""
-    from hyperfit.metrics.predictive import predictive_metrics
-    from hyperfit.models import load_for_inference
-
-    model = load_for_inference(model_cfg, weights)
-    per_domain = {d: predictive_metrics(model, seqs, cfg.batch_size) for d, seqs in domain_texts(contexts).items()}
-    return predictive_metrics(model, val_ids, cfg.batch_size), per_domain
-
-
 def evaluate(cfg: EvaluateConfig, model_cfg: ModelConfig, run: RunDir, tags: list[str] | None = None,
              reference: bool = True) -> list[Path]:
     """Metrics for each generations/<tag>.jsonl (all of them by default) and for the human reference."""
@@ -138,7 +137,7 @@ def evaluate(cfg: EvaluateConfig, model_cfg: ModelConfig, run: RunDir, tags: lis
         ckpt = result["checkpoint"]
         if cfg.predictive and val_ids and ckpt is not None:
             if ckpt not in predictive_cache:
-                predictive_cache[ckpt] = predictive(cfg, model_cfg, run.weights_for(ckpt), val_ids, contexts)
+                predictive_cache[ckpt] = predictive(cfg, model_cfg, run, ckpt, val_ids, contexts)
             result["predictive"], per_domain = predictive_cache[ckpt]
             if per_domain:
                 result["predictive_domains"] = per_domain
@@ -149,6 +148,31 @@ def evaluate(cfg: EvaluateConfig, model_cfg: ModelConfig, run: RunDir, tags: lis
         written += [evaluate_reference(cfg, run, length, train_rows, tokenizer, ref, side)
                     for ref, length in sorted(references.items())]
     return written
+
+
+def predictive(cfg: EvaluateConfig, model_cfg: ModelConfig, run: RunDir, ckpt: str, val_ids, contexts
+               ) -> tuple[dict, dict]:
+    """Teacher-forced metrics of a checkpoint on the validation text, and per domain of a text evaluation set on
+    its documents (the paper's Table 1 perplexity column; {} without domains). The base model's are reused across
+    a sweep's cells over the same texts (hyperfit.reuse)."""
+    from hyperfit.metrics.predictive import predictive_metrics
+    from hyperfit.models import load_for_inference
+    from hyperfit.stages.generate import weights_of
+
+    key = None
+    domains = domain_texts(contexts)
+    if ckpt == "base" and reuse.active():
+        key = json_sha256({"weights": weights_of(run, model_cfg, ckpt), "val": val_ids, "domains": domains,
+                           "batch": cfg.batch_size, "dtype": model_cfg.dtype})
+        stored = reuse.load("predictive", key)
+        if stored is not None:
+            return stored[0], stored[1]
+    model = load_for_inference(model_cfg, run.weights_for(ckpt))
+    per_domain = {d: predictive_metrics(model, seqs, cfg.batch_size) for d, seqs in domains.items()}
+    value = predictive_metrics(model, val_ids, cfg.batch_size), per_domain
+    if key is not None:
+        reuse.save("predictive", key, list(value))
+    return value
 
 
 def reference_lengths(ids: list[list[int]], asked: int | None, window: int) -> dict:

@@ -30,6 +30,7 @@ from functools import cached_property
 from pathlib import Path
 from types import SimpleNamespace
 
+from hyperfit import reuse
 from hyperfit.config import GenerateConfig, ModelConfig, RunConfig
 from hyperfit.decoding.loops import continue_contexts, decode, loop_for, sample_seed  # noqa: F401 - continue_contexts: the probe's import
 from hyperfit.decoding.presets import Decoder, effective_settings, generation_config, resolve
@@ -205,6 +206,8 @@ def run_jobs(jobs: Sequence[Job], model=None, tokenizer=None) -> list[Job]:
     for job in jobs:
         if job not in todo and main:
             print(f"reused {job.path} ({job.name} / {job.decoder} / L{job.length}: same cache key)")
+    if model is None:
+        todo = [j for j in todo if not _from_store(j, main)]
     for group in dict.fromkeys(_weights_id(j) for j in todo):
         batch = [j for j in todo if _weights_id(j) == group]
         first = batch[0]
@@ -213,11 +216,27 @@ def run_jobs(jobs: Sequence[Job], model=None, tokenizer=None) -> list[Job]:
             rows = generation_rows(job, model if model is not None else weights, tokenizer or tok)
             if main:  # every rank holds all rows (gathered); one writes them
                 write_jsonl(job.path, rows)
+                if job.checkpoint == "base":  # the same in every cell of a sweep (hyperfit.reuse)
+                    reuse.save("generations", job.key, rows)
                 print(f"generated {job.name} / {job.decoder} / L{job.length}: {len(rows)} continuations from "
                       f"{world()[1]} process(es) → {job.path}")
         del weights
     barrier()
     return todo
+
+
+def _from_store(job: Job, main: bool) -> bool:
+    """Whether the sweep's store (hyperfit.reuse) held this job's rows, now written to its file. Only the base
+    model's are stored: every cell of a sweep continues the same contexts with it, and nothing else repeats."""
+    if job.checkpoint != "base" or not reuse.active():
+        return False
+    rows = reuse.load("generations", job.key)
+    if rows is None:
+        return False
+    if main:
+        write_jsonl(job.path, rows)
+        print(f"reused {job.name} / {job.decoder} / L{job.length} from the sweep's store → {job.path}")
+    return True
 
 
 def _weights_id(job: Job) -> tuple:
@@ -230,15 +249,18 @@ def blocker_processor(run: RunDir, cfg: GenerateConfig, tokenizer):
         return None
     from transformers import LogitsProcessorList
 
-    from hyperfit.decoding.blocker import NgramBlocker, starts_word_from_tokenizer
+    from hyperfit.decoding.blocker import NgramBlocker, build_index, starts_word_from_tokenizer
 
     train_ids = [r["input_ids"] for r in run.read_samples("train")]
     if getattr(tokenizer, "sos_token_id", None) is not None:
         # Images: the start-of-image token is input only (ImageGPT has no logit for it) and opens every sample.
         train_ids = [ids[1:] for ids in train_ids]
     starts_word = starts_word_from_tokenizer(tokenizer) if cfg.block_until_word_end else None
-    return LogitsProcessorList([NgramBlocker.from_samples(train_ids, cfg.block_ngrams, starts_word=starts_word,
-                                                          delay_until_word_end=cfg.block_until_word_end)])
+    # The index is the training data's: cells (or decoders) over the same samples build it once (hyperfit.reuse).
+    index = reuse.remember("blocker", json_sha256([train_ids, cfg.block_ngrams]),
+                           lambda: build_index(train_ids, cfg.block_ngrams))
+    return LogitsProcessorList([NgramBlocker(index, starts_word=starts_word,
+                                             delay_until_word_end=cfg.block_until_word_end)])
 
 
 def prepare_decoder(job: Job, model) -> Decoder:

@@ -39,8 +39,8 @@ class Budget:
         if cfg.updates is None:
             return cls(per_epoch * cfg.epochs, per_epoch, False, cfg.probe_every, cfg.save_every)
         probe = cfg.probe_every_updates
-        if probe is None:
-            probe = math.ceil(cfg.updates / DEFAULT_PROBES)
+        if probe is None:  # train.probe_every=0 says "no probes" under either budget
+            probe = math.ceil(cfg.updates / DEFAULT_PROBES) if cfg.probe_every else 0
         # No checkpoint unless asked: a sweep's cells keep final/ only (a resumable 1.1B checkpoint is ~13 GB).
         return cls(cfg.updates, per_epoch, True, probe, cfg.save_every_updates or 0)
 

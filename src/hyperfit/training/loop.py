@@ -225,6 +225,25 @@ def epoch_order(n: int, seed: int, epoch: int) -> torch.Tensor:
     return torch.randperm(n, generator=g)
 
 
+def swap_batches(order: torch.Tensor, batch_size: int, swaps: int, seed: int) -> torch.Tensor:
+    """`order` with `swaps` pairs of whole batches exchanged (pairs drawn from `seed`): the same batches, a
+    slightly different sequence of updates. Fewer than two batches: nothing to swap.
+
+    >>> swap_batches(torch.arange(6), 2, 1, seed=0).tolist()
+    [0, 1, 4, 5, 2, 3]
+    """
+    batches = len(order) // batch_size
+    if swaps <= 0 or batches < 2:
+        return order
+    g = torch.Generator().manual_seed(seed * 1_000_003 + 999_983)
+    out = order.clone()
+    for _ in range(swaps):
+        i, j = torch.randperm(batches, generator=g)[:2].tolist()
+        a, b = slice(i * batch_size, (i + 1) * batch_size), slice(j * batch_size, (j + 1) * batch_size)
+        out[a], out[b] = out[b].clone(), out[a].clone()
+    return out
+
+
 def fit(s: Session) -> dict:
     """Train from s.start to the budget (train.epochs or train.updates) or train.stop_at_loss; returns the
     summary train() returns."""
@@ -263,7 +282,10 @@ def _epoch(s: Session, epoch: int, step: int, window: LossWindow, bar, carried: 
     train.updates may come before the epoch's last batch; returns its mean loss over the ranks and the step
     count after it. `carried`: the epoch's loss so far, saved by a checkpoint inside it."""
     cfg, budget, per_rank = s.cfg, s.budget, s.micro * s.cfg.grad_accum
-    order = epoch_order(len(s.ids), cfg.seed, epoch).to(s.ids.device)
+    order = epoch_order(len(s.ids), cfg.seed, epoch)
+    if epoch == 1:  # train.order_swaps: a minor reshuffle, pure in (seed, swaps) so a resume sees the same order
+        order = swap_batches(order, cfg.batch_size, cfg.order_swaps, cfg.seed)
+    order = order.to(s.ids.device)
     epoch_loss = LossWindow(s.accelerator, carried)
     begin = (epoch - 1) * budget.per_epoch  # the step count when the epoch started
     for b in range(step - begin, budget.epoch_end(epoch) - begin):
