@@ -355,9 +355,7 @@ def prepare_data(cfg: DataConfig, tokenizer, run: RunDir) -> dict:
     Returns the manifest (counts) that is also saved as data/manifest.json.
     """
     run = RunDir.of(run)
-    if cfg.language and cfg.language not in known_languages():
-        raise DataError(f"data.language={cfg.language!r} has no word list in wordfreq; use one of "
-                        f"{', '.join(known_languages())}, or null for the source's own words only")
+    _check_language(cfg.language)
     stats = CleanStats()
     docs = read_documents(cfg, stats)
     ids = reusable_tokens(docs, tokenizer, cfg.seq_len, cfg.samples_per_document)
@@ -384,22 +382,12 @@ def prepare_data(cfg: DataConfig, tokenizer, run: RunDir) -> dict:
     train = [sample("train", k, i, c) for k, (i, c) in enumerate(allocate(split["train"], capacity, cfg.num_train))]
     val = [sample("val", k, i, c) for k, (i, c) in enumerate(allocate(split["val"], capacity, cfg.num_val))]
     contexts = [context(k, i) for k, i in enumerate(split["contexts"])]
-    # The non-word rate needs a vocabulary of real words: a general list for the language, and every word type
-    # in the source text but the held-out documents (contexts and their human continuations): with them in,
-    # the human row would be all words by construction.
-    # A text evaluation set adds the words of its sources' documents that were not drawn.
     held_out, text_set = {hashes[i] for i in split["contexts"]}, {}
     if cfg.contexts:
         contexts = tokenize_contexts(rows, tokenizer)
         held_out = {r["text_hash"] for r in rows} | {hashes[i] for i in excluded}
-        text_set = {"contexts_sha256": set_sha256(rows), "training_documents_overlapping_contexts": len(excluded),
-                    "contexts_per_domain": {d: sum(r["domain"] == d for r in rows) for d in
-                                            dict.fromkeys(r["domain"] for r in rows)},
-                    "context_words": cfg.context_words}
-    general, word_list = general_words(cfg.language)
-    vocabulary = reuse.remember("vocabulary", json_sha256([hashes, sorted(held_out), word_list, extra]), lambda: sorted(
-        general | {w for d, h in zip(docs, hashes) if h not in held_out for w in words(d)}
-        | {w for d in extra for w in words(d)}))
+        text_set = _text_set_manifest(cfg, rows, excluded)
+    vocabulary, word_list = _vocabulary(cfg.language, docs, hashes, held_out, extra)
     manifest = {"source": cfg.source, "documents": len(docs), "qualifying": sum(c > 0 for c in capacity),
                 "train": len(train), "val": len(val), "contexts": len(contexts), "seq_len": cfg.seq_len,
                 "context_len": cfg.context_len, "vocabulary_words": len(vocabulary), "seed": cfg.seed,
@@ -419,6 +407,32 @@ def prepare_data(cfg: DataConfig, tokenizer, run: RunDir) -> dict:
     write_json(run.data / "manifest.json", manifest)
     write_text(run.data / "report.md", render_data_report(manifest))
     return manifest
+
+
+def _check_language(language: str | None) -> None:
+    if language and language not in known_languages():
+        raise DataError(f"data.language={language!r} has no word list in wordfreq; use one of "
+                        f"{', '.join(known_languages())}, or null for the source's own words only")
+
+
+def _text_set_manifest(cfg: DataConfig, rows: list[dict], excluded: set[int]) -> dict:
+    domains = dict.fromkeys(r["domain"] for r in rows)
+    return {"contexts_sha256": set_sha256(rows), "training_documents_overlapping_contexts": len(excluded),
+            "contexts_per_domain": {d: sum(r["domain"] == d for r in rows) for d in domains},
+            "context_words": cfg.context_words}
+
+
+def _vocabulary(language: str | None, docs: list[str], hashes: list[str], held_out: set[str], extra: list[str]
+                ) -> tuple[list[str], str]:
+    """The non-word rate's vocabulary of real words, and the name of its general list: that list for the language,
+    every word type in the source text but the held-out documents (contexts and their human continuations: with
+    them in, the human row would be all words by construction), and the words of a text evaluation set's source
+    documents that were not drawn (`extra`)."""
+    general, word_list = general_words(language)
+    vocabulary = reuse.remember("vocabulary", json_sha256([hashes, sorted(held_out), word_list, extra]), lambda: sorted(
+        general | {w for d, h in zip(docs, hashes) if h not in held_out for w in words(d)}
+        | {w for d in extra for w in words(d)}))
+    return vocabulary, word_list
 
 
 def special_strings(docs: list[str], tokenizer) -> dict[str, int]:
