@@ -147,3 +147,15 @@ def test_news_articles_are_left_as_they_are(tmp_path, tok):
     c = manifest["cleaning"]
     assert (c["boilerplate_texts"], c["markup"], c["wraps_joined"]) == (0, {}, 0)
     assert special_ids_in(run, tok) == []
+
+
+def test_the_text_options_refuse_unknown_values_and_replace_marks_unknown_words(tmp_path):
+    from hyperfit.config import ConfigError, load_config
+
+    with pytest.raises(ConfigError) as e:
+        load_config(None, ["data.source=x", "data.reflow=yes", "data.unknown_marker=delete",
+                           "data.samples_per_document=0"])
+    assert all(s in str(e.value) for s in ("data.reflow='yes' must be one of auto, always, none",
+                                           "data.unknown_marker='delete'", "data.samples_per_document"))
+    docs = read_documents(cfg(WIKITEXT, unknown_marker="replace", max_documents=40))
+    assert any("\ufffd" in d for d in docs) and not any("<unk>" in d for d in docs)
