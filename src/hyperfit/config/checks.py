@@ -29,6 +29,7 @@ RANGES: dict[str, Range] = {
     "data.num_contexts": NON_NEGATIVE, "data.context_len": AT_LEAST_1, "data.seed": SEED,
     "data.max_documents": Range(1, why=", or null to read them all"),
     "train.epochs": NON_NEGATIVE, "train.lr": POSITIVE, "train.weight_decay": NON_NEGATIVE, "train.eps": POSITIVE,
+    "train.chunked_loss": NON_NEGATIVE,
     "train.batch_size": AT_LEAST_1, "train.grad_accum": AT_LEAST_1, "train.seed": SEED,
     "train.max_grad_norm": Range(0, open_low=True, why=", or null for no clipping"),
     "train.stop_at_loss": Range(0, why=" (a cross-entropy loss never is), or null to run all epochs"),
