@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from hyperfit.errors import PlanError  # noqa: F401 - raised here, importable from here
+from hyperfit.memory_modes import MODES, RECOMMENDED
 
 GIB = 2**30
 GB = 10**9
@@ -252,6 +253,75 @@ def render(name: str, s: Shape, rows: list[dict], gpu_label: str, batch: int, se
     return "\n".join(lines)
 
 
+# ---------------------------------------------------------------------------------------------------------
+# One GPU, smaller training state: the memory modes of train.optimizer (hyperfit.memory_modes, docs/lowmem.md)
+
+LOSS_CHUNK = 512  # train.chunked_loss the rows assume: 512 × 128k vocabulary × 10 B = 0.6 GiB of logits at once
+# torchao's CPUOffloadOptimizer over fp32 weights (plan row only, not a train.optimizer yet): the GPU keeps
+# fp32 weights + gradients (8 B); the host a pinned fp32 copy of each, and AdamW's fp32 moments (4 + 4 + 8).
+OFFLOAD_STATE_GPU_BYTES = 4 + 4
+OFFLOAD_STATE_HOST_BYTES = 4 + 4 + 8
+
+
+def logits_bytes(s: Shape, tokens: int, chunk: int = 0) -> int:
+    """bf16 logits, their fp32 copy and fp32 gradient, of all tokens at once or of one chunk of them."""
+    return min(tokens, chunk or tokens) * s.vocab * (2 + 4 + 4)
+
+
+def mode_rows(s: Shape, gpu_gib: float, batch: int, seq: int) -> list[dict]:
+    """Per memory mode, on one GPU with activation checkpointing: bytes of state, activations, logits."""
+    tokens = batch * seq
+    act = activation_bytes(s, batch, seq, checkpointing=True) - logits_bytes(s, tokens)  # without the logits
+    rows = []
+    for m in MODES.values():
+        state = m.state_bytes * s.params
+        chunked, full = logits_bytes(s, tokens, LOSS_CHUNK), logits_bytes(s, tokens)
+        total = state + act + chunked + OVERHEAD
+        rows.append({"mode": m.name, "bytes_per_param": m.state_bytes, "state_gib": state / GIB,
+                     "activations_gib": act / GIB, "logits_gib": chunked / GIB, "full_logits_gib": full / GIB,
+                     "per_gpu_gib": total / GIB, "fits": total <= gpu_gib * GIB})
+    return rows
+
+
+def offload_row(s: Shape, batch: int, seq: int) -> dict:
+    """adamw (fp32 masters) with the optimizer state on the CPU: what stays on the GPU and what the host holds."""
+    tokens = batch * seq
+    act = activation_bytes(s, batch, seq, checkpointing=True) - logits_bytes(s, tokens) + logits_bytes(s, tokens,
+                                                                                                       LOSS_CHUNK)
+    return {"per_gpu_gib": (OFFLOAD_STATE_GPU_BYTES * s.params + act + OVERHEAD) / GIB,
+            "host_gib": OFFLOAD_STATE_HOST_BYTES * s.params / GIB}
+
+
+def single_gpu_choice(rows: list[dict]) -> dict | None:
+    """The mode to run: adamw (the paper's) when it fits, else the recommended one, else the smallest that fits."""
+    fits = {r["mode"]: r for r in rows if r["fits"]}
+    return fits.get("adamw") or fits.get(RECOMMENDED) or min(fits.values(), key=lambda r: r["per_gpu_gib"],
+                                                            default=None)
+
+
+def render_modes(s: Shape, gpu_gib: float, gpu_label: str, batch: int, seq: int) -> list[str]:
+    rows = mode_rows(s, gpu_gib, batch, seq)
+    lines = ["", f"One GPU of {gpu_label} by memory mode (train.optimizer), with activation checkpointing and "
+             f"train.chunked_loss={LOSS_CHUNK}:",
+             f"{'mode':16s} {'B/param':>7s} {'state':>7s} {'activ.':>7s} {'logits chunked/full':>20s} "
+             f"{'per-GPU GiB':>12s}  fits"]
+    for r in rows:
+        lines.append(f"{r['mode']:16s} {r['bytes_per_param']:7.2f} {r['state_gib']:7.1f} {r['activations_gib']:7.2f} "
+                     f"{r['logits_gib']:9.2f} / {r['full_logits_gib']:8.2f} {r['per_gpu_gib']:12.1f}  "
+                     + ("yes" if r["fits"] else "no"))
+    off = offload_row(s, batch, seq)
+    lines.append(f"{'adamw+offload':16s} {OFFLOAD_STATE_GPU_BYTES:7.2f} (GPU) optimizer state on the CPU: "
+                 f"{off['per_gpu_gib']:.1f} GiB per GPU, {off['host_gib']:,.0f} GiB host RAM "
+                 f"({OFFLOAD_STATE_HOST_BYTES} B/param; torchao CPUOffloadOptimizer; plan only, not a mode yet)")
+    choice = single_gpu_choice(rows)
+    if choice is None:
+        return lines + [f"No memory mode fits one GPU of {gpu_label}: use a strategy above, or a shorter --seq"]
+    dtype = "" if choice["mode"] == "adamw" else "model.dtype=bfloat16 "
+    return lines + [f"Single-GPU command ({choice['mode']}, {choice['per_gpu_gib']:.1f} GiB; docs/lowmem.md):",
+                    f"  hyperfit train RUN_DIR {dtype}train.optimizer={choice['mode']} "
+                    f"train.activation_checkpointing=true train.chunked_loss={LOSS_CHUNK}"]
+
+
 def checkpointing_line(checkpointing: bool) -> str:
     # fsdp2.yaml sets fsdp_activation_checkpointing, so a row without it would plan a run that never happens.
     return ("activation checkpointing on (--checkpointing); fsdp2 has it on in any case, as fsdp2.yaml does"
@@ -304,7 +374,8 @@ def plan(name: str, *, gpu_gib: float | None = None, gpu_gb: float | None = None
     if lora is not None:
         require_positive("--lora-rank", lora.rank, "the adapters' rank, e.g. --lora-rank 16")
         return lora_plan_text(name, s, config, lora, gib, label, batch, seq, checkpointing)
-    return render(name, s, table(s, gib, batch, seq, checkpointing), label, batch, seq, checkpointing)
+    return "\n".join([render(name, s, table(s, gib, batch, seq, checkpointing), label, batch, seq, checkpointing),
+                      *render_modes(s, gib, label, batch, seq)])
 
 
 # ---------------------------------------------------------------------------------------------------------

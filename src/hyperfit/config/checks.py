@@ -33,6 +33,7 @@ RANGES: dict[str, Range] = {
     "data.max_documents": Range(1, why=", or null to read them all"),
     "data.samples_per_document": AT_LEAST_1,
     "train.epochs": NON_NEGATIVE, "train.lr": POSITIVE, "train.weight_decay": NON_NEGATIVE, "train.eps": POSITIVE,
+    "train.chunked_loss": NON_NEGATIVE,
     "train.batch_size": AT_LEAST_1, "train.grad_accum": AT_LEAST_1, "train.seed": SEED,
     "train.max_grad_norm": Range(0, open_low=True, why=", or null for no clipping"),
     "train.stop_at_loss": Range(0, why=" (a cross-entropy loss never is), or null to run all epochs"),

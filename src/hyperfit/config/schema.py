@@ -188,8 +188,15 @@ class TrainConfig:
     """Recompute activations in backward instead of storing them: less memory, ~30 % more compute. Only
     when memory needs it (see `hyperfit plan`); under FSDP set fsdp_activation_checkpointing in its YAML."""
     optimizer: str = "adamw"
-    """adamw (fp32 master weights, the paper's), or adamw_kahan: bf16 weights (model.dtype=bfloat16) with
-    Kahan-compensated updates, so lr 1e-6 updates are not rounded away; 10 instead of 16 bytes/parameter."""
+    """Memory mode: adamw (fp32 master weights, the paper's; 16 bytes/parameter), or one that trains bf16
+    weights (model.dtype=bfloat16) without rounding lr-1e-6 updates away: adamw_kahan_sr (Kahan compensation
+    + stochastic rounding, 10 B; recommended), adamw_kahan (Kahan, 10 B), optimi_kahan (torch-optimi, 10 B),
+    torchao_sr (torchao, bf16 moments, 8 B), torchao_8bit_sr (torchao, 8-bit moments, 6 B). The last three
+    need `pip install 'hyperfit[lowmem]'`; `hyperfit plan MODEL` prints each one's memory (docs/lowmem.md)."""
+    chunked_loss: int = 0
+    """Compute the cross-entropy over this many target tokens at a time (e.g. 1024), recomputing each chunk's
+    logits in backward, so a large vocabulary's logits are never all materialised (8 × 256 tokens × 128k
+    vocabulary: 2.5 GiB). 0: off. One process only (not under DDP/FSDP/DeepSpeed)."""
     method: str = "full"
     """full (every weight trains, the paper's recipe) or lora: low-rank adapters through peft on a frozen base;
     the adapters are kept in fp32 whatever model.dtype is, checkpoints hold the adapter, and final/ a merged

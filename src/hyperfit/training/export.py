@@ -12,11 +12,14 @@ from pathlib import Path
 import huggingface_hub
 
 from hyperfit.config import TrainConfig
+from hyperfit.memory_modes import mode
 from hyperfit.runs import RunDir
 from hyperfit.training.checkpoint import save_checkpoint
 
-OPTIMIZER_CARD = {"adamw": "AdamW on fp32 weights",
-                  "adamw_kahan": "AdamW on bf16 weights with Kahan-compensated updates (adamw_kahan)"}
+
+def optimizer_card(name: str) -> str:
+    m = mode(name)
+    return "AdamW on fp32 weights" if name == "adamw" else f"AdamW on bf16 weights, {m.kept_by} ({name})"
 
 
 def save_final(run: RunDir, accelerator, model, tokenizer, model_name: str, cfg: TrainConfig, summary: dict,
@@ -29,7 +32,7 @@ def save_final(run: RunDir, accelerator, model, tokenizer, model_name: str, cfg:
 
 def model_card(model_name: str, cfg: TrainConfig, summary: dict) -> str:
     """README.md of the final folder: what the model is, how to decode it, and the recipe that made it."""
-    optimizer = (f"{OPTIMIZER_CARD[cfg.optimizer]}, lr {cfg.lr:g} constant, weight decay {cfg.weight_decay:g}, "
+    optimizer = (f"{optimizer_card(cfg.optimizer)}, lr {cfg.lr:g} constant, weight decay {cfg.weight_decay:g}, "
                  f"betas {tuple(cfg.betas)}")
     return f"""---
 library_name: transformers

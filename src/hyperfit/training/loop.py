@@ -160,7 +160,7 @@ def _build(cfg: TrainConfig, model_cfg: ModelConfig, accelerator, micro: int, co
         enable_activation_checkpointing(model)
     model.train()
     model, optimizer = prepare(accelerator, model, cfg, micro, compiled)
-    loss_fn = make_loss_fn(model, compile=compiled, autocast=own_autocast(accelerator, model))
+    loss_fn = make_loss_fn(model, compile=compiled, autocast=own_autocast(accelerator, model), chunk=cfg.chunked_loss)
     return model, optimizer, tokenizer, loss_fn, adapter
 
 

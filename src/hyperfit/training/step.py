@@ -14,6 +14,11 @@
 - The loop enters bf16 autocast itself, around the forward only (`own_autocast`), instead of keeping
   the wrapper accelerate puts on model.forward, whose outputs it casts to fp32: with that wrapper the
   logits left the model as fp32 whatever the loss did.
+- Chunked cross-entropy (train.chunked_loss=N): the decoder runs once, then the output layer and the loss
+  run over N target tokens at a time, each chunk recomputed in backward (torch.utils.checkpoint), so the
+  logits of the whole batch never exist: Llama-3.1-8B at 8 × 256 has 2048 × 128,256 logits, 0.5 GiB in
+  bf16 plus 2 GiB as the fp32 copy and gradient; a chunk of 1024 tokens holds half of that at most. One
+  process only (DDP and FSDP wrap the whole forward, which this splits); the memory modes are for one GPU.
 - Activation checkpointing (train.activation_checkpointing) trades ~30 % more compute for activation
   memory; it is off unless memory needs it (see `hyperfit plan`).
 """
@@ -25,6 +30,8 @@ from contextlib import AbstractContextManager, nullcontext
 from typing import Optional
 
 import torch
+
+from hyperfit.errors import TrainError
 
 
 def ce_sum(logits: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
@@ -69,12 +76,14 @@ def own_autocast(accelerator, model) -> Callable[[], AbstractContextManager]:
     return accelerator.autocast
 
 
-def make_loss_fn(model, compile: bool = False, autocast: Callable[[], AbstractContextManager] = nullcontext
-                 ) -> Callable[[torch.Tensor], torch.Tensor]:
+def make_loss_fn(model, compile: bool = False, autocast: Callable[[], AbstractContextManager] = nullcontext,
+                 chunk: int = 0) -> Callable[[torch.Tensor], torch.Tensor]:
     """ids (LongTensor[B, T]) → summed next-token loss; with compile, model and CE are compiled.
 
     `autocast`: the mixed-precision context of the forward (own_autocast); the loss is computed outside it,
-    in fp32 from the bf16 logits."""
+    in fp32 from the bf16 logits. `chunk` > 0: the chunked cross-entropy over that many tokens at a time."""
+    if chunk:
+        return chunked_loss_fn(model, chunk, compile, autocast)
     forward = torch.compile(model) if compile else model
     ce = compiled_ce_sum() if compile else ce_sum
 
@@ -87,6 +96,54 @@ def make_loss_fn(model, compile: bool = False, autocast: Callable[[], AbstractCo
 
     loss_fn.model = forward  # what no_sync / backward must see: the (compiled) prepared model
     return loss_fn
+
+
+def chunked_loss_fn(model, chunk: int, compile: bool = False,
+                    autocast: Callable[[], AbstractContextManager] = nullcontext) -> Callable:
+    """make_loss_fn's chunked cross-entropy: decoder once, then output layer + loss per `chunk` target tokens.
+
+    Equal to ce_sum of the full logits (tests/test_lowmem.py compares losses and gradients)."""
+    check_chunkable(model)
+    decoder, head = model.get_decoder(), model.get_output_embeddings()
+    body = torch.compile(decoder) if compile else decoder
+
+    def head_ce(h: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        with autocast():
+            logits = head(h)
+        return torch.nn.functional.cross_entropy(logits.float(), targets, reduction="sum")
+
+    def loss_fn(ids: torch.Tensor) -> torch.Tensor:
+        with autocast():
+            hidden = body(input_ids=ids, use_cache=False).last_hidden_state
+        h = hidden[:, :-1].reshape(-1, hidden.shape[-1])
+        targets = ids[:, 1:].reshape(-1)
+        # Non-reentrant checkpoint: each chunk keeps only its slice of h (a view) for backward and
+        # recomputes its logits there, so one chunk's logits exist at a time, forward and backward.
+        return sum(torch.utils.checkpoint.checkpoint(head_ce, h[i:i + chunk], targets[i:i + chunk],
+                                                     use_reentrant=False)
+                   for i in range(0, h.shape[0], chunk))
+
+    loss_fn.model = model
+    return loss_fn
+
+
+# Config attributes that change logits after the output layer: a chunked loss that skipped them would train
+# another objective (Gemma 2's soft-capping, Cohere's logit scale).
+LOGIT_TRANSFORMS = ("final_logit_softcapping", "logit_scale", "output_multiplier_scale", "logits_scaling")
+
+
+def check_chunkable(model) -> None:
+    """The chunked loss calls the decoder and the output layer itself: the model must be one plain causal LM."""
+    name = type(model).__name__
+    if hasattr(model, "module") or hasattr(model, "device_mesh"):
+        raise TrainError(f"train.chunked_loss: {name} is wrapped for several processes (DDP/FSDP), whose forward "
+                         "the chunked loss would bypass; use it on one GPU, or set train.chunked_loss=0")
+    config = getattr(model, "config", None)
+    used = [k for k in LOGIT_TRANSFORMS if getattr(config, k, None) not in (None, 1, 1.0)]
+    if model.get_output_embeddings() is None or not hasattr(model, "get_decoder") or used:
+        why = f"its config transforms the logits ({', '.join(used)})" if used else "it has no decoder + output layer"
+        raise TrainError(f"train.chunked_loss: {name} cannot be split into decoder and output layer ({why}); "
+                         "set train.chunked_loss=0")
 
 
 def enable_activation_checkpointing(model) -> None:
