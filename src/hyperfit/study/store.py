@@ -23,7 +23,7 @@ from pathlib import Path
 
 # Atomic writes come from the run-directory module (stdlib + yaml only: still no torch here).
 from hyperfit.runs import write_text
-from hyperfit.study import StudyError
+from hyperfit.study import StudyError, assign
 from hyperfit.study.assign import Plan, a_on_left
 
 DB_NAME, SUMMARY_NAME = "study.sqlite", "study.json"
@@ -336,8 +336,6 @@ def extend_queue(conn: sqlite3.Connection, annotator: str, want: int, k: int, ch
     first), at most one per context the annotator has not seen, plus their attention checks from other
     unseen contexts; returns how many pair items were added. The caller holds a write transaction, so two
     arrivals cannot both take the last open place."""
-    from hyperfit.study import assign
-
     rng = random.Random(seed)
     secret = bytes.fromhex(meta(conn, "secret"))
     seen = {r[0] for r in conn.execute("SELECT i.context_id FROM assignments s JOIN items i ON i.id = s.item "
