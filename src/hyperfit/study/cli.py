@@ -181,10 +181,12 @@ def cmd_status(args) -> int:
     if args.json:
         print(json.dumps(rows, indent=2))
         return 0
-    print(f"{'annotator':<24} {'judged':>12} {'checks failed':>14}  last judgement")
+    print(f"{'annotator':<24} {'judged':>12} {'checks failed':>14} {'median s':>9}  last judgement")
     for r in rows:
-        print(f"{r['annotator']:<24} {r['judged']:>5} / {r['total']:<4} {r['checks_failed']:>14}  "
-              f"{r['last_at'] or '-'}")
+        median = "-" if r["median_ms"] is None else f"{r['median_ms'] / 1000:.1f}"
+        note = "  (revoked)" if r["revoked_at"] else ""
+        print(f"{r['annotator']:<24} {r['judged']:>5} / {r['total']:<4} {r['checks_failed']:>14} {median:>9}  "
+              f"{r['last_at'] or '-'}{note}")
     judged, total = sum(r["judged"] for r in rows), sum(r["total"] for r in rows if r["kind"] == "human")
     print(f"total: {judged} judgements ({total} assigned to humans)")
     return 0
