@@ -82,6 +82,10 @@ def test_prolific_arrival_gets_a_queue_returns_to_it_and_ends_with_the_completio
         assert answer(client, url).status_code == 303
     done = client.get(url)
     assert "C0DE42" in done.text and "app.prolific.com/submissions/complete?cc=C0DE42" in done.text
+    client.post(f"{url}/change", data={"csrf": csrf})  # the last answer can still be changed from the end page
+    assert "6 / 6" in client.get(url).text
+    answer(client, url)
+    assert "C0DE42" in client.get(url).text
     conn = store.connect(study)
     row = conn.execute("SELECT source, external_id, session_id FROM annotators").fetchone()
     assert tuple(row) == ("prolific", "prolific:5f1a2b", "abc")

@@ -254,7 +254,8 @@ def add_annotator_routes(app: Flask, db, secret: bytes, wording: page.Page, conf
         done, total = store.progress(db(), annotator)
         item = store.next_assignment(db(), annotator)
         if item is None:
-            return render_template("done.html", total=total, page=wording, **completion(config))
+            return render_template("done.html", total=total, page=wording, csrf=csrf_token(secret, annotator),
+                                   **completion(config))
         store.mark_shown(db(), annotator, item["pos"])
         left, right = (item["text_a"], item["text_b"]) if item["a_on_left"] else (item["text_b"], item["text_a"])
         return render_template("item.html", context=item["context"], left=left, right=right,
