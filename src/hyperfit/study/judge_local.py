@@ -50,19 +50,25 @@ class LocalJudge:
         return self.tok(prompt + "\nAnswer:", add_special_tokens=True)["input_ids"]
 
     def scores(self, prompt: str) -> dict[str, float]:
-        """Sum of log-probabilities of each answer's tokens after the prompt."""
+        """Sum of log-probabilities of each answer's tokens after the prompt (the three in one batch)."""
         head = self.prefix(prompt)
+        space = "" if self.tok.chat_template else " "
+        tails = [self.tok(space + a, add_special_tokens=False)["input_ids"] for a in ANSWERS]
+        room = self.max_len - max(map(len, tails))
+        if len(head) > room:
+            self.cut += 1
+            head = head[-room:]
+        width = len(head) + max(map(len, tails))
+        pad = self.tok.pad_token_id if self.tok.pad_token_id is not None else (self.tok.eos_token_id or 0)
+        ids = torch.tensor([head + t + [pad] * (width - len(head) - len(t)) for t in tails], device=self.device)
+        mask = torch.tensor([[1] * (len(head) + len(t)) + [0] * (width - len(head) - len(t)) for t in tails],
+                            device=self.device)
+        with torch.no_grad():
+            logp = torch.log_softmax(self.model(input_ids=ids, attention_mask=mask).logits.float(), -1)
         out = {}
-        for answer in ANSWERS:
-            tail = self.tok((" " if not self.tok.chat_template else "") + answer, add_special_tokens=False)["input_ids"]
-            room = self.max_len - len(tail)
-            if len(head) > room:
-                self.cut += 1
-            ids = torch.tensor([(head[-room:] if len(head) > room else head) + tail], device=self.device)
-            with torch.no_grad():
-                logits = self.model(ids).logits[0, -len(tail) - 1:-1].float()
-            logp = torch.log_softmax(logits, -1).gather(1, ids[0, -len(tail):, None]).sum()
-            out[answer] = float(logp)
+        for row, (answer, tail) in enumerate(zip(ANSWERS, tails)):
+            positions = torch.arange(len(head) - 1, len(head) - 1 + len(tail), device=self.device)
+            out[answer] = float(logp[row, positions, torch.tensor(tail, device=self.device)].sum())
         return out
 
     def __call__(self, prompt: str) -> str:
