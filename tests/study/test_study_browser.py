@@ -246,3 +246,30 @@ def test_phone_layout_has_a_sticky_answer_bar_and_no_key_hints(tmp_path, monkeyp
         driver.quit()
         server.close()
         thread.join(timeout=10)
+
+
+def test_shortcuts_can_be_turned_off_and_focus_is_not_the_selected_style(browser, base_url, study):
+    browser.get(f"{base_url}/a/{tokens(study)['ann-1']}")
+    wait_for_progress(browser, "1 / 10")
+    wait_ready(browser)
+    button = browser.find_element(By.CSS_SELECTOR, "button[value=left]")
+    browser.execute_script("arguments[0].setAttribute('aria-pressed', 'true')", button)
+    selected = button.value_of_css_property("background-color")
+    browser.execute_script("arguments[0].removeAttribute('aria-pressed')", button)
+    press(browser, "\ue004")  # Tab: keyboard focus lands on a control and shows its ring
+    focused = browser.switch_to.active_element
+    assert focused.value_of_css_property("outline-style") == "solid"
+    if focused.tag_name == "button" and focused.get_attribute("value") == "left":
+        assert focused.value_of_css_property("background-color") != selected
+    browser.find_element(By.ID, "shortcuts").click()  # off
+    browser.find_element(By.TAG_NAME, "h1").click()
+    press(browser, "1")
+    time.sleep(1.0)
+    assert "1 / 10" in browser.find_element(By.ID, "progress").text and stored(study, "ann-1") == []
+    browser.refresh()  # the choice is remembered
+    wait_for_progress(browser, "1 / 10")
+    wait_ready(browser)
+    assert not browser.find_element(By.ID, "shortcuts").is_selected()
+    press(browser, "1")
+    time.sleep(1.0)
+    assert stored(study, "ann-1") == []

@@ -86,7 +86,9 @@ def test_python_m_entry_point_and_no_torch(tmp_path, gen_file):
                           "--annotators", "3", "--raters-per-item", "3"],
                          env=ENV, capture_output=True, text=True, timeout=60)
     assert run.returncode == 0, run.stderr
-    assert "12 items from 12 contexts" in run.stdout
+    # Everyone judges every context, so one is held back for the attention checks (a check shows a context
+    # its annotator does not judge).
+    assert "11 items from 11 contexts" in run.stdout and "kept for attention checks" in run.stdout
     code = ("import sys, hyperfit.study.server, hyperfit.study.cli, hyperfit.study.analysis, "
             "hyperfit.study.results, hyperfit.study.judge; import scipy.stats, krippendorff, choix; "
             "heavy = sorted(m for m in ('torch', 'transformers') if m in sys.modules); "
@@ -151,7 +153,8 @@ def test_vs_file_with_different_context_text(tmp_path, gen_file, capsys):
 def test_common_only_uses_the_shared_contexts(tmp_path, gen_file, capsys):
     rows = [json.loads(line) for line in gen_file.read_text().splitlines()][:5]
     other = write_jsonl(tmp_path / "other" / "greedy.jsonl", rows)
-    study = create(tmp_path / "study", gen_file, "--vs", str(other), "--annotators", "3", "--common-only")
+    study = create(tmp_path / "study", gen_file, "--vs", str(other), "--annotators", "3", "--common-only",
+                   "--attention-checks", "0")
     assert json.loads((study / "study.json").read_text())["n_pair_items"] == 5
 
 

@@ -82,6 +82,10 @@ def test_prolific_arrival_gets_a_queue_returns_to_it_and_ends_with_the_completio
         assert answer(client, url).status_code == 303
     done = client.get(url)
     assert "C0DE42" in done.text and "app.prolific.com/submissions/complete?cc=C0DE42" in done.text
+    client.post(f"{url}/change", data={"csrf": csrf})  # the last answer can still be changed from the end page
+    assert "6 / 6" in client.get(url).text
+    answer(client, url)
+    assert "C0DE42" in client.get(url).text
     conn = store.connect(study)
     row = conn.execute("SELECT source, external_id, session_id FROM annotators").fetchone()
     assert tuple(row) == ("prolific", "prolific:5f1a2b", "abc")
@@ -215,3 +219,19 @@ def test_cohen_kappa_matches_scikit_learn():
     x = ["a", "b", "equal", "a", "a", "b", "equal", "b"]
     y = ["a", "b", "a", "a", "b", "b", "equal", "equal"]
     assert cohen_kappa(x, y) == pytest.approx(sklearn.cohen_kappa_score(x, y))
+
+
+def test_hyperfit_report_renders_the_study_as_a_table(study, gen_file):
+    from hyperfit.stages.report import human_study_lines
+
+    conn = store.connect(study)
+    for r in conn.execute("SELECT annotator, pos FROM assignments").fetchall():
+        store.record(conn, r["annotator"], r["pos"], "left")
+    assert main(["results", str(study)]) == 0
+    path = gen_file.parent.parent / "metrics" / "human_study-study.json"
+    lines = human_study_lines(path, "study", "run")
+    text = "\n".join(lines)
+    assert "| Raters | System | vs | Preferred or equal |" in text and "```json" not in text
+    assert "12 / 12 items with 3" in text and lines[0] == "<!-- human-study:study -->"
+    path.write_text("{}")  # a file it cannot read as a study is shown as it is
+    assert "```json" in "\n".join(human_study_lines(path, "study", "run"))

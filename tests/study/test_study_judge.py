@@ -96,7 +96,7 @@ CHAT_TEMPLATE = ("{% for m in messages %}<s>{{ m['role'] }}: {{ m['content'] }}\
                  "{% if add_generation_prompt %}assistant:{% endif %}")
 
 
-@pytest.mark.parametrize("chat", [False, pytest.param(True, marks=pytest.mark.slow)])
+@pytest.mark.parametrize("chat", [False, True])
 def test_local_judge_with_a_tiny_model_both_orders_and_agreement_with_humans(tmp_path, study, chat, capsys):
     pytest.importorskip("torch")
     from hyperfit.study import judge_local
@@ -115,6 +115,15 @@ def test_local_judge_with_a_tiny_model_both_orders_and_agreement_with_humans(tmp
     local.prefix = lambda p: (prompts.append(p), real(p))[1]
     scores = local.scores("Beginning:\n<<<x>>>\nWhich?")
     assert set(scores) == {"A", "B", "EQUAL"} and all(v < 0 for v in scores.values())
+    import torch  # the batched, padded scores equal each answer scored alone
+
+    head = local.prefix("Beginning:\n<<<x>>>\nWhich?")
+    for answer, score in scores.items():
+        tail = local.tok(("" if chat else " ") + answer, add_special_tokens=False)["input_ids"]
+        ids = torch.tensor([head + tail])
+        with torch.no_grad():
+            logp = torch.log_softmax(local.model(ids).logits[0, -len(tail) - 1:-1], -1)
+        assert score == pytest.approx(float(logp.gather(1, ids[0, -len(tail):, None]).sum()), abs=1e-4)
     prompts.clear()
     n = judge.judge_items(study, "tiny-judge", local, limit=4)
     assert n == 4 and len(prompts) == 8  # both orders of each item

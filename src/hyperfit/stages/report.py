@@ -18,6 +18,7 @@ from hyperfit.metrics.repetition import ttr_by_position
 from hyperfit.runs import RunDir, RunError, atomic_path, file_sha256, load_run_config, read_jsonl, write_text
 from hyperfit.stages.convergence import final_train_loss, not_near_zero
 from hyperfit.stages.evaluate import reference_lengths
+from hyperfit.study import results as study_results
 
 TABLE_METRICS = ("ttr", "ttr_words", "distinct_4", "rep_4", "nonword_rate", "self_bleu", "longest_overlap")
 PREDICTIVE = ("loss", "perplexity", "entropy", "top1_mass")
@@ -384,8 +385,6 @@ def data_sections(runs: Sequence[RunDir], labels: Sequence[str]) -> list[str]:
 def human_study_lines(path: Path, name: str, label: str) -> list[str]:
     """A human study as a table (hyperfit.study.results.report_section), between the markers that
     `hyperfit study results` rewrites; a file it cannot read is shown as JSON, as before."""
-    from hyperfit.study import results as study_results
-
     try:
         payload = json.loads(path.read_text())
         section = study_results.report_section(name, payload["results"], payload["design"])

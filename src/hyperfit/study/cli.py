@@ -47,22 +47,37 @@ def parse_annotators(text: str) -> list[str]:
     return ids
 
 
-def cmd_create(args) -> int:
-
-    study_dir = Path(args.study_dir)
-    store.check_target(study_dir)  # before reading anything large: fail fast, write nothing
+def check_create_args(args) -> None:
+    """Option errors that need no file read: reported before anything large is loaded."""
     if args.annotators is None and args.crowd == "links":
         raise StudyError("--annotators is needed for private links (e.g. --annotators 6); with --crowd prolific "
                          "or --crowd open, queues are made as people arrive and it may be left out.")
     if args.crowd == "prolific" and not (args.completion_code or args.completion_url):
         raise StudyError("--crowd prolific needs --completion-code CODE (from the study's Prolific page) or "
                          "--completion-url URL, shown when a participant finishes.")
-    annotators = parse_annotators(args.annotators) if args.annotators else []
-    rate = assign.parse_rate(args.attention_checks)
     if args.contexts is not None and args.contexts < 1:
         raise StudyError(f"--contexts {args.contexts}: must be at least 1, or left out to use all contexts.")
     if args.max_words is not None and args.max_words < 1:
         raise StudyError(f"--max-words {args.max_words}: must be at least 1, e.g. --max-words 100.")
+
+
+def choose_k(requested: int | None, annotators: list[str], per_context: int) -> tuple[int, int]:
+    """(raters per item, the most the design allows). Default: 3, as in the paper, where the annotators
+    allow it (each sees a context only once); crowd arrivals are unlimited, so 3."""
+    most = assign.max_raters(len(annotators), per_context) if annotators else 3
+    k = min(3, most) if requested is None else requested
+    if k < 1:
+        raise StudyError(f"{len(annotators)} annotator(s) for {per_context} items per context: each "
+                         f"annotator sees a context once, so pass --annotators {per_context} or more.")
+    return k, most
+
+
+def cmd_create(args) -> int:
+    study_dir = Path(args.study_dir)
+    store.check_target(study_dir)  # before reading anything large: fail fast, write nothing
+    check_create_args(args)
+    annotators = parse_annotators(args.annotators) if args.annotators else []
+    rate = assign.parse_rate(args.attention_checks)
     page_text = page.read_page_file(args.page)
     systems, opponent = sources.load_systems([Path(p) for p in args.from_], args.vs)
     ids = sources.shared_context_ids(systems + ([opponent] if opponent else []), args.common_only)
@@ -70,13 +85,7 @@ def cmd_create(args) -> int:
         ids = sorted(random.Random(args.seed).sample(ids, args.contexts), key=ids.index)
     pairs = assign.build_pairs(systems, opponent, ids, args.pairs, args.max_words)
     per_context = max(len(g) for g in assign.context_groups(pairs).values())
-    k = args.raters_per_item
-    most = assign.max_raters(len(annotators), per_context) if annotators else 3
-    if k is None:  # 3, as in the paper, where the annotators allow it (each sees a context only once)
-        k = min(3, most)
-        if k < 1:
-            raise StudyError(f"{len(annotators)} annotator(s) for {per_context} items per context: each "
-                             f"annotator sees a context once, so pass --annotators {per_context} or more.")
+    k, most = choose_k(args.raters_per_item, annotators, per_context)
     # Crowd arrivals get their queues as they come (store.extend_queue); private links get theirs now.
     plan = (assign.plan_study(pairs, annotators, k, rate, args.seed) if annotators
             else assign.Plan(pairs, {}))
@@ -97,9 +106,16 @@ def cmd_create(args) -> int:
                   "queue_length": args.queue_length or min(40, len(ids))},
     }
     store.create_study(study_dir, plan, annotators, config, page_text)
+    report_created(args, config, plan, ids, pairs, most)
+    return 0
+
+
+def report_created(args, config: dict, plan, ids: list[str], pairs: list, most: int) -> None:
+    study_dir, n_pairs, annotators = args.study_dir, config["n_pair_items"], config["annotators"]
+    k, per_context = config["raters_per_item"], config["items_per_context"]
     lengths = sorted(set(config["queue_lengths"].values())) or [config["crowd"]["queue_length"]]
     print(f"created {study_dir}: {n_pairs} items from {len(ids) - len(plan.held_back)} contexts "
-          f"({', '.join(s.name for s in everyone)}), {config['n_check_items']} attention checks, "
+          f"({', '.join(s['name'] for s in config['systems'])}), {config['n_check_items']} attention checks, "
           f"{len(annotators)} annotators with {'-'.join(map(str, lengths))} items each")
     dropped = [cid for cid in ids if cid not in {p.context_id for p in pairs}]
     if dropped:  # build_pairs skips a pair with an empty side: nothing to judge, but say which
@@ -112,7 +128,6 @@ def cmd_create(args) -> int:
         print(f"note: {len(plan.held_back)} context(s) are not judged but kept for attention checks, since "
               "annotators judge nearly every context and a check must show a context they do not judge")
     print(f"next: hyperfit study serve {study_dir}")
-    return 0
 
 
 def served_names(args) -> list[str]:
@@ -166,10 +181,12 @@ def cmd_status(args) -> int:
     if args.json:
         print(json.dumps(rows, indent=2))
         return 0
-    print(f"{'annotator':<24} {'judged':>12} {'checks failed':>14}  last judgement")
+    print(f"{'annotator':<24} {'judged':>12} {'checks failed':>14} {'median s':>9}  last judgement")
     for r in rows:
-        print(f"{r['annotator']:<24} {r['judged']:>5} / {r['total']:<4} {r['checks_failed']:>14}  "
-              f"{r['last_at'] or '-'}")
+        median = "-" if r["median_ms"] is None else f"{r['median_ms'] / 1000:.1f}"
+        note = "  (revoked)" if r["revoked_at"] else ""
+        print(f"{r['annotator']:<24} {r['judged']:>5} / {r['total']:<4} {r['checks_failed']:>14} {median:>9}  "
+              f"{r['last_at'] or '-'}{note}")
     judged, total = sum(r["judged"] for r in rows), sum(r["total"] for r in rows if r["kind"] == "human")
     print(f"total: {judged} judgements ({total} assigned to humans)")
     return 0
@@ -366,7 +383,13 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
 
     add_create_parser(sub)
+    add_serve_parser(sub)
+    add_analysis_parsers(sub)
+    add_manage_parsers(sub)
+    return p
 
+
+def add_serve_parser(sub) -> None:
     s = sub.add_parser("serve", help="run the annotation web app and print the private links")
     s.add_argument("study_dir", metavar="STUDY_DIR")
     s.add_argument("--host", default="127.0.0.1")
@@ -383,6 +406,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "X-Forwarded-Host are applied; nobody else's are")
     s.set_defaults(fn=cmd_serve)
 
+
+def add_analysis_parsers(sub) -> None:
     st = sub.add_parser("status", help="progress per annotator")
     st.add_argument("study_dir", metavar="STUDY_DIR")
     st.add_argument("--json", action="store_true")
@@ -404,6 +429,19 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--out", default=None, help="file to write (default: stdout)")
     e.set_defaults(fn=cmd_export)
 
+    j = sub.add_parser("judge", help="an LLM judges the items (both orders): a local model through "
+                       "transformers, or an OpenAI-compatible endpoint")
+    j.add_argument("study_dir", metavar="STUDY_DIR")
+    j.add_argument("--endpoint", default=None,
+                   help="base URL of an OpenAI-compatible server, e.g. http://127.0.0.1:8001/v1 (default: run "
+                        "--model locally through transformers)")
+    j.add_argument("--model", required=True, metavar="PATH_OR_HUB_ID|NAME")
+    j.add_argument("--api-key-env", default=None, metavar="VAR", help="environment variable with the API key")
+    j.add_argument("--limit", type=int, default=None, help="judge at most this many items (a trial run)")
+    j.set_defaults(fn=cmd_judge)
+
+
+def add_manage_parsers(sub) -> None:
     li = sub.add_parser("links", help="write a CSV of every private link (and the crowd entry link)")
     li.add_argument("study_dir", metavar="STUDY_DIR")
     li.add_argument("--base-url", default="http://127.0.0.1:8000",
@@ -429,18 +467,6 @@ def build_parser() -> argparse.ArgumentParser:
     ra.add_argument("study_dir", metavar="STUDY_DIR")
     ra.add_argument("--to", default=None, metavar="ID,ID", help="only these annotators (default: all active)")
     ra.set_defaults(fn=cmd_reassign)
-
-    j = sub.add_parser("judge", help="an LLM judges the items (both orders): a local model through "
-                       "transformers, or an OpenAI-compatible endpoint")
-    j.add_argument("study_dir", metavar="STUDY_DIR")
-    j.add_argument("--endpoint", default=None,
-                   help="base URL of an OpenAI-compatible server, e.g. http://127.0.0.1:8001/v1 (default: run "
-                        "--model locally through transformers)")
-    j.add_argument("--model", required=True, metavar="PATH_OR_HUB_ID|NAME")
-    j.add_argument("--api-key-env", default=None, metavar="VAR", help="environment variable with the API key")
-    j.add_argument("--limit", type=int, default=None, help="judge at most this many items (a trial run)")
-    j.set_defaults(fn=cmd_judge)
-    return p
 
 
 def main(argv: list[str]) -> int:

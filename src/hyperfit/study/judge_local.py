@@ -4,8 +4,8 @@ The same prompt, both orders and "a preference must survive the swap" rule as th
 (judge.py), on exactly the blinded texts the annotators see. The model does not generate: each answer
 ("A", "B", "EQUAL") is scored by its log-probability after the prompt (wrapped in the tokenizer's chat
 template when it has one), and the most likely one is the reply, so a small or base model cannot answer
-off-format and "EQUAL" (a tie) is always an option. torch and transformers are imported here only, never
-by the annotation server.
+off-format and "EQUAL" (a tie) is always an option. Only `study judge --model` imports this module (and
+with it torch and transformers), never the annotation server.
 
 What a real judge needs: an instruction-tuned model of ~7B+ parameters (a 1B model barely beats its own
 position bias), a GPU with memory for it in bf16 (~16 GB for 7-8B), and a context of at least
@@ -17,6 +17,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
 from hyperfit.study import StudyError, judge
 
 ANSWERS = ("A", "B", "EQUAL")
@@ -26,9 +29,6 @@ class LocalJudge:
     """answer(prompt) -> "A" | "B" | "EQUAL", the likeliest of the three under the model."""
 
     def __init__(self, model: str, device: str | None = None, log=print):
-        import torch
-        from transformers import AutoModelForCausalLM, AutoTokenizer
-
         try:
             self.tok = AutoTokenizer.from_pretrained(model)
             dtype = torch.bfloat16 if torch.cuda.is_available() else torch.float32
@@ -38,7 +38,6 @@ class LocalJudge:
                              "directory or a hub id that is downloaded (HF_HUB_OFFLINE=1 needs it cached).") from None
         self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         self.model.to(self.device).eval()
-        self.torch = torch
         cfg = self.model.config
         self.max_len = getattr(cfg, "max_position_embeddings", None) or getattr(cfg, "n_positions", None) or 4096
         self.log, self.cut = log, 0
@@ -51,20 +50,25 @@ class LocalJudge:
         return self.tok(prompt + "\nAnswer:", add_special_tokens=True)["input_ids"]
 
     def scores(self, prompt: str) -> dict[str, float]:
-        """Sum of log-probabilities of each answer's tokens after the prompt."""
-        torch = self.torch
+        """Sum of log-probabilities of each answer's tokens after the prompt (the three in one batch)."""
         head = self.prefix(prompt)
+        space = "" if self.tok.chat_template else " "
+        tails = [self.tok(space + a, add_special_tokens=False)["input_ids"] for a in ANSWERS]
+        room = self.max_len - max(map(len, tails))
+        if len(head) > room:
+            self.cut += 1
+            head = head[-room:]
+        width = len(head) + max(map(len, tails))
+        pad = self.tok.pad_token_id if self.tok.pad_token_id is not None else (self.tok.eos_token_id or 0)
+        ids = torch.tensor([head + t + [pad] * (width - len(head) - len(t)) for t in tails], device=self.device)
+        mask = torch.tensor([[1] * (len(head) + len(t)) + [0] * (width - len(head) - len(t)) for t in tails],
+                            device=self.device)
+        with torch.no_grad():
+            logp = torch.log_softmax(self.model(input_ids=ids, attention_mask=mask).logits.float(), -1)
         out = {}
-        for answer in ANSWERS:
-            tail = self.tok((" " if not self.tok.chat_template else "") + answer, add_special_tokens=False)["input_ids"]
-            room = self.max_len - len(tail)
-            if len(head) > room:
-                self.cut += 1
-            ids = torch.tensor([(head[-room:] if len(head) > room else head) + tail], device=self.device)
-            with torch.no_grad():
-                logits = self.model(ids).logits[0, -len(tail) - 1:-1].float()
-            logp = torch.log_softmax(logits, -1).gather(1, ids[0, -len(tail):, None]).sum()
-            out[answer] = float(logp)
+        for row, (answer, tail) in enumerate(zip(ANSWERS, tails)):
+            positions = torch.arange(len(head) - 1, len(head) - 1 + len(tail), device=self.device)
+            out[answer] = float(logp[row, positions, torch.tensor(tail, device=self.device)].sum())
         return out
 
     def __call__(self, prompt: str) -> str:

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
+from markdown_it import MarkdownIt
 
 from hyperfit.study import StudyError
 
@@ -53,8 +54,6 @@ def split_front_matter(text: str, source: str) -> tuple[dict, str]:
 
 def parse_page(text: str, source: str = "study page") -> Page:
     """A Page from the file's text; unknown keys and malformed values are errors that name the fix."""
-    from markdown_it import MarkdownIt
-
     header, body = split_front_matter(text, source)
     known = set(Page.__dataclass_fields__) - {"body_html"}
     unknown = sorted(set(header) - known)

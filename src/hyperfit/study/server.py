@@ -33,6 +33,7 @@ import os
 import re
 import secrets
 from collections.abc import Iterable
+from functools import partial
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -43,6 +44,7 @@ except ImportError:
 
 from flask import Flask, Response, abort, g, redirect, render_template, request
 
+from hyperfit.runs import atomic_path
 from hyperfit.study import StudyError, page, store
 
 MAX_BODY = 8 * 1024  # a judgement is ~200 bytes; anything bigger is not ours (-> 413)
@@ -185,37 +187,35 @@ def create_app(study_dir: Path, hosts: set[tuple[str, int | None]] | None = None
     return app
 
 
-def add_annotator_routes(app: Flask, db, secret: bytes, wording: page.Page, config: dict) -> None:
-    """GET / POST /a/TOKEN: the only routes an annotator uses; they never name a system."""
+def annotator_row(db, token: str):
+    """The link's annotator row; 403 for an unknown or revoked link."""
+    row = store.annotator_for_token(db(), token)
+    if row is None:
+        abort(403, "This link is not valid. Ask the study owner for your personal link.")
+    if row["revoked_at"]:
+        abort(403, "This link has been withdrawn by the study owner. Thank you for your help so far.")
+    return row
 
-    def annotator_or_403(token: str) -> str:
-        row = store.annotator_for_token(db(), token)
-        if row is None:
-            abort(403, "This link is not valid. Ask the study owner for your personal link.")
-        if row["revoked_at"]:
-            abort(403, "This link has been withdrawn by the study owner. Thank you for your help so far.")
-        return row
 
-    def start_page(token: str, annotator: str, feedback: str = "", error: str = "", code: int = 200):
-        return render_template("start.html", page=wording, csrf=csrf_token(secret, annotator), feedback=feedback,
-                               error=error, action=f"/a/{token}"), code
+def checked_annotator_form(db, secret: bytes, token: str) -> tuple[str, dict]:
+    """(annotator, form) of a POST that passed the origin and CSRF checks."""
+    annotator = annotator_row(db, token)["id"]
+    form = request.form  # parsing enforces MAX_CONTENT_LENGTH -> 413 before any other check
+    if not same_origin():
+        abort(403, "Cross-site request refused.")
+    if not hmac.compare_digest(form.get("csrf", ""), csrf_token(secret, annotator)):
+        abort(403, "This form has expired or is not yours; reload the page.")
+    return annotator, form
 
-    @app.get("/a/<token>")
-    def item_page(token: str):
-        row = annotator_or_403(token)
-        annotator = row["id"]
-        if row["consented_at"] is None:
-            return start_page(token, annotator)
-        done, total = store.progress(db(), annotator)
-        item = store.next_assignment(db(), annotator)
-        if item is None:
-            return render_template("done.html", total=total, page=wording, **completion(config))
-        store.mark_shown(db(), annotator, item["pos"])
-        left, right = (item["text_a"], item["text_b"]) if item["a_on_left"] else (item["text_b"], item["text_a"])
-        return render_template("item.html", context=item["context"], left=left, right=right,
-                               pos=item["pos"], number=done + 1, total=total, can_change=done > 0,
-                               guard_ms=INPUT_GUARD_MS, csrf=csrf_token(secret, annotator),
-                               question=wording.question, labels=wording.choices, instructions=wording.body_html)
+
+def render_start(wording: page.Page, secret: bytes, token: str, annotator: str, feedback: str = "",
+                 error: str = "", code: int = 200):
+    return render_template("start.html", page=wording, csrf=csrf_token(secret, annotator), feedback=feedback,
+                           error=error, action=f"/a/{token}"), code
+
+
+def add_start_routes(app: Flask, db, checked_form, start_page, wording: page.Page) -> None:
+    """POST /a/TOKEN/start (consent) and /a/TOKEN/practice (the worked item, never stored)."""
 
     @app.post("/a/<token>/start")
     def start(token: str):
@@ -236,14 +236,32 @@ def add_annotator_routes(app: Flask, db, secret: bytes, wording: page.Page, conf
         text = ("Right. " if right else "Not quite. ") + str(wording.practice.get("explanation", ""))
         return start_page(token, annotator, feedback=text)
 
-    def checked_form(token: str) -> tuple[str, dict]:
-        annotator = annotator_or_403(token)["id"]
-        form = request.form  # parsing enforces MAX_CONTENT_LENGTH -> 413 before any other check
-        if not same_origin():
-            abort(403, "Cross-site request refused.")
-        if not hmac.compare_digest(form.get("csrf", ""), csrf_token(secret, annotator)):
-            abort(403, "This form has expired or is not yours; reload the page.")
-        return annotator, form
+
+def add_annotator_routes(app: Flask, db, secret: bytes, wording: page.Page, config: dict) -> None:
+    """GET / POST /a/TOKEN: the only routes an annotator uses; they never name a system."""
+
+    annotator_or_403 = partial(annotator_row, db)
+    checked_form = partial(checked_annotator_form, db, secret)
+    start_page = partial(render_start, wording, secret)
+    add_start_routes(app, db, checked_form, start_page, wording)
+
+    @app.get("/a/<token>")
+    def item_page(token: str):
+        row = annotator_or_403(token)
+        annotator = row["id"]
+        if row["consented_at"] is None:
+            return start_page(token, annotator)
+        done, total = store.progress(db(), annotator)
+        item = store.next_assignment(db(), annotator)
+        if item is None:
+            return render_template("done.html", total=total, page=wording, csrf=csrf_token(secret, annotator),
+                                   **completion(config))
+        store.mark_shown(db(), annotator, item["pos"])
+        left, right = (item["text_a"], item["text_b"]) if item["a_on_left"] else (item["text_b"], item["text_a"])
+        return render_template("item.html", context=item["context"], left=left, right=right,
+                               pos=item["pos"], number=done + 1, total=total, can_change=done > 0,
+                               guard_ms=INPUT_GUARD_MS, csrf=csrf_token(secret, annotator),
+                               question=wording.question, labels=wording.choices, instructions=wording.body_html)
 
     @app.post("/a/<token>")
     def judge(token: str):
@@ -260,7 +278,7 @@ def add_annotator_routes(app: Flask, db, secret: bytes, wording: page.Page, conf
                           "continuations, then answer.")
         if not store.record(db(), annotator, pos, choice, None if ms is None else min(ms, MAX_MS),
                             on_screen_only=True):
-            return refuse_unless_repeat(token, annotator, pos, choice)
+            return refuse_unless_repeat(db, token, annotator, pos, choice)
         return redirect(f"/a/{token}", code=303)
 
     @app.post("/a/<token>/change")
@@ -269,27 +287,28 @@ def add_annotator_routes(app: Flask, db, secret: bytes, wording: page.Page, conf
         store.retract_last(db(), annotator)
         return redirect(f"/a/{token}", code=303)
 
-    def refuse_unless_repeat(token: str, annotator: str, pos: int, choice: str):
-        """Nothing was stored. The same answer to an item judged already is a repeat (double click, resent
-        form): same redirect. A different answer to it (a stale tab) and any other item are refused with a
-        message (409): never silently dropped."""
-        judged = store.is_judged(db(), annotator, pos)
-        if judged is None:
-            abort(400, f"Item {pos} is not in your queue; reload the page.")
-        if judged:
-            stored = store.stored_choice(db(), annotator, pos)
-            if stored == choice:
-                return redirect(f"/a/{token}", code=303)
-            return refuse(token, 409, "Already answered",
-                          f"You already answered this item ({CHOICE_WORDS[stored]}), perhaps in another tab, "
-                          f"so this answer ({CHOICE_WORDS[choice]}) was not saved. To change an answer, use "
-                          "\"Change my last answer\" right after giving it.")
-        return refuse(token, 409, "Not the current item",
-                      "This answer is for an item that is not on your screen now (another tab may have moved "
-                      "on), so it was not saved.")
 
-    def refuse(token: str, code: int, title: str, text: str):
-        return render_template("message.html", title=title, text=text, back=f"/a/{token}"), code
+def refuse_unless_repeat(db, token: str, annotator: str, pos: int, choice: str):
+    """Nothing was stored. The same answer to an item judged already is a repeat (double click, resent
+    form): same redirect. A different answer to it (a stale tab) and any other item are refused with a
+    message (409): never silently dropped."""
+    judged = store.is_judged(db(), annotator, pos)
+    if judged is None:
+        abort(400, f"Item {pos} is not in your queue; reload the page.")
+    if judged:
+        stored = store.stored_choice(db(), annotator, pos)
+        if stored == choice:
+            return redirect(f"/a/{token}", code=303)
+        return refuse(token, 409, "Already answered",
+                      f"You already answered this item ({CHOICE_WORDS[stored]}), perhaps in another tab, "
+                      f"so this answer ({CHOICE_WORDS[choice]}) was not saved. To change an answer, use "
+                      "\"Change my last answer\" right after giving it.")
+    return refuse(token, 409, "Not the current item",
+                  "This answer is for an item that is not on your screen now (another tab may have moved "
+                  "on), so it was not saved.")
+
+def refuse(token: str, code: int, title: str, text: str):
+    return render_template("message.html", title=title, text=text, back=f"/a/{token}"), code
 
 
 def completion(config: dict) -> dict:
@@ -468,8 +487,6 @@ def link_rows(study_dir: Path, base_url: str) -> list[dict]:
 
 
 def write_links(path: Path, rows: list[dict]) -> None:
-    from hyperfit.runs import atomic_path
-
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=LINK_COLUMNS, lineterminator="\n")
     writer.writeheader()

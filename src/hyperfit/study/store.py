@@ -23,7 +23,7 @@ from pathlib import Path
 
 # Atomic writes come from the run-directory module (stdlib + yaml only: still no torch here).
 from hyperfit.runs import write_text
-from hyperfit.study import StudyError
+from hyperfit.study import StudyError, assign
 from hyperfit.study.assign import Plan, a_on_left
 
 DB_NAME, SUMMARY_NAME = "study.sqlite", "study.json"
@@ -97,6 +97,10 @@ def connect(study_dir: Path) -> sqlite3.Connection:
     # Writers queue for up to 30 s instead of failing with "database is locked" under load.
     conn.execute("PRAGMA busy_timeout = 30000")
     conn.execute("PRAGMA foreign_keys = ON")
+    if conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'shown'").fetchone() is None:
+        conn.close()
+        raise StudyError(f"{str(study_dir)!r} was made by an older hyperfit (no per-item showing times, "
+                         "no start page); export its judgements with that version, then create the study anew.")
     return conn
 
 
@@ -277,14 +281,19 @@ def add_pseudo_annotator(conn: sqlite3.Connection, annotator: str, kind: str = "
 def status(conn: sqlite3.Connection) -> list[dict]:
     """Per annotator: judged / total, attention checks failed so far, last activity."""
     rows = conn.execute(
-        "SELECT a.id AS annotator, a.kind, "
+        "SELECT a.id AS annotator, a.kind, a.source, a.revoked_at, "
         " (SELECT COUNT(*) FROM assignments s WHERE s.annotator = a.id) AS total, "
         " (SELECT COUNT(*) FROM judgements j WHERE j.annotator = a.id) AS judged, "
         " (SELECT COUNT(*) FROM judgements j JOIN items i ON i.id = j.item "
         "   WHERE j.annotator = a.id AND i.kind = 'check' AND j.winner != 'a') AS checks_failed, "
         " (SELECT MAX(submitted_at) FROM judgements j WHERE j.annotator = a.id) AS last_at "
         "FROM annotators a ORDER BY a.kind DESC, a.id").fetchall()
-    return [dict(r) for r in rows]
+    out = [dict(r) for r in rows]
+    for r in out:  # median time on task (server clock): a speeder shows here before `results`
+        ms = sorted(m for (m,) in conn.execute("SELECT ms_on_task FROM judgements WHERE annotator = ? AND "
+                                               "ms_on_task IS NOT NULL", (r["annotator"],)))
+        r["median_ms"] = (ms[(len(ms) - 1) // 2] + ms[len(ms) // 2]) / 2 if ms else None
+    return out
 
 
 EXPORT_COLUMNS = ("annotator", "annotator_kind", "item", "kind", "context_id", "system_a", "system_b",
@@ -336,8 +345,6 @@ def extend_queue(conn: sqlite3.Connection, annotator: str, want: int, k: int, ch
     first), at most one per context the annotator has not seen, plus their attention checks from other
     unseen contexts; returns how many pair items were added. The caller holds a write transaction, so two
     arrivals cannot both take the last open place."""
-    from hyperfit.study import assign
-
     rng = random.Random(seed)
     secret = bytes.fromhex(meta(conn, "secret"))
     seen = {r[0] for r in conn.execute("SELECT i.context_id FROM assignments s JOIN items i ON i.id = s.item "
