@@ -21,6 +21,7 @@ from hyperfit.experiments.cells import ERROR_FILE, Cell, read_status
 from hyperfit.experiments.plots import get_plot
 from hyperfit.experiments.seeds import markdown_lines, summarize
 from hyperfit.experiments.spec import Spec
+from hyperfit.experiments.tables import get_table
 from hyperfit.runs import RunDir, read_jsonl, write_text
 from hyperfit.stages.report import markdown_table
 
@@ -109,5 +110,7 @@ def aggregate(spec: Spec, cells: Sequence[Cell], root: Path, command: str) -> Pa
                                             f"(`{c.path / ERROR_FILE}`)" for c, _ in failed] + [""]
     for plot in plots:
         lines += [f"## {plot.stem}", "", f"![{plot.stem}]({plot.relative_to(root)})", ""]
+    for name in spec.tables:  # the paper's tables: each writes <name>.csv and gives its report section
+        lines += get_table(name).build(cells, [read_status(c.path) or {} for c in cells], root)
     write_text(root / "report.md", "\n".join(lines))
     return root / "report.md"
