@@ -98,3 +98,33 @@ def test_the_table_recipes_resolve_every_cell(tmp_path):
         assert spec.tables == (name,) and name in TABLES and len(plan_cells(spec, tmp_path)) == cells
     table1 = plan_cells(load_spec(ROOT / "configs/experiments/table1.yaml"), tmp_path)[0].config
     assert len(table1["generate"]["extra"]) == 6 and len(table1["data"]["contexts"]) == 4
+
+
+def test_generate_extra_adds_one_generations_file_per_entry(tmp_path):
+    from hyperfit.config import load_config
+    from hyperfit.runs import RunDir, write_jsonl
+    from hyperfit.stages.pipeline import generation_jobs
+
+    cfg = load_config(None, ["data.source=x.txt", f"out_dir={tmp_path}", "name=r", "generate.max_new_tokens=32",
+                             "generate.extra=[{checkpoint: base, decoder: top_p}, {block_ngrams: 6}, "
+                             "{max_new_tokens: 16}, {checkpoint: base}]"])
+    run = RunDir(cfg.run_dir)
+    write_jsonl(run.data_file("contexts"), [{"id": "ctx-00000", "context_ids": [1, 5]}])
+    # {checkpoint: base} is the run's own base-greedy: made once
+    assert [j.tag for j in generation_jobs(cfg, run)] == ["greedy", "base-greedy", "base-top_p",
+                                                          "final-greedy-L32-block6", "final-greedy-L16"]
+
+
+@pytest.mark.parametrize("extra, message", [
+    ("[{decoder: top_pp}]", "unknown decoder 'top_pp'"),
+    ("[{blok: 6}]", "unknown key generate.extra[0].blok"),
+    ("[{max_new_tokens: 0}]", "generate.extra[0].max_new_tokens=0 must be at least 1"),
+    ("[{tag: x}]", "unknown key generate.extra[0].tag"),
+])
+def test_a_bad_extra_generation_is_refused(extra, message):
+    from hyperfit.config import load_config
+    from hyperfit.errors import ConfigError
+
+    with pytest.raises(ConfigError) as e:
+        load_config(None, ["data.source=x.txt", f"generate.extra={extra}"])
+    assert message in str(e.value)
