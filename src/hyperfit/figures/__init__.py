@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from hyperfit.errors import ConfigError, did_you_mean
+from hyperfit.runs import RunDir
 
 FIGURES = {
     "repetition": "Fig. 1: one continuation with its repeated n-grams coloured (HTML + PNG), original and hyperfitted",
@@ -29,8 +30,6 @@ def draw(kind: str, runs: Sequence[str | Path], out: Path | None = None, **optio
     """Draw figure `kind` for `runs` into `out` (default: the first run's plots/ folder); returns the files."""
     if kind not in FIGURES:
         raise ConfigError(f"figure {kind!r} is unknown; known: {', '.join(FIGURES)}.{did_you_mean(kind, FIGURES)}")
-    from hyperfit.runs import RunDir
-
     dirs = [RunDir(r) for r in runs]
     for run in dirs:
         if not run.config.is_file():

@@ -11,7 +11,7 @@ import html
 from collections.abc import Sequence
 from pathlib import Path
 
-from hyperfit.runs import RunDir, read_jsonl, write_text
+from hyperfit.runs import RunDir, load_run_config, read_jsonl, write_text
 from hyperfit.stages.report import pyplot, save_figure
 
 SHADES = ("#ffe08a", "#ffb35c", "#ff7a5c", "#e0457b")  # 2nd, 3rd, 4th, 5th+ occurrence
@@ -93,7 +93,6 @@ def draw_png(blocks: list[tuple[str, str, list[str], list[int]]], out: Path, wid
 def draw(runs: list[RunDir], out: Path, index: int = 0, n: int = 3, tags: Sequence[str] = ("base-greedy", "greedy"),
          **_) -> list[Path]:
     from hyperfit.models import load_tokenizer  # the torch boundary
-    from hyperfit.runs import load_run_config
 
     blocks = []
     for run in runs:
