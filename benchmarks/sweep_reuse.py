@@ -49,7 +49,7 @@ def main() -> None:
     run_experiment(load_spec(spec, overrides=[*settings, "data.num_train=[8]"]), "local", work / "warmup")
     seconds, counts = {}, {}
     for label, on in (("without reuse", False), ("with reuse", True)):
-        reuse.stats.clear()
+        reuse.forget()  # the warm-up's in-process values too: each sweep starts cold
         start = time.perf_counter()
         summary = run_experiment(load_spec(spec, overrides=[*settings, f"data.num_train={SAMPLES}"]), "local",
                                  work / label.replace(" ", "-"), reuse=on)
