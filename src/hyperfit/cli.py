@@ -25,6 +25,8 @@ from hyperfit.demo import demo
 from hyperfit.dist import close_process_group, print0
 from hyperfit.errors import ConfigError, HyperfitError
 from hyperfit.experiments import LAUNCHERS, load_spec, run_experiment
+from hyperfit.figures import FIGURES
+from hyperfit.figures import draw as draw_figure
 from hyperfit.images.demo import demo_images
 from hyperfit.metrics.registry import available_metrics
 from hyperfit.plan import plan
@@ -169,6 +171,14 @@ def cmd_agreement(args) -> int:
     result = agreement(args.run_dirs, args.base, args.out)
     for name, row in zip(result["models"], result["matrix"]):
         print0(f"{name:>20s} " + " ".join(f"{v:.3f}" for v in row))
+    return 0
+
+
+def cmd_figure(args) -> int:
+    options = {k: v for k, v in (("index", args.index), ("n", args.n), ("text", args.text), ("tag", args.tag),
+                                 ("window", args.window)) if v is not None}
+    for path in draw_figure(args.kind, args.runs, Path(args.out) if args.out else None, **options):
+        print0(f"wrote {path}")
     return 0
 
 
@@ -323,6 +333,19 @@ def _add_experiment(sub, fields: str) -> None:
                    help="compute the tokenized data and the base model's generations in every cell instead of once "
                    "per sweep (<experiment>/cache/)")
     e.set_defaults(fn=cmd_experiment)
+
+    f = sub.add_parser("figure", help="the paper's per-run figures: repetition (Fig. 1), probabilities (Fig. 4), ttr "
+                       "(Fig. 9), curves", formatter_class=FMT,
+                       epilog="\n".join(f"  {k}: {v}" for k, v in FIGURES.items()))
+    f.add_argument("kind", choices=list(FIGURES))
+    f.add_argument("runs", nargs="+", help="run directories (several: one plot)")
+    f.add_argument("--out", help="folder for the files (default: the first run's plots/)")
+    f.add_argument("--index", type=int, help="repetition: which continuation (default 0)")
+    f.add_argument("--n", type=int, help="repetition: n of the repeated n-grams, in tokens (default 3)")
+    f.add_argument("--text", help="probabilities: the text (default: the first run's first validation sample)")
+    f.add_argument("--tag", help="ttr: the generations file (default greedy; base-<tag> is the original model)")
+    f.add_argument("--window", type=int, help="ttr: the TTR window (default: the run's evaluate.window)")
+    f.set_defaults(fn=cmd_figure)
 
 
 # The positional list that holds each command's key.sub=value overrides.

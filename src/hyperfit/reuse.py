@@ -62,6 +62,12 @@ def save(kind: str, key: str, value: Any) -> None:
         write_json(_folder / kind / f"{key}.json", value)  # atomic: a concurrent reader sees all of it or nothing
 
 
+def forget() -> None:
+    """Drop the in-process values and the counts (a benchmark's fresh start)."""
+    _memory.clear()
+    stats.clear()
+
+
 def remember(kind: str, key: str, make: Callable[[], Any]) -> Any:
     """`make()` once per (kind, key) in this process, while sharing; the last MEMORY_ITEMS values are kept."""
     if _folder is None:

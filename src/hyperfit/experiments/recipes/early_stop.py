@@ -16,9 +16,11 @@ import dataclasses
 import json
 from pathlib import Path
 
+from hyperfit.config import from_dict
 from hyperfit.experiments.recipes.common import WHO, done, files_of, save_table
 from hyperfit.experiments.recipes.curves import probe_rows, val_minimum
 from hyperfit.runs import RunDir
+from hyperfit.stages.evaluate import evaluate
 from hyperfit.stages.report import markdown_table
 
 TAG = "early-stop"
@@ -39,9 +41,7 @@ def early_stopped(cell) -> tuple[int, dict | None]:
     run = RunDir(cell.path)
     if run.metrics_file(TAG).is_file():
         return step, json.loads(run.metrics_file(TAG).read_text())
-    from hyperfit.config import from_dict  # the torch boundary is below: generate and evaluate load models
-    from hyperfit.stages.evaluate import evaluate
-    from hyperfit.stages.generate import generate
+    from hyperfit.stages.generate import generate  # the torch boundary
 
     cfg = from_dict(cell.config)
     gen = dataclasses.replace(cfg.generate, checkpoint=RunDir(cell.path).step_checkpoint(step).name, tag=TAG)

@@ -11,12 +11,13 @@ models see the same tokens) where the two argmax next tokens agree. Pairs are gr
 
 from __future__ import annotations
 
+import json
 from itertools import combinations
 from pathlib import Path
 from statistics import fmean
 
 from hyperfit.experiments.recipes.common import done
-from hyperfit.runs import RunDir, json_sha256, write_json
+from hyperfit.runs import RunDir, json_sha256, load_run_config, write_json
 from hyperfit.stages.report import markdown_table, pyplot, save_figure
 
 PAPER_AGREEMENT = 0.70  # the paper: hyperfitted models agree on the top-1 token ~70 % of the time
@@ -30,7 +31,6 @@ def predictions(cells) -> dict:
     """{name: argmax next tokens on the first cell's validation text}, the original model first."""
     from hyperfit.metrics.predictive import top1_predictions  # the torch boundary
     from hyperfit.models import load_for_inference
-    from hyperfit.runs import load_run_config
 
     first = RunDir(cells[0].path)
     cfg = load_run_config(first)
@@ -49,8 +49,6 @@ def agreement_matrix(cells, root: Path) -> dict:
     key = json_sha256(sorted(c.key for c in cells))
     path = root / "agreement.json"
     if path.is_file():
-        import json
-
         saved = json.loads(path.read_text())
         if saved.get("cells_sha256") == key:
             return saved
