@@ -28,7 +28,7 @@ HELD_OUT = ["data.image_size=12", "data.num_val=128", "data.num_contexts=32", "d
 PRETRAIN = [
     "name=demo-images-base", *HELD_OUT, "data.num_train=4000",
     "model.init=scratch", "model.config={model_type: imagegpt, n_embd: 48, n_layer: 3, n_head: 4, clusters: 16}",
-    "train.updates=600", "train.batch_size=32", "train.lr=3e-3", "train.schedule=cosine", "train.warmup_updates=30",
+    "train.updates=400", "train.batch_size=32", "train.lr=3e-3", "train.schedule=cosine", "train.warmup_updates=30",
     "train.probe_contexts=8", "train.probe_val=64", "generate.with_base=false", "generate.batch_size=32",
 ]
 HYPERFIT = [
