@@ -311,3 +311,23 @@ def test_plan_knows_imagegpt_sizes():
     small, large = (shape_of(model_config(f"imagegpt-{s}")) for s in ("small", "large"))
     assert 70e6 < small.params < 80e6 and small.layers == 24  # openai/imagegpt-small: 76 M parameters
     assert 1.3e9 < large.params < 1.4e9 and large.hidden == 1536  # imagegpt-large: 1.36 B
+
+
+@needs_images
+@pytest.mark.slow
+def test_demo_images_pretrains_hyperfits_and_reuses_its_base(tmp_path, capsys):
+    from hyperfit.images.demo import demo_images
+
+    small = ["data.image_size=8", "data.num_val=8", "data.num_contexts=8", "train.probe_every=0"]
+    overrides = [*small, *(f"pretrain.{o}" for o in small), "pretrain.data.num_train=64", "pretrain.train.updates=4",
+                 "data.num_train=16", "train.epochs=2"]
+    run_dir = demo_images(str(ASSETS), str(tmp_path), overrides)
+    out = capsys.readouterr().out
+    assert "base-greedy" in out and "true images" in out and (run_dir.path / "plots" / "images-greedy.png").is_file()
+    base = tmp_path / "demo-images-base"
+    assert (base / "checkpoints" / "final" / "pixel_palette.json").is_file()
+    # the hyperfitted run starts from the pretrained weights, and its held-out digits are the base run's
+    held_out = [c["doc_id"] for c in read_jsonl(base / "data" / "contexts.jsonl")]
+    assert [c["doc_id"] for c in run_dir.read_samples("contexts")] == held_out
+    demo_images(str(ASSETS), str(tmp_path), overrides)
+    assert "reusing the pretrained base model" in capsys.readouterr().out

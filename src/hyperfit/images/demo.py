@@ -21,6 +21,7 @@ from pathlib import Path
 from hyperfit.config import load_config, to_dict
 from hyperfit.demo import claim_run_dir
 from hyperfit.images.evaluate import COLUMNS
+from hyperfit.images.stage import image_config
 from hyperfit.runs import RunDir, RunError, load_run_config
 
 MNIST_FILE = "images/mnist/t10k-images-idx3-ubyte.gz"
@@ -86,7 +87,7 @@ def demo_images(assets: str | None = None, out_dir: str = "runs", overrides=(), 
 def _finished_with(run_dir: RunDir, cfg) -> bool:
     if not (run_dir.report.is_file() and run_dir.final.is_dir()):
         return False
-    saved = load_run_config(run_dir)
+    saved, cfg = load_run_config(run_dir), image_config(cfg, run_dir)  # saved: the lengths the images set
     return to_dict(saved.data) == to_dict(cfg.data) and to_dict(saved.train) == to_dict(cfg.train) and \
         saved.model.config == cfg.model.config
 
