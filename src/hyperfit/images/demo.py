@@ -34,7 +34,7 @@ PRETRAIN = [
 ]
 HYPERFIT = [
     "name=demo-images", *HELD_OUT, "data.num_train=256",
-    "train.lr=1e-3", "train.epochs=20", "train.batch_size=8", "train.probe_every=5", "train.probe_contexts=8",
+    "train.lr=3e-3", "train.epochs=60", "train.batch_size=8", "train.probe_every=10", "train.probe_contexts=8",
     "train.probe_val=64", "train.save_every=0", "generate.batch_size=32",
 ]
 
