@@ -283,3 +283,51 @@ def test_a_text_model_with_image_data_and_the_reverse_fail_before_writing(tmp_pa
     with pytest.raises(ModelError, match="scratch builds an image model"):
         run(load_config(None, [f"out_dir={tmp_path}", "name=txt", "model.init=scratch", f"data.source={corpus_file}"]))
     assert not (tmp_path / "txt").exists()
+
+
+@needs_images
+def test_a_trained_image_model_with_one_position_short_of_the_image_runs(tmp_path):
+    """A hub ImageGPT has 1024 positions for SOS + 1024 pixels: training drops the last pixel, completions
+    generate every remaining pixel. Here a saved tiny ImageGPT with 64 positions on 8×8 digits."""
+    from hyperfit.stages.pipeline import run
+
+    model_dir = tmp_path / "model"
+    tiny_model(positions=64).save_pretrained(model_dir)
+    clusters = np.linspace(-1, 1, 8)[:, None].repeat(3, 1).astype(np.float32)
+    PixelTokenizer(clusters, 8, 8).save_pretrained(model_dir)
+    overrides = image_run_overrides(tmp_path, **{"model.init": "pretrained", "model.name": str(model_dir),
+                                                 "train.epochs": 1, "train.probe_every": 0,
+                                                 "generate.with_base": "false"})
+    run_dir = run(load_config(None, overrides))
+    assert len(run_dir.read_samples("train")[0]["input_ids"]) == 64
+    assert np.allclose(PixelTokenizer.from_folder(run_dir.data).clusters, clusters)  # the model's palette
+    rows = read_jsonl(run_dir.generation_file("greedy"))
+    assert all(len(r["continuation_ids"]) == 48 for r in rows)
+
+
+def test_plan_knows_imagegpt_sizes():
+    from hyperfit.plan import model_config, shape_of
+
+    small, large = (shape_of(model_config(f"imagegpt-{s}")) for s in ("small", "large"))
+    assert 70e6 < small.params < 80e6 and small.layers == 24  # openai/imagegpt-small: 76 M parameters
+    assert 1.3e9 < large.params < 1.4e9 and large.hidden == 1536  # imagegpt-large: 1.36 B
+
+
+@needs_images
+@pytest.mark.slow
+def test_demo_images_pretrains_hyperfits_and_reuses_its_base(tmp_path, capsys):
+    from hyperfit.images.demo import demo_images
+
+    small = ["data.image_size=8", "data.num_val=8", "data.num_contexts=8", "train.probe_every=0"]
+    overrides = [*small, *(f"pretrain.{o}" for o in small), "pretrain.data.num_train=64", "pretrain.train.updates=4",
+                 "data.num_train=16", "train.epochs=2"]
+    run_dir = demo_images(str(ASSETS), str(tmp_path), overrides)
+    out = capsys.readouterr().out
+    assert "base-greedy" in out and "true images" in out and (run_dir.path / "plots" / "images-greedy.png").is_file()
+    base = tmp_path / "demo-images-base"
+    assert (base / "checkpoints" / "final" / "pixel_palette.json").is_file()
+    # the hyperfitted run starts from the pretrained weights, and its held-out digits are the base run's
+    held_out = [c["doc_id"] for c in read_jsonl(base / "data" / "contexts.jsonl")]
+    assert [c["doc_id"] for c in run_dir.read_samples("contexts")] == held_out
+    demo_images(str(ASSETS), str(tmp_path), overrides)
+    assert "reusing the pretrained base model" in capsys.readouterr().out

@@ -27,7 +27,9 @@ from hyperfit.errors import ConfigError, HyperfitError
 from hyperfit.experiments import LAUNCHERS, load_spec, run_experiment
 from hyperfit.figures import FIGURES
 from hyperfit.figures import draw as draw_figure
+from hyperfit.images import evaluate_images, image_run
 from hyperfit.images.demo import demo_images
+from hyperfit.images.stage import ensure_base_model, is_image_data, write_image_data
 from hyperfit.metrics.registry import available_metrics
 from hyperfit.plan import plan
 from hyperfit.runs import RunDir, load_run_config, record_stage_overrides
@@ -81,6 +83,10 @@ def cmd_data(args) -> int:
     from hyperfit.models import load_tokenizer
 
     run_dir, cfg = _open_run(args)
+    if is_image_data(cfg):  # images: colour-cluster tokens, and a scratch model's base weights
+        print0(write_image_data(cfg, run_dir))
+        ensure_base_model(cfg, run_dir)
+        return 0
     print0(prepare_data(cfg.data, load_tokenizer(cfg.model), run_dir))
     return 0
 
@@ -105,6 +111,8 @@ def cmd_evaluate(args) -> int:
     run_dir, cfg = _open_run(args)
     for path in evaluate(cfg.evaluate, cfg.model, run_dir, args.tag):
         print0(f"wrote {path}")
+    if image_run(run_dir):
+        print0(f"wrote {evaluate_images(run_dir)}")
     return 0
 
 

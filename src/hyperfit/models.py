@@ -13,7 +13,7 @@ import torch
 from hyperfit.config import DataConfig, ModelConfig
 from hyperfit.dist import device, world
 from hyperfit.errors import ModelError, PrecisionError  # noqa: F401 - raised here, importable from here
-from hyperfit.images import has_palette, pixel_tokenizer
+from hyperfit.images import PALETTE_FILE, has_palette, pixel_tokenizer
 from hyperfit.memory_modes import MIN_KEPT, PROBE_STEPS, RECOMMENDED, keeping_modes, kept_share, probe_weights
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -33,7 +33,8 @@ def _source(cfg: ModelConfig, path: str | Path | None) -> str:
 
 
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "spiece.model", "vocab.json", "vocab.txt",
-                   "tokenizer_config.json")
+                   "tokenizer_config.json",
+                   PALETTE_FILE, "preprocessor_config.json")  # image models: colour clusters (hyperfit, ImageGPT)
 
 
 def check_model_files(cfg: ModelConfig, path: str | Path | None = None) -> None:

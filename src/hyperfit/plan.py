@@ -40,6 +40,13 @@ PRESETS = {
     "llama-3.1-70b": dict(hidden_size=8192, intermediate_size=28672, num_hidden_layers=80, num_attention_heads=64,
                           num_key_value_heads=8, vocab_size=128256),
 }
+# ImageGPT (Chen et al., 2020; openai/imagegpt-*): 512 colour clusters + SOS, 32×32 pixels + SOS = 1025 tokens
+# per image (plan them with --seq 1025).
+IMAGE_PRESETS = {
+    "imagegpt-small": dict(n_embd=512, n_layer=24, n_head=8, vocab_size=513, n_positions=1024),
+    "imagegpt-medium": dict(n_embd=1024, n_layer=36, n_head=8, vocab_size=513, n_positions=1024),
+    "imagegpt-large": dict(n_embd=1536, n_layer=48, n_head=16, vocab_size=513, n_positions=1024),
+}
 # Per parameter: fp32 weight 4 + fp32 grad 4 + AdamW exp_avg 4 + exp_avg_sq 4. DDP stays at 16 only because
 # hyperfit wraps it with gradient_as_bucket_view=True (grads are views into the all-reduce buckets); without
 # it the buckets are a second fp32 gradient copy: 20 B/param.
@@ -79,7 +86,7 @@ class Shape:
         return self.params // max(self.layers, 1)
 
 
-ACCEPTS = (f"hyperfit plan takes a preset ({', '.join(PRESETS)}), a hub id (namespace/name) "
+ACCEPTS = (f"hyperfit plan takes a preset ({', '.join([*PRESETS, *IMAGE_PRESETS])}), a hub id (namespace/name) "
            "or a folder holding config.json")
 
 
@@ -89,6 +96,10 @@ def model_config(name: str):
         from transformers import LlamaConfig
 
         return LlamaConfig(**PRESETS[name])
+    if name in IMAGE_PRESETS:
+        from transformers import ImageGPTConfig
+
+        return ImageGPTConfig(**IMAGE_PRESETS[name])
     if looks_like_path(name) or Path(name).exists():
         return folder_config(name)
     return hub_config(name)
@@ -147,11 +158,14 @@ def _first_line(e: Exception) -> str:
 def shape_of(config) -> Shape:
     """Exact parameter count by building the model on the meta device (allocates nothing)."""
     import torch
-    from transformers import AutoModelForCausalLM
+    from transformers import AutoModelForCausalLM, ImageGPTForCausalImageModeling
 
     try:
         with torch.device("meta"):
-            model = AutoModelForCausalLM.from_config(config)
+            if getattr(config, "model_type", None) == "imagegpt":  # not mapped by AutoModelForCausalLM
+                model = ImageGPTForCausalImageModeling(config)
+            else:
+                model = AutoModelForCausalLM.from_config(config)
     except ValueError as e:  # an encoder-decoder (T5), an encoder (BERT): transformers has no causal LM for it
         raise PlanError(f"{type(config).__name__} (model_type {getattr(config, 'model_type', None)!r}) is not a "
                         f"causal LM ({_first_line(e)}); hyperfit trains decoder-only models that "

@@ -39,11 +39,18 @@ def image_shape(cfg: DataConfig) -> tuple[int, int]:
     return tuple(read_images(cfg).pixels.shape[1:3])
 
 
-def with_image_lengths(cfg: RunConfig, height: int, width: int) -> RunConfig:
-    """The run config with sequence lengths set by the image size: seq_len = 1 + H·W (SOS first), context_len
-    = 1 + prefix rows · W, generate.max_new_tokens = the remaining pixels."""
+def with_image_lengths(cfg: RunConfig, height: int, width: int, positions: int | None = None) -> RunConfig:
+    """The run config with sequence lengths set by the image size: seq_len = 1 + H·W (SOS first; at most the
+    model's `positions`, one fewer for a hub ImageGPT), context_len = 1 + prefix rows · W,
+    generate.max_new_tokens = the remaining pixels."""
     rows = prefix_rows(height, cfg.generate.prefix_fraction)
-    data = dataclasses.replace(cfg.data, seq_len=1 + height * width, context_len=1 + rows * width)
+    tokens = 1 + height * width
+    if positions is not None and tokens > positions + 1:
+        raise ConfigError(f"images of {height}×{width} are {tokens} tokens (SOS + pixels), but model.name="
+                          f"{cfg.model.name!r} has {positions} positions; set data.image_size so that "
+                          f"size² ≤ {positions} (ImageGPT: 32)")
+    seq_len = min(tokens, positions) if positions else tokens
+    data = dataclasses.replace(cfg.data, seq_len=seq_len, context_len=1 + rows * width)
     gen = dataclasses.replace(cfg.generate, max_new_tokens=(height - rows) * width)
     return dataclasses.replace(cfg, data=data, generate=gen)
 
@@ -62,11 +69,14 @@ def palette_for(images: Images, train_idx: list[int], tokenizer: PixelTokenizer 
 
 
 def prepare_image_data(cfg: DataConfig, prefix_fraction: float, run: RunDir, tokenizer: PixelTokenizer | None = None,
-                       clusters: int = 16) -> dict:
+                       clusters: int = 16, max_len: int | None = None) -> dict:
     """Read, split, quantize and write data/{train,val,contexts}.jsonl, data/palette.json and data/manifest.json.
 
     `tokenizer`: the model's PixelTokenizer (a hub or trained image model); None fits `clusters` colours with
-    KMeans on the training images (model.init=scratch). Everything is computed before the first file is written.
+    KMeans on the training images (model.init=scratch). `max_len`: the model's positions, when one fewer than
+    SOS + pixels (a hub ImageGPT: 1024 positions for 32×32 images): training and validation samples then drop
+    the last pixel, which no forward pass of that model can take as input. Everything is computed before the
+    first file is written.
     """
     run = RunDir.of(run)
     images = read_images(cfg)
@@ -83,7 +93,7 @@ def prepare_image_data(cfg: DataConfig, prefix_fraction: float, run: RunDir, tok
         return {"doc_id": i, "label": images.labels[i], "image": images.names[i], "text_hash": hashes[i]}
 
     def sample(kind: str, k: int, i: int) -> dict:
-        return {"id": f"{kind}-{k:05d}", "input_ids": ids[i], **common(i)}
+        return {"id": f"{kind}-{k:05d}", "input_ids": ids[i][:max_len], **common(i)}
 
     def context(k: int, i: int) -> dict:
         ctx, ref = ids[i][: cfg.context_len], ids[i][cfg.context_len :]
@@ -94,7 +104,8 @@ def prepare_image_data(cfg: DataConfig, prefix_fraction: float, run: RunDir, tok
     val = [sample("val", k, i) for k, i in enumerate(split["val"])]
     contexts = [context(k, i) for k, i in enumerate(split["contexts"])]
     manifest = {"kind": "images", "source": cfg.source, "documents": n, "qualifying": len(set(hashes)),
-                "train": len(train), "val": len(val), "contexts": len(contexts), "seq_len": cfg.seq_len,
+                "train": len(train), "val": len(val), "contexts": len(contexts),
+                "seq_len": len(train[0]["input_ids"]) if train else cfg.seq_len,
                 "context_len": cfg.context_len, "height": h, "width": w, "prefix_rows": rows,
                 "clusters": len(palette.clusters), "palette": "fitted (KMeans on the training images)"
                 if tokenizer is None else "the model's", "seed": cfg.seed}

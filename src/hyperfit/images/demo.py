@@ -21,6 +21,7 @@ from pathlib import Path
 from hyperfit.config import load_config, to_dict
 from hyperfit.demo import claim_run_dir
 from hyperfit.images.evaluate import COLUMNS
+from hyperfit.images.stage import image_config
 from hyperfit.runs import RunDir, RunError, load_run_config
 
 MNIST_FILE = "images/mnist/t10k-images-idx3-ubyte.gz"
@@ -28,12 +29,12 @@ HELD_OUT = ["data.image_size=12", "data.num_val=128", "data.num_contexts=32", "d
 PRETRAIN = [
     "name=demo-images-base", *HELD_OUT, "data.num_train=4000",
     "model.init=scratch", "model.config={model_type: imagegpt, n_embd: 48, n_layer: 3, n_head: 4, clusters: 16}",
-    "train.updates=600", "train.batch_size=32", "train.lr=3e-3", "train.schedule=cosine", "train.warmup_updates=30",
+    "train.updates=400", "train.batch_size=32", "train.lr=3e-3", "train.schedule=cosine", "train.warmup_updates=30",
     "train.probe_contexts=8", "train.probe_val=64", "generate.with_base=false", "generate.batch_size=32",
 ]
 HYPERFIT = [
     "name=demo-images", *HELD_OUT, "data.num_train=256",
-    "train.lr=1e-3", "train.epochs=20", "train.batch_size=8", "train.probe_every=5", "train.probe_contexts=8",
+    "train.lr=3e-3", "train.epochs=60", "train.batch_size=8", "train.probe_every=10", "train.probe_contexts=8",
     "train.probe_val=64", "train.save_every=0", "generate.batch_size=32",
 ]
 
@@ -86,7 +87,7 @@ def demo_images(assets: str | None = None, out_dir: str = "runs", overrides=(), 
 def _finished_with(run_dir: RunDir, cfg) -> bool:
     if not (run_dir.report.is_file() and run_dir.final.is_dir()):
         return False
-    saved = load_run_config(run_dir)
+    saved, cfg = load_run_config(run_dir), image_config(cfg, run_dir)  # saved: the lengths the images set
     return to_dict(saved.data) == to_dict(cfg.data) and to_dict(saved.train) == to_dict(cfg.train) and \
         saved.model.config == cfg.model.config
 

@@ -31,13 +31,19 @@ def image_config(cfg: RunConfig, run_dir: RunDir) -> RunConfig:
     the text default, and probes no longer than a completion."""
     prefix_rows(2, cfg.generate.prefix_fraction)  # a fraction outside (0, 1): refused before reading anything
     h, w = read_images(dataclasses.replace(cfg.data, max_documents=1)).pixels.shape[1:3]
-    cfg = with_image_lengths(cfg, h, w)
+    cfg = with_image_lengths(cfg, h, w, None if cfg.model.init == "scratch" else _positions(cfg))
     if cfg.model.init == "scratch":
         cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, name=str(run_dir.path / BASE_MODEL)))
     if cfg.evaluate.metrics == EvaluateConfig().metrics:
         cfg = dataclasses.replace(cfg, evaluate=dataclasses.replace(cfg.evaluate, metrics=IMAGE_TOKEN_METRICS))
     probe = min(cfg.train.probe_new_tokens, cfg.generate.max_new_tokens)
     return dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, probe_new_tokens=probe))
+
+
+def _positions(cfg: RunConfig) -> int | None:
+    from hyperfit.models import context_length, load_model_config
+
+    return context_length(load_model_config(cfg.model))
 
 
 def check_kinds(cfg: RunConfig, images: bool) -> None:
@@ -66,7 +72,8 @@ def write_image_data(cfg: RunConfig, run_dir: RunDir) -> dict:
 
     tokenizer = None if cfg.model.init == "scratch" else load_tokenizer(cfg.model)
     clusters = int(cfg.model.config.get("clusters", 16))
-    return prepare_image_data(cfg.data, cfg.generate.prefix_fraction, run_dir, tokenizer, clusters)
+    return prepare_image_data(cfg.data, cfg.generate.prefix_fraction, run_dir, tokenizer, clusters,
+                              max_len=cfg.data.seq_len)
 
 
 def ensure_base_model(cfg: RunConfig, run_dir: RunDir) -> None:

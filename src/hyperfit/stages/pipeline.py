@@ -69,8 +69,9 @@ def check(cfg: RunConfig, trains: bool = True, images: bool = False) -> None:
     check_kinds(cfg, images)
     if cfg.model.init != "scratch":  # a scratch model is built to fit the data, after the data stage
         check_model_files(cfg.model)
-        check_lengths(load_model_config(cfg.model), cfg.data, cfg.generate.max_new_tokens,
-                      cfg.train.probe_new_tokens)
+        # An image's last pixel is generated, never read: a completion needs one position fewer than its tokens.
+        check_lengths(load_model_config(cfg.model), cfg.data, cfg.generate.max_new_tokens - images,
+                      cfg.train.probe_new_tokens - images)
     check_tracker(cfg.train.tracker)
     trains_at_all = (cfg.train.updates or cfg.train.epochs) > 0
     if cfg.model.dtype != "float32" and trains_at_all:
