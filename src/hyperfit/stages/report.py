@@ -12,6 +12,7 @@ import json
 from collections.abc import Sequence
 from pathlib import Path
 
+from hyperfit.bench.results import bench_lines
 from hyperfit.dist import world
 from hyperfit.metrics.repetition import ttr_by_position
 from hyperfit.runs import RunDir, RunError, atomic_path, file_sha256, load_run_config, read_jsonl, write_text
@@ -320,6 +321,8 @@ def report(runs: Sequence[RunDir], out: Path | None = None) -> Path:
         by_position = plot_ttr_by_position(run, plot_file, window, label)
         if by_position:
             lines += [f"## TTR by position: {label}", "", f"![TTR by position]({by_position.relative_to(out)})", ""]
+    for run, label in zip(runs, labels):
+        lines += bench_lines(run, label)
     for run, label in zip(runs, labels):
         ex = examples(run)
         if ex:
