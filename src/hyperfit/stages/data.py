@@ -155,7 +155,7 @@ def _missing_field_msg(cfg: DataConfig, columns: list, where: str) -> str:
 # ---------------------------------------------------------------------------------------------------------
 
 
-def tokenize_documents(docs: list[str], tokenizer, seq_len: int) -> list[list[int]]:
+def tokenize_documents(docs: list[str], tokenizer, seq_len: int, special_tokens: bool = True) -> list[list[int]]:
     """Token ids of each document, BOS included when the tokenizer adds one, cut after what any use needs.
 
     Each text is cut before it is tokenized, to twice the characters `keep` tokens can span (no token is
@@ -165,8 +165,32 @@ def tokenize_documents(docs: list[str], tokenizer, seq_len: int) -> list[list[in
     max_chars = 2 * keep * longest_piece(tokenizer)
     out = []
     for start in range(0, len(docs), 256):
-        batch = tokenizer([d[:max_chars] for d in docs[start : start + 256]], add_special_tokens=True)["input_ids"]
+        batch = tokenizer([d[:max_chars] for d in docs[start : start + 256]],
+                          add_special_tokens=special_tokens)["input_ids"]
         out.extend(ids[:keep] for ids in batch)
+    return out
+
+
+_FIRST_SENTENCE = re.compile(r"^(.+?[.!?][\"'”’)]*)\s+(\S.*)$", re.S)
+
+
+def chat_formatted(docs: list[str], tokenizer) -> list[str]:
+    """data.chat_template: each document as a chat, its first sentence the user's turn and the rest the
+    assistant's answer (a document without a sentence break: all of it the answer to an empty turn), in the
+    tokenizer's own template, so an instruct model trains on text in the format it was tuned on.
+
+    The template writes the special tokens (BOS, turn markers) itself: the result is tokenized without
+    adding more."""
+    if not getattr(tokenizer, "chat_template", None):
+        raise DataError(f"data.chat_template=true, but the tokenizer of this model "
+                        f"({getattr(tokenizer, 'name_or_path', '?')}) has no chat template: use an instruct/chat "
+                        "model's tokenizer, or set data.chat_template=false to train on the plain text")
+    out = []
+    for doc in docs:
+        m = _FIRST_SENTENCE.match(doc)
+        user, answer = (m.group(1), m.group(2)) if m else ("", doc)
+        out.append(tokenizer.apply_chat_template([{"role": "user", "content": user},
+                                                  {"role": "assistant", "content": answer}], tokenize=False))
     return out
 
 
@@ -231,7 +255,10 @@ def prepare_data(cfg: DataConfig, tokenizer, run: RunDir) -> dict:
     """
     run = RunDir.of(run)
     docs = read_documents(cfg)
-    ids = tokenize_documents(docs, tokenizer, cfg.seq_len)
+    if cfg.chat_template:
+        ids = tokenize_documents(chat_formatted(docs, tokenizer), tokenizer, cfg.seq_len, special_tokens=False)
+    else:
+        ids = tokenize_documents(docs, tokenizer, cfg.seq_len)
     hashes = [text_hash(d) for d in docs]
     split = split_documents([len(x) for x in ids], cfg, keys=hashes)
 
@@ -255,7 +282,8 @@ def prepare_data(cfg: DataConfig, tokenizer, run: RunDir) -> dict:
     vocabulary = sorted({w for d, h in zip(docs, hashes) if h not in held_out for w in words(d)})
     manifest = {"source": cfg.source, "documents": len(docs), "qualifying": sum(len(x) >= cfg.seq_len for x in ids),
                 "train": len(train), "val": len(val), "contexts": len(contexts), "seq_len": cfg.seq_len,
-                "context_len": cfg.context_len, "vocabulary_words": len(vocabulary), "seed": cfg.seed}
+                "context_len": cfg.context_len, "vocabulary_words": len(vocabulary), "seed": cfg.seed,
+                "chat_template": cfg.chat_template}
 
     write_jsonl(run.data_file("train"), train)
     write_jsonl(run.data_file("val"), val)
