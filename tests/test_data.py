@@ -181,3 +181,26 @@ def test_long_documents_are_cut_before_tokenizing_and_keep_the_same_tokens(tmp_p
     assert max(seen) <= limit < len(book)
     whole = tok([book, *short], add_special_tokens=True)["input_ids"]
     assert ids == [x[: 16 + REFERENCE_MAX_TOKENS] for x in whole]
+
+
+CHAT = ("{{ bos_token }}{% for m in messages %}<|{{ m['role'] }}|> {{ m['content'] }}{{ eos_token }}"
+        "{% endfor %}")
+
+
+def test_chat_template_wraps_each_document_as_a_chat_and_is_refused_without_one(tmp_path, corpus_file, tiny_llama):
+    tok = load_tokenizer(ModelConfig(name=str(tiny_llama)))
+    with pytest.raises(DataError, match="no chat template"):
+        prepare_data(cfg(corpus_file, chat_template=True), tok, RunDir(tmp_path / "none"))
+    assert not (tmp_path / "none" / "data").exists()  # refused before anything was written
+    tok.chat_template = CHAT
+    run = RunDir(tmp_path / "run")
+    prepare_data(cfg(corpus_file, chat_template=True, seq_len=48), tok, run)
+    row = read_jsonl(run.data_file("train"))[0]
+    doc = read_documents(cfg(corpus_file))[row["doc_id"]]
+    first, rest = doc.split(". ", 1)
+    chat = tok.apply_chat_template([{"role": "user", "content": first + "."}, {"role": "assistant", "content": rest}],
+                                   tokenize=False)
+    expected = tok(chat, add_special_tokens=False)["input_ids"][:48]
+    assert row["input_ids"] == expected
+    assert row["input_ids"][0] == tok.bos_token_id and row["input_ids"].count(tok.bos_token_id) == 1
+    assert tok.decode(row["input_ids"]).startswith("<s><|user|> " + first)

@@ -10,6 +10,7 @@
     hyperfit experiment configs/experiments/quantity.yaml [--fast] [--launcher submitit]   # a sweep of runs
     hyperfit metrics                                # the metric registry
     hyperfit plan llama-3.1-70b [--gpu-gib 79.6]    # memory per strategy, GPUs needed (config only)
+    hyperfit bench RUN_DIR [--tasks hellaswag,mmlu] [--limit N]   # lm-eval, original vs hyperfitted
     hyperfit study ...                              # blind pairwise human evaluation
 """
 
@@ -19,6 +20,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from hyperfit.bench import bench
 from hyperfit.config import RunConfig, help_text, load_config
 from hyperfit.config.load import is_file
 from hyperfit.demo import demo
@@ -31,7 +33,7 @@ from hyperfit.images import evaluate_images, image_run
 from hyperfit.images.demo import demo_images
 from hyperfit.images.stage import ensure_base_model, is_image_data, write_image_data
 from hyperfit.metrics.registry import available_metrics
-from hyperfit.plan import plan
+from hyperfit.plan import LoraPlan, plan
 from hyperfit.runs import RunDir, load_run_config, record_stage_overrides
 from hyperfit.stages.data import prepare_data
 from hyperfit.stages.evaluate import evaluate
@@ -201,12 +203,17 @@ def cmd_experiment(args) -> int:
 
 
 def cmd_plan(args) -> int:
-    from hyperfit.plan import LoraPlan
-
     lora = (LoraPlan(args.lora_rank, args.lora_layers, 4 if args.dtype == "float32" else 2)
             if args.lora_rank is not None else None)
     print0(plan(args.model, gpu_gib=args.gpu_gib, gpu_gb=args.gpu_gb, batch=args.batch, seq=args.seq,
                 checkpointing=args.checkpointing, lora=lora))
+    return 0
+
+
+def cmd_bench(args) -> int:
+    tasks = [t.strip() for t in args.tasks.split(",") if t.strip()] if args.tasks else None
+    path = bench(args.run_dir, tasks, args.limit, args.text, args.batch_size, args.tag)
+    print0(f"wrote {path} and {report([RunDir(args.run_dir)])}")
     return 0
 
 
@@ -230,6 +237,7 @@ def _parser() -> argparse.ArgumentParser:
     _add_tools(sub)
     _add_plan(sub)
     _add_experiment(sub, fields)
+    _add_bench(sub)
     sub.add_parser("study", help="blind pairwise human evaluation (hyperfit study --help)", add_help=False)
     return p
 
@@ -354,6 +362,19 @@ def _add_experiment(sub, fields: str) -> None:
     f.add_argument("--tag", help="ttr: the generations file (default greedy; base-<tag> is the original model)")
     f.add_argument("--window", type=int, help="ttr: the TTR window (default: the run's evaluate.window)")
     f.set_defaults(fn=cmd_figure)
+
+
+def _add_bench(sub) -> None:
+    b = sub.add_parser("bench", help="lm-evaluation-harness on the original and the hyperfitted model")
+    b.add_argument("run_dir")
+    b.add_argument("--tasks", help="comma-separated lm-eval task names (hellaswag, mmlu, lambada_openai: need the "
+                   "hub), or the local ones hyperfit_cloze,hyperfit_ppl (default; offline)")
+    b.add_argument("--limit", type=int, help="at most this many documents per task")
+    b.add_argument("--text", help="held-out text file the local tasks are built from (default: "
+                   "$HYPERFIT_ASSETS/text/tinystories/tinystories_val.txt); the run's own documents are left out")
+    b.add_argument("--batch-size", type=int, default=8, help="requests per forward (default 8)")
+    b.add_argument("--tag", help="results go to metrics/bench-<tag>.json (default: the task names)")
+    b.set_defaults(fn=cmd_bench)
 
 
 # The positional list that holds each command's key.sub=value overrides.

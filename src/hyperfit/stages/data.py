@@ -183,11 +183,14 @@ def _missing_field_msg(cfg: DataConfig, columns: list, where: str) -> str:
 # ---------------------------------------------------------------------------------------------------------
 
 
-def tokenize_documents(docs: list[str], tokenizer, seq_len: int, samples_per_document: int = 1) -> list[list[int]]:
+def tokenize_documents(docs: list[str], tokenizer, seq_len: int, samples_per_document: int = 1,
+                       chat: bool = False) -> list[list[int]]:
     """Token ids of each document, BOS included when the tokenizer adds one, cut after what any use needs.
 
     Text is tokenized as text (split_special_tokens): WikiText's `<unk>` became the tokenizer's special id 0
-    in 220 of 256 samples, and the hyperfitted model learnt to loop on that invisible id.
+    in 220 of 256 samples, and the hyperfitted model learnt to loop on that invisible id. `chat`: the texts
+    are chat-template output, whose turn markers and BOS must stay control tokens: nothing is added, and
+    special-token strings are read as such.
 
     Each text is cut before it is tokenized, to twice the characters `keep` tokens can span (no token is
     longer than the vocabulary's longest piece): a one-line 32 MB book was tokenized whole, ~4 GB of memory
@@ -196,8 +199,8 @@ def tokenize_documents(docs: list[str], tokenizer, seq_len: int, samples_per_doc
     max_chars = 2 * keep * longest_piece(tokenizer)
     out = []
     for start in range(0, len(docs), 256):
-        batch = tokenizer([d[:max_chars] for d in docs[start : start + 256]], add_special_tokens=True,
-                          split_special_tokens=True)["input_ids"]
+        batch = tokenizer([d[:max_chars] for d in docs[start : start + 256]], add_special_tokens=not chat,
+                          split_special_tokens=not chat)["input_ids"]
         out.extend(ids[:keep] for ids in batch)
     return out
 
@@ -209,18 +212,42 @@ def tokenizer_identity(tokenizer) -> str:
                         "probe": tokenizer(["Once upon a time, 42 cats."], add_special_tokens=True)["input_ids"]})
 
 
-def reusable_tokens(docs: list[str], tokenizer, seq_len: int, samples_per_document: int = 1) -> list[list[int]]:
+def reusable_tokens(docs: list[str], tokenizer, seq_len: int, samples_per_document: int = 1, chat: bool = False
+                    ) -> list[list[int]]:
     """tokenize_documents, reused across a sweep's cells (hyperfit.reuse) when the texts, the tokenizer and the
     length kept are the same: the data.num_train or train.* cells of one source tokenize it once."""
     if not reuse.active():
-        return tokenize_documents(docs, tokenizer, seq_len, samples_per_document)
+        return tokenize_documents(docs, tokenizer, seq_len, samples_per_document, chat)
     key = json_sha256({"docs": json_sha256(docs), "tokenizer": tokenizer_identity(tokenizer), "seq_len": seq_len,
-                       "samples_per_document": samples_per_document})
+                       "samples_per_document": samples_per_document, "chat": chat})
     ids = reuse.load("tokens", key)
     if ids is None:
-        ids = tokenize_documents(docs, tokenizer, seq_len, samples_per_document)
+        ids = tokenize_documents(docs, tokenizer, seq_len, samples_per_document, chat)
         reuse.save("tokens", key, ids)
     return ids
+
+
+_FIRST_SENTENCE = re.compile(r"^(.+?[.!?][\"'”’)]*)\s+(\S.*)$", re.S)
+
+
+def chat_formatted(docs: list[str], tokenizer) -> list[str]:
+    """data.chat_template: each document as a chat, its first sentence the user's turn and the rest the
+    assistant's answer (a document without a sentence break: all of it the answer to an empty turn), in the
+    tokenizer's own template, so an instruct model trains on text in the format it was tuned on.
+
+    The template writes the special tokens (BOS, turn markers) itself: the result is tokenized without
+    adding more."""
+    if not getattr(tokenizer, "chat_template", None):
+        raise DataError(f"data.chat_template=true, but the tokenizer of this model "
+                        f"({getattr(tokenizer, 'name_or_path', '?')}) has no chat template: use an instruct/chat "
+                        "model's tokenizer, or set data.chat_template=false to train on the plain text")
+    out = []
+    for doc in docs:
+        m = _FIRST_SENTENCE.match(doc)
+        user, answer = (m.group(1), m.group(2)) if m else ("", doc)
+        out.append(tokenizer.apply_chat_template([{"role": "user", "content": user},
+                                                  {"role": "assistant", "content": answer}], tokenize=False))
+    return out
 
 
 def longest_piece(tokenizer) -> int:
@@ -358,7 +385,8 @@ def prepare_data(cfg: DataConfig, tokenizer, run: RunDir) -> dict:
     _check_language(cfg.language)
     stats = CleanStats()
     docs = read_documents(cfg, stats)
-    ids = reusable_tokens(docs, tokenizer, cfg.seq_len, cfg.samples_per_document)
+    ids = reusable_tokens(chat_formatted(docs, tokenizer) if cfg.chat_template else docs, tokenizer, cfg.seq_len,
+                          cfg.samples_per_document, chat=cfg.chat_template)
     hashes = [text_hash(d) for d in docs]
     prefix = [bos_prefix(tokenizer, x) for x in ids]
     capacity = [min(cfg.samples_per_document, chunks_in(len(x), cfg.seq_len, len(p))) for x, p in zip(ids, prefix)]
@@ -398,7 +426,8 @@ def prepare_data(cfg: DataConfig, tokenizer, run: RunDir) -> dict:
                 "cleaning": stats.as_dict(), "special_strings": special_strings(docs, tokenizer),
                 "language": cfg.language, "word_list": word_list,
                 "options": {k: getattr(cfg, k) for k in ("repair_text", "strip_boilerplate", "markup",
-                                                         "unknown_marker", "reflow")}, **text_set}
+                                                         "unknown_marker", "reflow")},
+                "chat_template": cfg.chat_template, **text_set}
 
     write_jsonl(run.data_file("train"), train)
     write_jsonl(run.data_file("val"), val)

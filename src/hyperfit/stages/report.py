@@ -12,6 +12,7 @@ import json
 from collections.abc import Sequence
 from pathlib import Path
 
+from hyperfit.bench.results import bench_lines
 from hyperfit.dist import world
 from hyperfit.images import image_report_lines, image_run
 from hyperfit.metrics.repetition import ttr_by_position
@@ -351,6 +352,7 @@ def report(runs: Sequence[RunDir], out: Path | None = None) -> Path:
     for run, label in zip(runs, labels):
         if image_run(run):  # image runs: completion grids per decoder and the image metrics
             lines += image_report_lines(run, out, label)
+        lines += bench_lines(run, label)
     for run, label in zip(runs, labels):
         ex = examples(run)
         if ex:
