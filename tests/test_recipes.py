@@ -76,6 +76,8 @@ def test_order_swaps_swap_whole_batches_of_the_first_epoch_only():
     batches = lambda o: sorted(tuple(sorted(o[i:i + 4].tolist())) for i in range(0, 16, 4))  # noqa: E731
     assert batches(order) == batches(swapped)  # the same batches, in another sequence
     assert torch.equal(swap_batches(order, 4, 0, 3), order) and torch.equal(swap_batches(order[:4], 4, 5, 3), order[:4])
+    two = order[:8]  # two batches: any number of swaps is one swap, never two that cancel
+    assert torch.equal(swap_batches(two, 4, 2, 3), torch.cat([two[4:], two[:4]]))
     assert pair_kind({"a": 1, "b": 2}, {"a": 1, "b": 3}) == "b"
 
 

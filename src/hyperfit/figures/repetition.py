@@ -73,7 +73,7 @@ def draw_png(blocks: list[tuple[str, str, list[str], list[int]]], out: Path, wid
         lines_per.append((cells, row + 1))
     plt = pyplot()
     total = sum(n + 3 for _, n in lines_per)
-    fig = plt.figure(figsize=(width * 0.085, total * 0.2))
+    fig = plt.figure(figsize=(width * 0.1, total * 0.2))  # ~0.1 in per 8-point monospace character
     ax = fig.add_axes((0, 0, 1, 1))
     ax.set_xlim(0, width)
     ax.set_ylim(total, 0)

@@ -226,21 +226,24 @@ def epoch_order(n: int, seed: int, epoch: int) -> torch.Tensor:
 
 
 def swap_batches(order: torch.Tensor, batch_size: int, swaps: int, seed: int) -> torch.Tensor:
-    """`order` with `swaps` pairs of whole batches exchanged (pairs drawn from `seed`): the same batches, a
-    slightly different sequence of updates. Fewer than two batches: nothing to swap.
+    """`order` with `swaps` disjoint pairs of whole batches exchanged (drawn from `seed`; at most batches // 2
+    pairs, so no swap undoes another): the same batches, a slightly different sequence of updates.
 
     >>> swap_batches(torch.arange(6), 2, 1, seed=0).tolist()
     [0, 1, 4, 5, 2, 3]
+    >>> swap_batches(torch.arange(4), 2, 2, seed=0).tolist()   # two batches: one pair, swapped once
+    [2, 3, 0, 1]
     """
     batches = len(order) // batch_size
-    if swaps <= 0 or batches < 2:
+    pairs = min(swaps, batches // 2)
+    if pairs <= 0:
         return order
     g = torch.Generator().manual_seed(seed * 1_000_003 + 999_983)
+    chosen = torch.randperm(batches, generator=g)[: 2 * pairs].tolist()
     out = order.clone()
-    for _ in range(swaps):
-        i, j = torch.randperm(batches, generator=g)[:2].tolist()
+    for i, j in zip(chosen[::2], chosen[1::2]):
         a, b = slice(i * batch_size, (i + 1) * batch_size), slice(j * batch_size, (j + 1) * batch_size)
-        out[a], out[b] = out[b].clone(), out[a].clone()
+        out[a], out[b] = order[b], order[a]
     return out
 
 
