@@ -67,7 +67,7 @@ def load_model_config(cfg: ModelConfig, path: str | Path | None = None):
     name = _source(cfg, path)
     try:
         config = AutoConfig.from_pretrained(name, revision=cfg.revision, trust_remote_code=cfg.trust_remote_code)
-    except OSError as e:
+    except (OSError, ValueError) as e:  # ValueError: a folder whose config.json names no model_type (or has none)
         raise ModelError(f"cannot load the config of model.name={name!r}: {str(e).rstrip('.')}. "
                          "Check the hub id (and network / HF_HUB_OFFLINE) or the local path") from e
     return disable_dropout(config)
