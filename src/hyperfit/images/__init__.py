@@ -8,7 +8,7 @@ the data stage (`prepare_image_data`), the image metrics and the report's grids.
 """
 
 from hyperfit.images.data import image_run, prefix_rows, prepare_image_data, with_image_lengths
-from hyperfit.images.evaluate import evaluate_images, first_completion_pixels, image_report_lines, write_grids
+from hyperfit.images.evaluate import evaluate_images, image_report_lines, write_grids
 from hyperfit.images.metrics import completion_metrics, image_metrics, longest_run
 from hyperfit.images.palette import (
     PALETTE_FILE,
@@ -21,7 +21,7 @@ from hyperfit.images.palette import (
 from hyperfit.images.sources import Images, looks_like_images, read_images
 
 __all__ = [
-    "PALETTE_FILE", "Images", "PixelTokenizer", "completion_metrics", "evaluate_images", "first_completion_pixels",
+    "PALETTE_FILE", "Images", "PixelTokenizer", "completion_metrics", "evaluate_images",
     "fit_clusters", "has_palette", "image_metrics", "image_report_lines", "image_run", "longest_run",
     "looks_like_images", "pixel_tokenizer", "prefix_rows", "prepare_image_data", "quantize", "read_images",
     "with_image_lengths", "write_grids",

@@ -4,7 +4,8 @@ The split is the text one (`hyperfit.stages.data.split_documents`): one seeded o
 (equal pixels count once), contexts first, then validation, then training, so the held-out images do not
 depend on data.num_train. A context is an image's SOS and its first rows (generate.prefix_fraction of
 them); the rest of the image is the reference ("human") continuation. data/ gets train/val/contexts.jsonl
-(input_ids, context_ids, reference_ids, label), manifest.json, and palette.json, the colour clusters used.
+(input_ids, context_ids, reference_ids, label), manifest.json, and pixel_palette.json, the colour clusters
+used.
 """
 
 from __future__ import annotations
@@ -70,7 +71,7 @@ def palette_for(images: Images, train_idx: list[int], tokenizer: PixelTokenizer 
 
 def prepare_image_data(cfg: DataConfig, prefix_fraction: float, run: RunDir, tokenizer: PixelTokenizer | None = None,
                        clusters: int = 16, max_len: int | None = None) -> dict:
-    """Read, split, quantize and write data/{train,val,contexts}.jsonl, data/palette.json and data/manifest.json.
+    """Read, split, quantize and write data/{train,val,contexts}.jsonl, pixel_palette.json and manifest.json.
 
     `tokenizer`: the model's PixelTokenizer (a hub or trained image model); None fits `clusters` colours with
     KMeans on the training images (model.init=scratch). `max_len`: the model's positions, when one fewer than

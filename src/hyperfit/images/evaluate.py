@@ -7,8 +7,6 @@ import json
 import math
 from pathlib import Path
 
-import numpy as np
-
 from hyperfit.images.grid import context_image, grid_image, save_png
 from hyperfit.images.metrics import completed_grid, image_metrics
 from hyperfit.images.palette import PixelTokenizer
@@ -109,13 +107,3 @@ def _cell(v) -> str:
         return "–"
     return f"{v:.3f}" if isinstance(v, float) else str(v)
 
-
-def first_completion_pixels(run: RunDir, tag: str) -> np.ndarray:
-    """RGB of the first context's completion in generations/<tag>.jsonl (for quick looks and tests)."""
-    run = RunDir.of(run)
-    m = _manifest(run)
-    palette = PixelTokenizer.from_folder(run.data)
-    row = read_jsonl(run.generation_file(tag))[0]
-    ctx = next(c for c in run.read_samples("contexts") if c["id"] == row["context_id"])
-    ids = completed_grid(ctx["context_ids"], row["continuation_ids"], m["height"], m["width"])
-    return palette.pixels(ids.reshape(-1).clip(0), m["height"], m["width"])
