@@ -26,7 +26,7 @@ def trained_run(tmp_path_factory, tiny_llama, corpus_file):
 
 
 def test_bench_runs_the_harness_on_both_models_and_reports_before_and_after(trained_run, corpus_file):
-    path = bench(trained_run, limit=6, text=str(corpus_file), batch_size=4)
+    path = bench(trained_run, limit=6, batch_size=4)  # text: the run's own data.source
     result = json.loads(path.read_text())
     assert path.name == "bench-hyperfit_cloze-hyperfit_ppl.json" and result["tasks"] == list(LOCAL_TASKS)
     for which in ("base", "final"):
@@ -63,9 +63,12 @@ def test_the_cloze_answer_is_the_last_word_and_the_distractors_are_other_last_wo
 
 def test_bench_without_text_or_training_says_what_to_do(tmp_path, tiny_llama, corpus_file, monkeypatch):
     monkeypatch.delenv("HYPERFIT_ASSETS", raising=False)
-    cfg, run = prepared(tmp_path, tiny_llama, corpus_file)
+    source = tmp_path / "gone.txt"
+    source.write_text(corpus_file.read_text())
+    cfg, run = prepared(tmp_path, tiny_llama, source)
     with pytest.raises(RunError, match="train first"):
         bench(run)
     (run.checkpoints / "final").mkdir(parents=True)
+    source.unlink()  # the run's own data.source is the default text: without it, and without --text, say so
     with pytest.raises(RunError, match="--text FILE"):
         bench(RunDir(run.path))

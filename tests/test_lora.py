@@ -58,6 +58,13 @@ def test_lora_trains_only_the_adapters_and_final_is_a_merged_model_with_the_same
     with torch.no_grad():
         a, b = plain(ids).logits, with_adapter(ids).logits
     assert torch.allclose(a, b, atol=1e-5), (a - b).abs().max()
+    # An epoch checkpoint (adapter only) loads as model.name with its adapter merged: generate.checkpoint=epoch-N.
+    from hyperfit.models import load_model
+
+    at_epoch = load_model(cfg.model, ckpt).eval()
+    epoch_adapter = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny_llama), ckpt).eval()
+    with torch.no_grad():
+        assert torch.allclose(at_epoch(ids).logits, epoch_adapter(ids).logits, atol=1e-5)
     trained = next(r for r in read_jsonl(run.train_log) if r["type"] == "trained")
     assert trained["method"] == "lora" and trained["trainable"] == sum(v.numel() for v in adapter.values())
     assert 0 < trained["share"] < 1

@@ -370,8 +370,9 @@ def _add_bench(sub) -> None:
     b.add_argument("--tasks", help="comma-separated lm-eval task names (hellaswag, mmlu, lambada_openai: need the "
                    "hub), or the local ones hyperfit_cloze,hyperfit_ppl (default; offline)")
     b.add_argument("--limit", type=int, help="at most this many documents per task")
-    b.add_argument("--text", help="held-out text file the local tasks are built from (default: "
-                   "$HYPERFIT_ASSETS/text/tinystories/tinystories_val.txt); the run's own documents are left out")
+    b.add_argument("--text", help="text file the local tasks are built from (default: the run's data.source when "
+                   "it is a file, else $HYPERFIT_ASSETS/text/tinystories/tinystories_val.txt); the run's own documents "
+                   "are left out")
     b.add_argument("--batch-size", type=int, default=8, help="requests per forward (default 8)")
     b.add_argument("--tag", help="results go to metrics/bench-<tag>.json (default: the task names)")
     b.set_defaults(fn=cmd_bench)

@@ -27,7 +27,7 @@ def bench(run: RunDir | str | Path, tasks: list[str] | None = None, limit: int |
     cfg = load_run_config(run)
     tasks = list(tasks or LOCAL_TASKS)
     run.weights_for("final")  # refuses before any work when the run has not been trained
-    specs = _task_specs(tasks, run, text)
+    specs = _task_specs(tasks, run, text, cfg.data.source)
     out = run.metrics / f"bench-{tag or '-'.join(tasks)}.json"
     result = {"kind": "bench", "tasks": tasks, "limit": limit, "lm_eval": _version(), "models": {}}
     if out.is_file():
@@ -44,12 +44,12 @@ def bench(run: RunDir | str | Path, tasks: list[str] | None = None, limit: int |
     return out
 
 
-def _task_specs(tasks: list[str], run: RunDir, text: str | None) -> list:
+def _task_specs(tasks: list[str], run: RunDir, text: str | None, source: str) -> list:
     """Local task names → their configs (data built now); other names go to the harness as they are."""
     local = [t for t in tasks if t in LOCAL_TASKS]
     if not local:
         return tasks
-    data = build_local_data(local, run, default_text(text))
+    data = build_local_data(local, run, default_text(text, source))
     return [task_config(t, data[t], run.path / "bench" / "cache") if t in data else t for t in tasks]
 
 

@@ -1,7 +1,8 @@
 """The offline tasks `hyperfit bench` ships: a multiple-choice cloze and a perplexity task over held-out text.
 
 The task definitions are lm-eval YAML files in tasks/ (packaged); their data are built here from a text file
-(default: TinyStories validation text in $HYPERFIT_ASSETS/text/tinystories/, or --text FILE), leaving out every
+(--text FILE, else the run's own data.source when it is a local file, else TinyStories validation text in
+$HYPERFIT_ASSETS/text/tinystories/), leaving out every
 document the run used (training, validation and context documents, by text hash), into RUN/bench/data/. The
 harness then reads them with its own `json` dataset loader, so the tests run the real harness end to end.
 """
@@ -27,8 +28,11 @@ STORIES = {"hyperfit_cloze": 400, "hyperfit_ppl": 100}  # documents per task bef
 _LAST_WORD = re.compile(r"^(?P<context>.*\S)\s+(?P<word>[A-Za-z]+)[.!?\"'”’]*$", re.S)
 
 
-def default_text(text: str | None) -> Path:
-    """--text, else TinyStories validation text under $HYPERFIT_ASSETS; a clear error when neither exists."""
+def default_text(text: str | None, source: str = "") -> Path:
+    """--text, else the run's own data.source when it is a local file (its documents then match the run's text
+    hashes exactly, so none it used can slip in), else TinyStories validation text under $HYPERFIT_ASSETS."""
+    if text is None and source and Path(source).is_file():
+        text = source
     if text is None and os.environ.get("HYPERFIT_ASSETS"):
         text = str(Path(os.environ["HYPERFIT_ASSETS"]) / DEFAULT_TEXT)
     if text is None or not Path(text).is_file():

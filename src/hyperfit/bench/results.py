@@ -25,7 +25,8 @@ def bench_lines(run: RunDir, label: str) -> list[str]:
         lines += [f"## Benchmarks: {label} ({path.name}; lm-evaluation-harness {b.get('lm_eval', '?')}{limit})", "",
                   "| task | metric | original | hyperfitted | change |", "|---|---|---|---|---|"]
         for task in b.get("tasks", []):
-            metrics = sorted(k for k in {*base.get(task, {}), *final.get(task, {})} if not k.endswith("_stderr"))
+            metrics = sorted(k for k in {*base.get(task, {}), *final.get(task, {})}
+                             if not k.endswith("_stderr") and k != "sample_len")  # sample_len: documents scored
             for metric in metrics:
                 before, after = base.get(task, {}).get(metric), final.get(task, {}).get(metric)
                 change = f"{after - before:+.4g}" if before is not None and after is not None else "–"

@@ -7,6 +7,7 @@
     probe.py       the per-epoch probe (losses, entropy, greedy TTR, examples) and the weight-change share
     export.py      checkpoints/final/, its model card, the hub
     step.py        the loss and its speed levers; optim.py the optimizers
+    lora.py        train.method=lora: peft adapters on a frozen base, saved as adapters, merged into final/
 """
 
 from hyperfit.training.engine import check_tracker, local_batch_size
