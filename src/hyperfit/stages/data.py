@@ -383,10 +383,8 @@ def prepare_data(cfg: DataConfig, tokenizer, run: RunDir) -> dict:
     """
     run = RunDir.of(run)
     _check_language(cfg.language)
-    stats = CleanStats()
-    docs = read_documents(cfg, stats)
-    ids = reusable_tokens(chat_formatted(docs, tokenizer) if cfg.chat_template else docs, tokenizer, cfg.seq_len,
-                          cfg.samples_per_document, chat=cfg.chat_template)
+    docs = read_documents(cfg, stats := CleanStats())
+    ids = _tokens(cfg, docs, tokenizer)
     hashes = [text_hash(d) for d in docs]
     prefix = [bos_prefix(tokenizer, x) for x in ids]
     capacity = [min(cfg.samples_per_document, chunks_in(len(x), cfg.seq_len, len(p))) for x, p in zip(ids, prefix)]
@@ -436,6 +434,11 @@ def prepare_data(cfg: DataConfig, tokenizer, run: RunDir) -> dict:
     write_json(run.data / "manifest.json", manifest)
     write_text(run.data / "report.md", render_data_report(manifest))
     return manifest
+
+
+def _tokens(cfg: DataConfig, docs: list[str], tokenizer) -> list[list[int]]:
+    texts = chat_formatted(docs, tokenizer) if cfg.chat_template else docs
+    return reusable_tokens(texts, tokenizer, cfg.seq_len, cfg.samples_per_document, chat=cfg.chat_template)
 
 
 def _check_language(language: str | None) -> None:

@@ -326,11 +326,7 @@ def report(runs: Sequence[RunDir], out: Path | None = None) -> Path:
     plot = plot_training(runs, out / "plots" / "training_curves.png")
     labels = run_labels(runs)
     lines += run_warnings(runs, labels)
-    trained = trained_rows(runs, labels)
-    if trained:
-        lines += ["## Trained parameters", ""]
-        lines += markdown_table(["run", "method", "trainable parameters", "of the base model", "where"], trained)
-        lines.append("")
+    lines += trained_section(runs, labels)
     for run, label in zip(runs, labels):
         rows = probes(run)
         if rows:
@@ -361,6 +357,15 @@ def report(runs: Sequence[RunDir], out: Path | None = None) -> Path:
     path = out / "report.md"
     write_text(path, "\n".join(lines) + "\n")
     return path
+
+
+def trained_section(runs: Sequence[RunDir], labels: Sequence[str]) -> list[str]:
+    """Which parameters each run trained (all of them, or LoRA adapters on which blocks)."""
+    trained = trained_rows(runs, labels)
+    if not trained:
+        return []
+    header = ["run", "method", "trainable parameters", "of the base model", "where"]
+    return ["## Trained parameters", "", *markdown_table(header, trained), ""]
 
 
 def run_warnings(runs: Sequence[RunDir], labels: Sequence[str]) -> list[str]:
