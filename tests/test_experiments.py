@@ -204,7 +204,7 @@ def test_the_fast_cut_and_command_line_overrides(tmp_path):
 def test_the_shipped_specs_are_specs_with_a_command_in_their_header():
     specs = sorted((ROOT / "configs" / "experiments").glob("*.yaml"))
     specs = [p for p in specs if is_spec(p)]
-    assert [p.name for p in specs] == ["quantity.yaml"]
+    assert [p.name for p in specs] == ["data-type.yaml", "quantity.yaml", "table1.yaml"]
     for path in specs:
         header = path.read_text().split("\n\n")[0]
         assert header.startswith("#") and f"hyperfit experiment configs/experiments/{path.name}" in header

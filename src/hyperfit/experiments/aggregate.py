@@ -4,6 +4,7 @@
     <out>/<experiment>/report.md      the same table, failed cells with their errors, the spec's plots
     <out>/<experiment>/results_summary.csv   with a seed axis: mean ± 95 % CI over seeds (hyperfit.experiments.seeds)
     <out>/<experiment>/plots/*.png
+    <out>/<experiment>/<recipe>.csv, plots/...   with `recipe:` in the spec (hyperfit.experiments.recipes)
 
 Everything here reads files only (cell.json, train_log.jsonl, metrics/*.json), so `hyperfit experiment` can
 rewrite the report of a sweep that is still running elsewhere, and a missing number is a blank, not an error.
@@ -19,9 +20,9 @@ from pathlib import Path
 
 from hyperfit.experiments.cells import ERROR_FILE, Cell, read_status
 from hyperfit.experiments.plots import get_plot
+from hyperfit.experiments.recipes import get_recipe
 from hyperfit.experiments.seeds import markdown_lines, summarize
 from hyperfit.experiments.spec import Spec
-from hyperfit.experiments.tables import get_table
 from hyperfit.runs import RunDir, read_jsonl, write_text
 from hyperfit.stages.report import markdown_table
 
@@ -110,7 +111,7 @@ def aggregate(spec: Spec, cells: Sequence[Cell], root: Path, command: str) -> Pa
                                             f"(`{c.path / ERROR_FILE}`)" for c, _ in failed] + [""]
     for plot in plots:
         lines += [f"## {plot.stem}", "", f"![{plot.stem}]({plot.relative_to(root)})", ""]
-    for name in spec.tables:  # the paper's tables: each writes <name>.csv and gives its report section
-        lines += get_table(name).build(cells, [read_status(c.path) or {} for c in cells], root)
+    if spec.recipe:  # the paper's artefact, beside the paper's numbers: its own section, files and plots
+        lines += get_recipe(spec.recipe).summarize(spec, cells, rows, root)
     write_text(root / "report.md", "\n".join(lines))
     return root / "report.md"

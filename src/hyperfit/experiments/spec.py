@@ -9,11 +9,11 @@
       data.num_train: [8, 16, 32]
       data.seed: [0, 1, 2]
     plots: [ttr_vs_samples]              # hyperfit.experiments.plots.PLOTS
-    tables: [table1]                     # hyperfit.experiments.tables.TABLES: the paper's tables from the cells
     fast:                                # --fast: a CI-sized cut, written to <name>-fast
       overrides: {data.seq_len: 64}
       axes: {data.num_train: [8, 16], data.seed: [0]}
     submitit: {timeout_min: 60}          # executor parameters for --launcher submitit
+    recipe: diversity                    # optional: a paper table or figure from the cells (experiments.recipes)
 
 Reading a spec is pure: nothing is written and no config is resolved here (cells.py does that, per cell).
 Every problem found is collected and raised together, naming the file.
@@ -31,9 +31,9 @@ import yaml
 from hyperfit.config import read_config_file
 from hyperfit.errors import ConfigError, did_you_mean
 from hyperfit.experiments.plots import plot_problems
-from hyperfit.experiments.tables import table_problems
+from hyperfit.experiments.recipes import recipe_problems
 
-SPEC_KEYS = ("name", "base", "axes", "plots", "tables", "fast", "submitit")
+SPEC_KEYS = ("name", "base", "axes", "plots", "fast", "submitit", "recipe")
 BASE_KEYS = ("config", "overrides")
 FAST_KEYS = ("overrides", "axes")
 
@@ -51,8 +51,8 @@ class Spec:
     """Dotted config key → the values it takes; insertion order is the cells' order and their names'."""
     plots: tuple[str, ...] = ()
     submitit: dict = field(default_factory=dict)
-    tables: tuple[str, ...] = ()
-    """The paper's tables the report adds (hyperfit.experiments.tables.TABLES), e.g. [table1]."""
+    recipe: str | None = None
+    """A paper artefact to build from the cells (hyperfit.experiments.recipes: diversity, entropy, shuffle, ...)."""
 
 
 def is_spec(path: str | Path) -> bool:
@@ -91,14 +91,14 @@ def load_spec(path: str | Path, fast: bool = False, overrides: Sequence[str] = (
     problems = [f"{k} is both an override and an axis; an axis sets it per cell, so remove it from "
                 "base.overrides / fast.overrides" for k in sorted(set(spec_overrides) & set(axes))]
     problems += plot_problems(raw.get("plots") or (), list(axes))
-    problems += table_problems(raw.get("tables") or ())
+    problems += recipe_problems(raw.get("recipe"))
     if problems:
         raise ConfigError(f"experiment spec {path}:\n  - " + "\n  - ".join(problems))
     config = base.get("config")
     return Spec(name=name, path=path, base_config=(path.parent / config) if config else None,
                 overrides=tuple(f"{k}={v}" for k, v in spec_overrides.items()), axes=axes,
                 plots=tuple(raw.get("plots") or ()), submitit=dict(raw.get("submitit") or {}),
-                tables=tuple(raw.get("tables") or ()))
+                recipe=raw.get("recipe"))
 
 
 def _shape_problems(raw: dict, path: Path) -> list[str]:
