@@ -205,7 +205,8 @@ def test_the_shipped_specs_are_specs_with_a_command_in_their_header():
     specs = sorted((ROOT / "configs" / "experiments").glob("*.yaml"))
     specs = [p for p in specs if is_spec(p)]
     assert {"quantity.yaml", "diversity.yaml", "entropy.yaml", "shuffle.yaml", "grokking.yaml",
-            "early-stop.yaml", "lora.yaml"} <= {p.name for p in specs}
+            "early-stop.yaml", "lora.yaml", "table1.yaml",
+            "data-type.yaml"} <= {p.name for p in specs}
     for path in specs:
         header = path.read_text().split("\n\n")[0]
         assert header.startswith("#") and f"hyperfit experiment configs/experiments/{path.name}" in header

@@ -1,4 +1,4 @@
-"""The paper's Table 1 and Table 4 recipes (configs/experiments/{table1,data_type}.yaml): their fast cuts run on
+"""The paper's Table 1 and Table 4 recipes (configs/experiments/{table1,data-type}.yaml): their fast cuts run on
 the real stories260K model and the real texts of ../shared/assets, and their tables come from the cells' files."""
 
 import csv
@@ -9,7 +9,7 @@ import pytest
 
 from hyperfit.demo import stories_jsonl
 from hyperfit.experiments import aggregate, load_spec, plan_cells, run_experiment
-from hyperfit.experiments.tables import TABLES
+from hyperfit.experiments.recipes import RECIPES
 from hyperfit.llama2c import import_llama2c
 from hyperfit.runs import read_jsonl, write_json
 from tinymodels import ASSETS, needs_assets
@@ -74,28 +74,28 @@ def test_table1_fast_cut_on_stories260k(stories, tmp_path, capsys):
 @needs_assets()
 def test_data_type_fast_cut_trains_on_each_domain_and_evaluates_on_one_set(stories, tmp_path):
     model, text = stories
-    spec = load_spec(ROOT / "configs/experiments/data_type.yaml", fast=True,
+    spec = load_spec(ROOT / "configs/experiments/data-type.yaml", fast=True,
                      overrides=[*here(model, text), f"data.source=[{text}, {NEWS}]"])
     summary = run_experiment(spec, "local", tmp_path)
     assert summary.failed == [] and len(summary.done) == 2
-    cells = plan_cells(spec, tmp_path / "data_type-fast")
+    cells = plan_cells(spec, tmp_path / "data-type-fast")
     sets = [[r["text"] for r in read_jsonl(c.path / "data/contexts.jsonl")] for c in cells]
     assert sets[0] == sets[1]  # one evaluation set whatever the training domain
     manifest = json.loads((cells[1].path / "data/manifest.json").read_text())
     assert manifest["training_documents_overlapping_contexts"] == 4  # the news contexts, left out of training
-    matrix = rows(tmp_path / "data_type-fast/data_type.csv")
+    matrix = rows(tmp_path / "data-type-fast/data-type.csv")
     assert {(r["trained_on"], r["evaluated_on"]) for r in matrix} == {
         (t, e) for t in ("tinystories", "news") for e in ("tinystories", "news")}
     base = {r["evaluated_on"]: r["base_ttr"] for r in matrix if r["trained_on"] == "tinystories"}
     assert all(r["base_ttr"] == base[r["evaluated_on"]] for r in matrix)  # one original model, one set
-    report = (tmp_path / "data_type-fast/report.md").read_text()
+    report = (tmp_path / "data-type-fast/report.md").read_text()
     assert "| hyperfitted on news |" in report and "| original model |" in report
 
 
 def test_the_table_recipes_resolve_every_cell(tmp_path):
-    for name, cells in (("table1", 1), ("data_type", 4)):
+    for name, cells in (("table1", 1), ("data-type", 4)):
         spec = load_spec(ROOT / f"configs/experiments/{name}.yaml")
-        assert spec.tables == (name,) and name in TABLES and len(plan_cells(spec, tmp_path)) == cells
+        assert spec.recipe == name and name in RECIPES and len(plan_cells(spec, tmp_path)) == cells
     table1 = plan_cells(load_spec(ROOT / "configs/experiments/table1.yaml"), tmp_path)[0].config
     assert len(table1["generate"]["extra"]) == 6 and len(table1["data"]["contexts"]) == 4
 

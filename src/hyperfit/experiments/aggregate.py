@@ -23,7 +23,6 @@ from hyperfit.experiments.plots import get_plot
 from hyperfit.experiments.recipes import get_recipe
 from hyperfit.experiments.seeds import markdown_lines, summarize
 from hyperfit.experiments.spec import Spec
-from hyperfit.experiments.tables import get_table
 from hyperfit.runs import RunDir, read_jsonl, write_text
 from hyperfit.stages.report import markdown_table
 
@@ -126,7 +125,5 @@ def aggregate(spec: Spec, cells: Sequence[Cell], root: Path, command: str) -> Pa
         lines += [f"## {plot.stem}", "", f"![{plot.stem}]({plot.relative_to(root)})", ""]
     if spec.recipe:  # the paper's artefact, beside the paper's numbers: its own section, files and plots
         lines += get_recipe(spec.recipe).summarize(spec, cells, rows, root)
-    for name in spec.tables:  # the paper's tables: each writes <name>.csv and gives its report section
-        lines += get_table(name).build(cells, [read_status(c.path) or {} for c in cells], root)
     write_text(root / "report.md", "\n".join(lines))
     return root / "report.md"

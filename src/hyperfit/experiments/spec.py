@@ -9,7 +9,6 @@
       data.num_train: [8, 16, 32]
       data.seed: [0, 1, 2]
     plots: [ttr_vs_samples]              # hyperfit.experiments.plots.PLOTS
-    tables: [table1]                     # hyperfit.experiments.tables.TABLES: the paper's tables from the cells
     fast:                                # --fast: a CI-sized cut, written to <name>-fast
       overrides: {data.seq_len: 64}
       axes: {data.num_train: [8, 16], data.seed: [0]}
@@ -33,9 +32,8 @@ from hyperfit.config import read_config_file
 from hyperfit.errors import ConfigError, did_you_mean
 from hyperfit.experiments.plots import plot_problems
 from hyperfit.experiments.recipes import recipe_problems
-from hyperfit.experiments.tables import table_problems
 
-SPEC_KEYS = ("name", "base", "axes", "plots", "tables", "fast", "submitit", "recipe")
+SPEC_KEYS = ("name", "base", "axes", "plots", "fast", "submitit", "recipe")
 BASE_KEYS = ("config", "overrides")
 FAST_KEYS = ("overrides", "axes")
 
@@ -55,8 +53,6 @@ class Spec:
     submitit: dict = field(default_factory=dict)
     recipe: str | None = None
     """A paper artefact to build from the cells (hyperfit.experiments.recipes: diversity, entropy, shuffle, ...)."""
-    tables: tuple[str, ...] = ()
-    """The paper's tables the report adds (hyperfit.experiments.tables.TABLES), e.g. [table1]."""
 
 
 def is_spec(path: str | Path) -> bool:
@@ -96,14 +92,13 @@ def load_spec(path: str | Path, fast: bool = False, overrides: Sequence[str] = (
                 "base.overrides / fast.overrides" for k in sorted(set(spec_overrides) & set(axes))]
     problems += plot_problems(raw.get("plots") or (), list(axes))
     problems += recipe_problems(raw.get("recipe"))
-    problems += table_problems(raw.get("tables") or ())
     if problems:
         raise ConfigError(f"experiment spec {path}:\n  - " + "\n  - ".join(problems))
     config = base.get("config")
     return Spec(name=name, path=path, base_config=(path.parent / config) if config else None,
                 overrides=tuple(f"{k}={v}" for k, v in spec_overrides.items()), axes=axes,
                 plots=tuple(raw.get("plots") or ()), submitit=dict(raw.get("submitit") or {}),
-                recipe=raw.get("recipe"), tables=tuple(raw.get("tables") or ()))
+                recipe=raw.get("recipe"))
 
 
 def _shape_problems(raw: dict, path: Path) -> list[str]:

@@ -21,6 +21,9 @@ RECIPES = {
     "shuffle": ("shuffle", "Fig. 5 left: top-1 agreement heatmap of models trained on reshuffled data"),
     "grokking": ("grokking", "long training, weight-decay variants: val loss and TTR long after zero train loss"),
     "early-stop": ("early_stop", "the checkpoint at the validation-loss minimum against the hyperfitted one"),
+    "table1": ("table1", "Table 1: models × {original greedy, original top-p, hyperfitted greedy, + citation "
+                         "blocker} × lengths: TTR, perplexity, preference; per domain and average"),
+    "data-type": ("data_type", "Table 4: train on one domain, evaluate on each: the TTR and perplexity matrices"),
 }
 
 

@@ -1,7 +1,7 @@
 """Table 4 of the paper from an experiment's cells: hyperfit on one domain, evaluate on each: a matrix.
 
     axes: {data.source: [stories.jsonl, wiki.txt, news.jsonl]}   # one training domain per cell
-    tables: [data_type]                                          # configs/experiments/data_type.yaml
+    recipe: data-type                                            # configs/experiments/data-type.yaml
 
 Every cell continues one evaluation set (data.contexts: drawn by text alone, so it is the same whatever the
 training source; training leaves out what overlaps it). A row is a training domain (the data.contexts entry
@@ -15,7 +15,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from hyperfit.experiments.cellfiles import measured, write_csv
+from hyperfit.experiments.recipes.common import done, save_table
+from hyperfit.experiments.recipes.measured import measured
 from hyperfit.runs import RunDir
 from hyperfit.stages.report import markdown_table
 
@@ -50,9 +51,10 @@ def cell_rows(cell) -> list[dict]:
              "n": final.metrics["domains"][d]["n"], "cell": cell.name} for d in final.domains]
 
 
-def build(cells: Sequence, statuses: Sequence[dict], root: Path) -> list[str]:
-    rows = [r for c, s in zip(cells, statuses) if s.get("status") == "done" for r in cell_rows(c)]
-    write_csv(root / "data_type.csv", COLUMNS, rows)
+def summarize(spec, cells: Sequence, rows: Sequence[dict], root: Path) -> list[str]:
+    """The recipe's report section; writes <root>/data-type.csv."""
+    rows = [r for c in done(cells) for r in cell_rows(c)]
+    save_table(root, "data-type", COLUMNS, rows)
     lines = ["## Table 4: trained on one domain, evaluated on each", ""]
     if not rows:
         return lines + ["No finished cell with per-domain metrics yet (the cells need data.contexts).", ""]
@@ -71,4 +73,4 @@ def build(cells: Sequence, statuses: Sequence[dict], root: Path) -> list[str]:
     return lines + ["Greedy TTR (rows: training domain; columns: evaluated domain):", "",
                     *matrix("ttr", "base_ttr", "human_ttr"), "",
                     "Perplexity on each domain's context documents:", "",
-                    *matrix("perplexity", "base_perplexity", None), "", f"Every number: data_type.csv. {PAPER}", ""]
+                    *matrix("perplexity", "base_perplexity", None), "", f"Every number: data-type.csv. {PAPER}", ""]

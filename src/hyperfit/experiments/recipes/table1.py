@@ -2,7 +2,7 @@
 continuations, the hyperfitted model's greedy ones, with and without the citation blocker, and the human text:
 TTR per domain and averaged over domains, perplexity, and the preference rate where a study or a judge has one.
 
-    tables: [table1]     # in a spec whose cells set generate.extra (configs/experiments/table1.yaml)
+    recipe: table1       # in a spec whose cells set generate.extra (configs/experiments/table1.yaml)
 
 Preference: a human study's results in the cell (metrics/human_study-*.json, `hyperfit study results`) give,
 for the system named <run>/<tag>, the share of its pairings in which it was preferred or judged equal; without
@@ -15,7 +15,8 @@ import json
 from collections.abc import Sequence
 from pathlib import Path
 
-from hyperfit.experiments.cellfiles import Measured, measured, model_label, write_csv
+from hyperfit.experiments.recipes.common import done, save_table
+from hyperfit.experiments.recipes.measured import Measured, measured, model_label
 from hyperfit.runs import RunDir
 from hyperfit.stages.report import markdown_table
 
@@ -70,10 +71,11 @@ def cell_rows(cell) -> list[dict]:
     return rows
 
 
-def build(cells: Sequence, statuses: Sequence[dict], root: Path) -> list[str]:
-    rows = [r for c, s in zip(cells, statuses) if s.get("status") == "done" for r in cell_rows(c)]
+def summarize(spec, cells: Sequence, rows: Sequence[dict], root: Path) -> list[str]:
+    """The recipe's report section; writes <root>/table1.csv."""
+    rows = [r for c in done(cells) for r in cell_rows(c)]
     rows.sort(key=lambda r: (r["length"] or 0, r["model"], VARIANTS.index(r["variant"])))
-    write_csv(root / "table1.csv", COLUMNS, rows)
+    save_table(root, "table1", COLUMNS, rows)
     lines = ["## Table 1", ""]
     if not rows:
         return lines + ["No finished cell has the table's generations yet.", ""]

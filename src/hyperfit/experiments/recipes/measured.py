@@ -1,4 +1,4 @@
-"""What the paper's tables read from a finished cell: its measured generations and a CSV writer.
+"""What Table 1 and Table 4 read from a finished cell: every measured generation.
 
     for g in measured(RunDir(cell.path)): g.checkpoint, g.decoder, g.block, g.length, g.metrics
 
@@ -8,15 +8,12 @@ while a sweep runs elsewhere.
 
 from __future__ import annotations
 
-import csv
-import io
 import json
-from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from statistics import fmean
 
-from hyperfit.runs import RunDir, write_text
+from hyperfit.runs import RunDir
 
 
 @dataclass(frozen=True)
@@ -79,11 +76,3 @@ def measured(run: RunDir) -> list[Measured]:
 def model_label(config: dict) -> str:
     """A cell's model as a table names it: the last part of model.name."""
     return Path(str(config["model"]["name"])).name
-
-
-def write_csv(path: Path, header: Sequence[str], rows: Sequence[dict]) -> None:
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=list(header), lineterminator="\n", extrasaction="ignore")
-    writer.writeheader()
-    writer.writerows({k: ("" if r.get(k) is None else r.get(k)) for k in header} for r in rows)
-    write_text(path, buffer.getvalue())
