@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import platform
+import sys
 import time
 from pathlib import Path
 from types import SimpleNamespace
@@ -156,8 +157,9 @@ HEADER = ("| model | mode | B/param | kept at lr 1e-6 | bf16 weights changed | m
 
 
 def fmt(r: dict) -> str:
-    return (f"| {r['model']} | {r['mode']} | {MODES[r['mode']].state_bytes:.2f} | {r['kept']:.2%} | {r['changed']:.1%} "
-            f"| {r['loss_gap']:.2%} | {r['final_loss']:.4f} | {r['drift']:.3f} | {r['agree']:.1%} | {r['seconds']:.0f} |")
+    return (f"| {r['model']} | {r['mode']} | {MODES[r['mode']].state_bytes:.2f} | {r['kept']:.2%} "
+            f"| {r['changed']:.1%} | {r['loss_gap']:.2%} | {r['final_loss']:.4f} | {r['drift']:.3f} "
+            f"| {r['agree']:.1%} | {r['seconds']:.0f} |")
 
 
 def main() -> None:
@@ -181,8 +183,9 @@ def main() -> None:
             for r in bench_model(label, builders[label](), modes, ids, contexts, args.updates, args.small_updates)]
     if args.out:
         machine = f"{platform.machine()} CPU, {torch.get_num_threads()} threads, torch {torch.__version__}"
+        command = " ".join(["python", *sys.argv])
         Path(args.out).write_text(
-            f"# Memory modes against the fp32-master reference (CPU)\n\n`{' '.join(['python', *__import__('sys').argv])}`"
+            f"# Memory modes against the fp32-master reference (CPU)\n\n`{command}`"
             f" — {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, {machine}, {time.perf_counter() - t0:.0f} s.\n\n"
             + HEADER + "\n" + "\n".join(fmt(r) for r in rows) + "\n")
 
