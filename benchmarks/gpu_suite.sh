@@ -17,11 +17,19 @@ set -o pipefail  # `timeout … python … | tee` must report python's (or timeo
 OUT=${OUT:-/tmp/gpu_suite}; mkdir -p "$OUT"
 SIZE=${SIZE:-1b}; STEPS=${STEPS:-50}
 T_CHECKS=${T_CHECKS:-60}; T_INTEGRATION=${T_INTEGRATION:-240}; T_TRAIN=${T_TRAIN:-300}; T_GENERATE=${T_GENERATE:-100}
-PART_NAMES="checks integration train generate"
+T_LOWMEM=${T_LOWMEM:-540}
+# lowmem (issue 19) is not in the default list: it needs one device call of its own (~6 min).
+PART_NAMES="checks integration train generate lowmem"
+DEFAULT_PARTS="checks integration train generate"
 export PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false
 t0=$(date +%s)
 stamp() { echo "== $1 at +$(( $(date +%s) - t0 )) s"; }
 
+# Llama-3.1-8B-shaped training per memory mode under an 80 GiB cap, and the 1.1B fp32-master reference.
+lowmem() {
+  timeout $T_LOWMEM python benchmarks/lowmem_gpu.py ${LOWMEM_RUNS:+--runs "$LOWMEM_RUNS"} --json "$OUT/lowmem.json" 2>&1 \
+    | tee "$OUT/lowmem.log"
+}
 checks() { timeout $T_CHECKS python benchmarks/gpu_checks.py 2>&1 | tee "$OUT/checks.log"; }
 generate() {
   timeout $T_GENERATE python benchmarks/generate.py --size "$SIZE" --modes "${MODES:-$GEN_DEFAULT}" --profile \
@@ -53,7 +61,7 @@ explain() {  # part rc
   esac
 }
 
-for part in ${PARTS:-$PART_NAMES}; do  # refuse a typo up front, not after the parts before it ran
+for part in ${PARTS:-$DEFAULT_PARTS}; do  # refuse a typo up front, not after the parts before it ran
   [[ " $PART_NAMES " == *" $part "* ]] || { echo "unknown part '$part' in PARTS='${PARTS:-}'; use some of: $PART_NAMES" >&2; exit 2; }
 done
 if command -v nvidia-smi > /dev/null; then
@@ -68,7 +76,7 @@ GEN_DEFAULT=generate,graph,graph_block,generate_block,compile_block
 TRAIN_DEFAULT=fp32_eager,compile,loop,kahan
 [ "$SIZE" = tiny ] && GEN_DEFAULT=generate,eager,eager_block,generate_block && TRAIN_DEFAULT=fp32_eager,loop,kahan_eager
 summary=(); failed=0
-for part in ${PARTS:-$PART_NAMES}; do
+for part in ${PARTS:-$DEFAULT_PARTS}; do
   stamp "$part"
   $part
   rc=$?

@@ -256,7 +256,8 @@ def test_resuming_a_kahan_run_with_plain_adamw_is_refused_before_anything_change
     with pytest.raises(TrainError, match="train.optimizer=adamw_kahan"):
         train(plain, cfg.model, run, resume=True)
     assert run.train_log.read_text() == log and [p.name for p in run.epoch_checkpoints()] == ["epoch-0001"]
-    assert "Kahan-compensated updates (adamw_kahan)" in (run.final / "README.md").read_text()  # the model card
+    card = (run.final / "README.md").read_text()
+    assert "AdamW on bf16 weights, Kahan compensation (bf16 buffer) (adamw_kahan)" in card
 
 
 def test_the_training_forward_builds_no_kv_cache(tiny_llama):

@@ -9,7 +9,7 @@
     hyperfit agreement RUN_DIR RUN_DIR ... [--base]  # top-1 agreement (the paper's shuffling experiment)
     hyperfit experiment configs/experiments/quantity.yaml [--fast] [--launcher submitit]   # a sweep of runs
     hyperfit metrics                                # the metric registry
-    hyperfit plan llama-3.1-70b [--gpu-gib 79.6]    # memory per strategy, GPUs needed (config only)
+    hyperfit plan llama-3.1-70b [--gpu-gib 79.6]    # memory per strategy and memory mode, GPUs needed (config only)
     hyperfit bench RUN_DIR [--tasks hellaswag,mmlu] [--limit N]   # lm-eval, original vs hyperfitted
     hyperfit study ...                              # blind pairwise human evaluation
 """
@@ -317,7 +317,8 @@ def _add_tools(sub) -> None:
 
 
 def _add_plan(sub) -> None:
-    pl = sub.add_parser("plan", help="memory per multi-GPU strategy and GPUs needed, from the model's config")
+    pl = sub.add_parser("plan", help="memory per multi-GPU strategy and per single-GPU memory mode "
+                        "(train.optimizer), GPUs needed, from the model's config")
     pl.add_argument("model", help="preset (tinyllama-1.1b, deepseek-7b, llama-3.1-8b, llama-3.1-70b), hub id or folder")
     size = pl.add_mutually_exclusive_group()
     size.add_argument("--gpu-gib", type=float, help="memory of one GPU in GiB (2^30 bytes), the unit of the table "
