@@ -8,6 +8,7 @@
     hyperfit import-llama2c SRC_DIR OUT_DIR
     hyperfit agreement RUN_DIR RUN_DIR ... [--base]  # top-1 agreement (the paper's shuffling experiment)
     hyperfit experiment configs/experiments/quantity.yaml [--fast] [--launcher submitit]   # a sweep of runs
+    hyperfit figure repetition|probabilities|ttr|curves RUN_DIR ...   # the paper's Fig. 1, 4, 9, curves
     hyperfit metrics                                # the metric registry
     hyperfit plan llama-3.1-70b [--gpu-gib 79.6]    # memory per strategy and memory mode, GPUs needed (config only)
     hyperfit bench RUN_DIR [--tasks hellaswag,mmlu] [--limit N]   # lm-eval, original vs hyperfitted
