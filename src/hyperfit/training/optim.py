@@ -165,7 +165,7 @@ def scheduled_lr(lr: float, schedule: str, warmup: int, step: int, total: int) -
     continues the schedule where it stopped.
 
     >>> [round(scheduled_lr(1.0, "cosine", 2, s, 6), 3) for s in range(6)]
-    [0.5, 1.0, 0.854, 0.5, 0.146, 0.0]
+    [0.5, 1.0, 1.0, 0.854, 0.5, 0.146]
     """
     if schedule == "constant":
         return lr
