@@ -73,8 +73,8 @@ python -c "import torch, transformers, accelerate; print('torch', torch.__versio
 # Defaults: what is still unmeasured or decides a default; the rest was measured on an H200 (docs/speed.md).
 GEN_DEFAULT=generate,graph,graph_block,generate_block,compile_block
 # loop = what `hyperfit train` runs; it must match compile (a gap: the product does more than the benchmark).
-TRAIN_DEFAULT=fp32_eager,compile,loop,kahan
-[ "$SIZE" = tiny ] && GEN_DEFAULT=generate,eager,eager_block,generate_block && TRAIN_DEFAULT=fp32_eager,loop,kahan_eager
+TRAIN_DEFAULT=fp32_eager,compile,loop,kahan,kahan_sr
+[ "$SIZE" = tiny ] && GEN_DEFAULT=generate,eager,eager_block,generate_block && TRAIN_DEFAULT=fp32_eager,loop,kahan_eager,kahan_sr_eager
 summary=(); failed=0
 for part in ${PARTS:-$DEFAULT_PARTS}; do
   stamp "$part"

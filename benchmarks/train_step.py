@@ -18,7 +18,8 @@ hyperfit.training.step and hyperfit.training.optim, the code `hyperfit train` ru
 Variants: fp32_eager (fp32 compute, torch's default AdamW), plain (bf16 autocast, fused AdamW),
 compile_model (+ torch.compile of the model), compile (+ compiled cross-entropy: train.compile=true),
 master (compile + bf16 model weights with fp32 masters in the optimizer: benchmarks/master_adamw.py),
-kahan (bf16 weights + Kahan AdamW, compiled: train.optimizer=adamw_kahan). A `_eager` suffix runs
+kahan (bf16 weights + Kahan AdamW, compiled: train.optimizer=adamw_kahan), kahan_sr (the same with
+stochastic rounding: adamw_kahan_sr). A `_eager` suffix runs
 master or kahan uncompiled (the CPU defaults). loop: what `hyperfit train` itself runs per update
 (hyperfit.training.loop._update on an accelerate-prepared model and optimizer, with the training loop's defaults for
 this device); it should match `compile` on CUDA and `fp32_eager` on a CPU, and a gap means the product does
@@ -54,9 +55,9 @@ from common import (  # noqa: E402
 )
 
 VARIANTS = ("fp32_eager", "plain", "compile_model", "compile", "loop", "master", "kahan", "master_eager",
-            "kahan_eager")  # every name setup() knows; anything else would silently run as plain fp32 AdamW
-GPU_VARIANTS = ("fp32_eager", "plain", "compile", "loop", "master", "kahan", "compile_model")
-CPU_VARIANTS = ("fp32_eager", "loop", "master_eager", "kahan_eager")
+            "kahan_eager", "kahan_sr", "kahan_sr_eager")  # every name setup() knows; anything else would silently run as plain fp32 AdamW
+GPU_VARIANTS = ("fp32_eager", "plain", "compile", "loop", "master", "kahan", "kahan_sr", "compile_model")
+CPU_VARIANTS = ("fp32_eager", "loop", "master_eager", "kahan_eager", "kahan_sr_eager")
 # What a bare `--profile` stands for, resolved to the variants once they are known. Not a string: argparse
 # would pass a string const through variant_list, which refuses it.
 PROFILE_ALL = object()
@@ -79,15 +80,16 @@ def setup(variant: str, size: str, device, lr: float):
     kahan = variant.startswith("kahan")
     model = build_model(size, device, torch.bfloat16 if kahan else torch.float32)
     model.train()
-    compiled = variant in ("compile_model", "compile", "kahan", "master")
+    compiled = variant in ("compile_model", "compile", "kahan", "kahan_sr", "master")
     if variant == "fp32_eager":
         opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)  # torch's default (foreach)
     elif variant.startswith("master"):
         opt = MasterAdamW.convert(model, lr=lr, weight_decay=0.0, compile=compiled)  # model now bf16
     else:
-        opt = build_optimizer(model, _Opt(lr, "adamw_kahan" if kahan else "adamw"), compile=compiled)
+        mode = ("adamw_kahan_sr" if variant.startswith("kahan_sr") else "adamw_kahan") if kahan else "adamw"
+        opt = build_optimizer(model, _Opt(lr, mode), compile=compiled)
     forward = torch.compile(model) if compiled else model
-    ce = compiled_ce_sum() if variant in ("compile", "kahan", "master") else ce_sum
+    ce = compiled_ce_sum() if variant in ("compile", "kahan", "kahan_sr", "master") else ce_sum
 
     bf16 = variant != "fp32_eager" and torch.device(device).type == "cuda"
 

@@ -271,3 +271,19 @@ def test_data_memory_benchmark_runs_and_the_stage_keeps_the_baselines_tokens():
                          env={**os.environ, "PYTHONPATH": str(root / "src")})
     rows = [line.split() for line in out.stdout.splitlines()[1:]]
     assert [r[1] for r in rows] == ["baseline", "stage"] and all(r[-1] == "True" for r in rows)
+
+
+def test_lowmem_numerics_on_stories260k(capsys):
+    import lowmem_numerics as bench
+
+    if not (bench.ASSETS / "stories260K").is_dir():
+        pytest.skip(f"{bench.ASSETS / 'stories260K'} not found (../shared/assets beside the checkout)")
+    torch.manual_seed(0)
+    data = bench.token_batches(bench.ASSETS)
+    rows = bench.bench_model("stories260K", bench.stories260k(bench.ASSETS), ["adamw", "adamw_kahan_sr", "adamw_kahan"],
+                             data[:8, :64], data[8:10, :16], updates=3, small_updates=2)
+    ref, sr, rtn = rows
+    assert ref["guard"] == 1.0 and ref["drift"] == 0.0 and ref["agree"] == 1.0 and ref["loss_gap"] == 0.0
+    assert 0.99 <= sr["guard"] <= 1.01 and rtn["guard"] < 0.99  # what the precision guard says on its weights
+    assert 0.9 < sr["kept"] < 1.1 and 0 < sr["drift"] < 0.5 and sr["loss_gap"] < 0.05
+    assert "| stories260K | adamw_kahan_sr | 10.00 |" in capsys.readouterr().out

@@ -293,7 +293,7 @@ def mode_rows(s: Shape, gpu_gib: float, batch: int, seq: int) -> list[dict]:
         total = state + act + chunked + OVERHEAD
         rows.append({"mode": m.name, "bytes_per_param": m.state_bytes, "state_gib": state / GIB,
                      "activations_gib": act / GIB, "logits_gib": chunked / GIB, "full_logits_gib": full / GIB,
-                     "per_gpu_gib": total / GIB, "fits": total <= gpu_gib * GIB})
+                     "per_gpu_gib": total / GIB, "fits": total <= gpu_gib * GIB, "keeps_paper_lr": m.keeps_paper_lr})
     return rows
 
 
@@ -307,8 +307,9 @@ def offload_row(s: Shape, batch: int, seq: int) -> dict:
 
 
 def single_gpu_choice(rows: list[dict]) -> dict | None:
-    """The mode to run: adamw (the paper's) when it fits, else the recommended one, else the smallest that fits."""
-    fits = {r["mode"]: r for r in rows if r["fits"]}
+    """The mode to run: adamw (the paper's) when it fits, else the recommended one, else the smallest that fits,
+    among those the precision guard passes at the paper's lr 1e-6."""
+    fits = {r["mode"]: r for r in rows if r["fits"] and r["keeps_paper_lr"]}
     return fits.get("adamw") or fits.get(RECOMMENDED) or min(fits.values(), key=lambda r: r["per_gpu_gib"],
                                                             default=None)
 
@@ -318,15 +319,17 @@ def render_modes(s: Shape, gpu_gib: float, gpu_label: str, batch: int, seq: int)
     lines = ["", f"One GPU of {gpu_label} by memory mode (train.optimizer), with activation checkpointing and "
              f"train.chunked_loss={LOSS_CHUNK}:",
              f"{'mode':16s} {'B/param':>7s} {'state':>7s} {'activ.':>7s} {'logits chunked/full':>20s} "
-             f"{'per-GPU GiB':>12s}  fits"]
+             f"{'per-GPU GiB':>12s}  fits  lr 1e-6"]
     for r in rows:
         lines.append(f"{r['mode']:16s} {r['bytes_per_param']:7.2f} {r['state_gib']:7.1f} {r['activations_gib']:7.2f} "
                      f"{r['logits_gib']:9.2f} / {r['full_logits_gib']:8.2f} {r['per_gpu_gib']:12.1f}  "
-                     + ("yes" if r["fits"] else "no"))
+                     + ("yes " if r["fits"] else "no  ") + ("  kept" if r["keeps_paper_lr"] else "  refused"))
     off = offload_row(s, batch, seq)
     lines.append(f"{'adamw+offload':16s} {OFFLOAD_STATE_GPU_BYTES:7.2f} (GPU) optimizer state on the CPU: "
                  f"{off['per_gpu_gib']:.1f} GiB per GPU, {off['host_gib']:,.0f} GiB host RAM "
                  f"({OFFLOAD_STATE_HOST_BYTES} B/param; torchao CPUOffloadOptimizer; plan only, not a mode yet)")
+    lines.append("lr 1e-6: whether the precision guard passes the mode at the paper's lr (it measures each run's "
+                 "mode at its lr); the refused lose ~2 % of those updates or overshoot them (docs/lowmem.md)")
     choice = single_gpu_choice(rows)
     if choice is None:
         return lines + [f"No memory mode fits one GPU of {gpu_label}: use a strategy above, or a shorter --seq"]

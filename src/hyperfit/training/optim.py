@@ -11,10 +11,11 @@ Why Kahan: at the paper's lr 1e-6 an update is ~100× smaller than the spacing o
 typical weight (~1e-4 at 0.02), so `w += update` in bf16 rounds to `w` and training silently stops (the
 precision guard refuses that). Kahan summation keeps the rounding error of every update in a bf16
 compensation buffer and adds it back next step, so `w + comp` follows the fp32 trajectory while the
-model holds only bf16 weights (to a few % of the fp32 movement in the worst case, a steady gradient:
-the compensation buffer is bf16 too; tests/test_optim.py): 10 bytes/parameter of training state instead
-of 16, and no fp32→bf16 weight casts in forward and backward. Moments are kept in the weights' dtype
-too, as torch-optimi does.
+model holds only bf16 weights (to ~2 % of the fp32 movement in the worst case, a steady gradient at
+lr 1e-6: the compensation buffer is bf16 too and rounds to nearest; adamw_kahan_sr rounds it
+stochastically and keeps 100 %; tests/test_lowmem.py): 10 bytes/parameter of training state instead of
+16, and no fp32→bf16 weight casts in forward and backward. Moments are kept in the weights' dtype and
+bias-corrected, as torch-optimi keeps them (_adam_step says why).
 """
 
 from __future__ import annotations
@@ -24,17 +25,27 @@ import math
 import torch
 
 
-def kahan_adamw_(w, g, comp, m, v, step, lr: float, beta1: float, beta2: float, eps: float, wd: float) -> None:
-    """One AdamW update of one tensor, in place, computed in fp32 and stored in the tensors' dtypes.
-
-    `step` is a device tensor (already incremented), so bias corrections need no host sync.
+def _adam_step(w, g, m, v, step, lr: float, beta1: float, beta2: float, eps: float, wd: float):
+    """(update, new m, new v) in fp32, for moments stored bias-corrected (m̂ and v̂ themselves, as torch-optimi
+    keeps them): with weight (1 - beta) / (1 - beta^step) the stored value *is* torch AdamW's m / (1 - beta1^t),
+    so the update is the same, but what a low-precision buffer must hold changes. Stored raw, v has to grow
+    by (1 - beta2) ≈ 0.1 % per step while the bias correction divides it by a shrinking (1 - beta2^t):
+    a bf16 v stops growing once 0.1 % falls under half its spacing, and the corrected v̂ then keeps falling,
+    so updates grow (174 % of the fp32 movement after 5,000 steady updates at lr 1e-6; 98.3 % stored
+    bias-corrected, benchmarks/results/2026-12-05-lowmem-cpu.md). Stored corrected, v̂ sits at g² and moves
+    only when g² does. `step` is a device tensor (already incremented), so this needs no host sync.
     """
-    wf, gf = w.float(), g.float()
-    mf = m.float().lerp(gf, 1 - beta1)
-    vf = v.float().mul(beta2).addcmul(gf, gf, value=1 - beta2)
-    bc1 = 1 - beta1 ** step
-    bc2 = 1 - beta2 ** step
-    update = lr * (mf / bc1) / ((vf / bc2).sqrt() + eps) + lr * wd * wf
+    gf = g.float()
+    mf = m.float().lerp(gf, (1 - beta1) / (1 - beta1 ** step))
+    vf = v.float().lerp(gf * gf, (1 - beta2) / (1 - beta2 ** step))
+    update = lr * mf / (vf.sqrt() + eps) + lr * wd * w.float()
+    return update, mf, vf
+
+
+def kahan_adamw_(w, g, comp, m, v, step, lr: float, beta1: float, beta2: float, eps: float, wd: float) -> None:
+    """One AdamW update of one tensor, in place, computed in fp32 and stored in the tensors' dtypes."""
+    update, mf, vf = _adam_step(w, g, m, v, step, lr, beta1, beta2, eps, wd)
+    wf = w.float()
     y = comp.float() - update          # the update plus what earlier steps failed to apply
     new = (wf + y).to(w.dtype)         # rounds: some of y is lost here...
     comp.copy_(y - (new.float() - wf))  # ...and remembered here
@@ -64,18 +75,15 @@ def kahan_sr_adamw_(w, g, comp, m, v, step, lr: float, beta1: float, beta2: floa
     direction (a few % of the movement under a steady gradient). Rounded stochastically, both errors have
     mean zero: w is an unbiased estimate of the fp32 weights, and w + comp does not drift.
     """
-    wf, gf = w.float(), g.float()
-    mf = m.float().lerp(gf, 1 - beta1)
-    vf = v.float().mul(beta2).addcmul(gf, gf, value=1 - beta2)
-    bc1 = 1 - beta1 ** step
-    bc2 = 1 - beta2 ** step
-    update = lr * (mf / bc1) / ((vf / bc2).sqrt() + eps) + lr * wd * wf
+    update, mf, vf = _adam_step(w, g, m, v, step, lr, beta1, beta2, eps, wd)
+    wf = w.float()
     y = comp.float() - update
     new = stochastic_round_bf16(wf + y)
     comp.copy_(stochastic_round_bf16(y - (new.float() - wf)))
     w.copy_(new)
-    # The moments too: v moves by (1 - beta2) = 0.1 % of itself per step, below half a bf16 spacing (0.2 %),
-    # so round-to-nearest freezes it wherever g² drifts slowly; stochastic rounding keeps it unbiased.
+    # The moments too: late in training v̂ moves by at most (1 - beta2) = 0.1 % of the gap to g² per step,
+    # under half a bf16 spacing (0.2 %), so round-to-nearest freezes it wherever g² drifts slowly;
+    # stochastic rounding keeps it unbiased.
     m.copy_(stochastic_round_bf16(mf))
     v.copy_(stochastic_round_bf16(vf))
 
@@ -139,10 +147,28 @@ class KahanAdamW(_ListAdamW):
     """
 
     buffer = "kahan_comp"
+    MOMENTS = "bias-corrected"  # what exp_avg and exp_avg_sq hold (_adam_step); saved with the param groups
 
     def __init__(self, params, lr: float = 1e-6, betas=(0.9, 0.999), eps: float = 1e-8, weight_decay: float = 0.0,
                  compile: bool = False):
         super().__init__(params, kahan_adamw_, lr, betas, eps, weight_decay, compile)
+
+    def step(self, closure=None):
+        for group in self.param_groups:
+            if group.get("moments") != self.MOMENTS:  # a fresh optimizer, or state saved raw
+                self._correct_raw_moments(group)
+        return super().step(closure)
+
+    def _correct_raw_moments(self, group) -> None:
+        """Optimizer state saved by a version that stored raw moments: correct them once, so a resumed run
+        continues the same trajectory (a fresh optimizer has no state yet: nothing to do)."""
+        beta1, beta2 = group["betas"]
+        for p in group["params"]:
+            state = self.state.get(p, {})
+            if "step" in state:
+                state["exp_avg"].div_(1 - beta1 ** state["step"])
+                state["exp_avg_sq"].div_(1 - beta2 ** state["step"])
+        group["moments"] = self.MOMENTS
 
     def _init_state(self, p, state) -> None:
         state["step"] = torch.zeros((), dtype=torch.float32, device=p.device)
