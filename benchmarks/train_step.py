@@ -54,8 +54,9 @@ from common import (  # noqa: E402
     reset_peak,
 )
 
+# Every name setup() knows; anything else would silently run as plain fp32 AdamW.
 VARIANTS = ("fp32_eager", "plain", "compile_model", "compile", "loop", "master", "kahan", "master_eager",
-            "kahan_eager", "kahan_sr", "kahan_sr_eager")  # every name setup() knows; anything else would silently run as plain fp32 AdamW
+            "kahan_eager", "kahan_sr", "kahan_sr_eager")
 GPU_VARIANTS = ("fp32_eager", "plain", "compile", "loop", "master", "kahan", "kahan_sr", "compile_model")
 CPU_VARIANTS = ("fp32_eager", "loop", "master_eager", "kahan_eager", "kahan_sr_eager")
 # What a bare `--profile` stands for, resolved to the variants once they are known. Not a string: argparse

@@ -23,16 +23,20 @@ def typical_weights(n=16384):
 
 @pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow) if n in SLOW_ON_CPU else n
                                   for n in BF16_MODES])
-def test_each_mode_keeps_lr_1e6_updates_or_is_marked_as_refused(name):
-    # The registry's keeps_paper_lr (what `hyperfit plan` recommends from and error messages list) must be
-    # what the guard's measurement says: within 1 % of the fp32-master movement over PROBE_STEPS updates.
-    w = typical_weights()
-    plain = kept_share("adamw", w, 1e-6, steps=64)  # torch AdamW straight on the bf16 weights
-    kept = kept_share(name, w, 1e-6)
-    assert plain < 0.1
+def test_each_mode_keeps_lr_1e6_updates_as_the_registry_says(name):
+    # The registry's paper_lr (what `hyperfit plan` recommends from and error messages list) must be what the
+    # guard's measurement says on three draws of pretrained-scale weights: within 1 % of the fp32-master
+    # movement over PROBE_STEPS updates on every draw ("kept"), on none ("refused"), or on some ("at the bar":
+    # torchao's 8-bit moments keep 98.8-99.4 %; draws 100 and 101 fall on either side).
+    draws = [typical_weights()] + [(torch.randn(16384, generator=torch.Generator().manual_seed(s)) * 0.02)
+                                   .bfloat16() for s in (100, 101)]
     low, high = KEPT_RANGE
-    assert (low <= kept <= high) == MODES[name].keeps_paper_lr, kept
-    assert kept > 0.9  # every mode keeps most of them (plain bf16: < 10 %); the refused lose 2 % or overshoot
+    kept = [kept_share(name, w, 1e-6) for w in draws]
+    inside = [low <= k <= high for k in kept]
+    assert {"kept": all(inside), "refused": not any(inside)}.get(MODES[name].paper_lr, any(inside) and not all(
+        inside)), kept
+    assert kept_share("adamw", draws[0], 1e-6, steps=64) < 0.1  # torch AdamW straight on the bf16 weights
+    assert min(kept) > 0.9  # every mode keeps most of them; the refused lose ~2 % or overshoot
 
 
 @pytest.mark.parametrize("name", ["adamw_kahan", "optimi_kahan"])
@@ -147,7 +151,7 @@ def test_modes_follow_the_fp32_master_loss_trajectory(tiny_llama, name):
 
 def test_guard_refuses_plain_bf16_adamw_and_names_the_modes_that_keep_updates(tiny_llama):
     model = tiny(tiny_llama, "bfloat16")
-    with pytest.raises(PrecisionError, match=r"bfloat16 .*train.lr=1e-06.*adamw_kahan_sr.*torchao_8bit_sr"):
+    with pytest.raises(PrecisionError, match=r"bfloat16 .*train.lr=1e-06.*: adamw_kahan_sr \("):
         precision_guard(model, 1e-6)
     assert precision_guard(model, 1e-6, "adamw_kahan_sr") >= 0.99
 
@@ -156,7 +160,7 @@ def test_guard_refuses_plain_bf16_adamw_and_names_the_modes_that_keep_updates(ti
 def test_guard_refuses_a_mode_that_measures_outside_the_bar(tiny_llama, monkeypatch, share, what):
     import hyperfit.models as models
 
-    monkeypatch.setattr(models, "kept_share", lambda *a, **k: share)
+    monkeypatch.setattr(models, "guard_share", lambda *a, **k: (share, 0.0))
     with pytest.raises(PrecisionError, match=rf"torchao_sr made {share:.1%} .*train.lr=1e-06.*{what}.*"
                                              rf"{PROBE_STEPS} steady.*adamw_kahan_sr"):
         precision_guard(tiny(tiny_llama, "bfloat16"), 1e-6, "torchao_sr")
@@ -254,12 +258,14 @@ def test_mode_rows_by_hand():
 
 
 def test_plan_picks_only_modes_that_keep_the_papers_updates():
-    # On a 70 GiB GPU the 10 B/param modes do not fit and torchao_sr (8 B) does, but the guard refuses it:
-    # the command must name the 8-bit mode, and the table must say which modes are refused.
+    # On a 70 GiB GPU the 10 B/param modes do not fit; torchao_sr (8 B) does, but the guard refuses it, and
+    # torchao_8bit_sr (6 B) is at the bar: no command is given, the 8-bit mode is named with its caveat.
     text = plan("llama-3.1-8b", gpu_gib=70)
-    assert "train.optimizer=torchao_8bit_sr" in text and "train.optimizer=torchao_sr " not in text
+    assert "train.optimizer=" not in text.split("No memory mode")[1]
+    assert "No memory mode that keeps every lr-1e-6 update fits" in text and "torchao_8bit_sr fits" in text
     rows = {line.split()[0]: line for line in text.splitlines() if line.split()[:1] and line.split()[0] in MODES}
-    assert all(rows[n].endswith("refused") != MODES[n].keeps_paper_lr for n in MODES)
+    assert all(rows[n].endswith(MODES[n].paper_lr) for n in MODES)
+    assert {n for n in MODES if rows[n].endswith("refused")} == {"adamw_kahan", "optimi_kahan", "torchao_sr"}
 
 
 def test_at_lr_1e6_stochastic_rounding_trains_from_the_first_update_where_round_to_nearest_lags(tiny_llama):
@@ -278,3 +284,61 @@ def test_at_lr_1e6_stochastic_rounding_trains_from_the_first_update_where_round_
     assert drop["adamw"] > 0
     assert abs(drop["adamw_kahan_sr"] / drop["adamw"] - 1) < 0.2, drop
     assert drop["adamw_kahan"] / drop["adamw"] < 0.6, drop
+
+
+def test_torchao_8bit_fallback_rule_is_torchaos():
+    # The guard weighs in torchao_sr's measurement for the tensors torchao leaves unquantized; the rule it
+    # uses must be the one torchao applies.
+    pytest.importorskip("torchao.optim")
+    from types import SimpleNamespace
+
+    sizes = [64, 4095, 4096, 4096 + 128, 5000, 8192]
+    params = [torch.nn.Parameter(torch.zeros(n, dtype=torch.bfloat16)) for n in sizes]
+    hyper = SimpleNamespace(lr=1e-6, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0)
+    opt = mode("torchao_8bit_sr").build(params, hyper)
+    for p in params:
+        p.grad = torch.ones_like(p)
+    opt.step()
+    unquantized = [type(opt.state[p]["exp_avg"]) is torch.Tensor for p in params]
+    assert unquantized == [True, True, False, True, True, False]
+    assert [MODES["torchao_8bit_sr"].fallback[1](n) for n in sizes] == unquantized
+
+
+def test_guard_weighs_the_fallback_by_parameter_count(monkeypatch):
+    import hyperfit.memory_modes as mm
+
+    measured = {"torchao_8bit_sr": 1.0, "torchao_sr": 1.2, "adamw_kahan_sr": 0.999}
+    calls = []
+    monkeypatch.setattr(mm, "kept_share", lambda name, w, lr, steps: calls.append(w.numel()) or measured[name])
+    model = torch.nn.Sequential(torch.nn.Linear(64, 64), torch.nn.Linear(64, 8)).bfloat16()
+    kept, share = mm.guard_share("torchao_8bit_sr", model, 1e-6)
+    assert share == pytest.approx((64 + 512 + 8) / (4096 + 64 + 512 + 8))  # only the 64×64 matrix is quantized
+    assert kept == pytest.approx(1.0 + 0.2 * share)
+    assert mm.guard_share("adamw_kahan_sr", model, 1e-6) == (0.999, 0.0)
+    assert calls == [mm.PROBE_WEIGHTS] * 3  # the probe is always whole 256-blocks over torchao's 4,096
+
+
+@pytest.mark.slow
+def test_guard_passes_torchao_8bit_on_wide_tensors_and_refuses_it_on_narrow_ones(tiny_llama):
+    # Half the tiny Llama's weights (width 32) are in tensors under torchao's 4,096 values: their moments
+    # stay bf16, as torchao_sr's, and overshoot. At width 256 only the norms are (0.1 % of the weights).
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    with pytest.raises(PrecisionError, match=r"torchao_8bit_sr made 1[01]\d\.\d% .*overshot.*[4-5]\d\.\d% of this "
+                                             r"model's trainable weights are in tensors it steps as torchao_sr"):
+        precision_guard(tiny(tiny_llama, "bfloat16"), 1e-6, "torchao_8bit_sr")
+    torch.manual_seed(0)
+    wide = LlamaForCausalLM(LlamaConfig(hidden_size=256, intermediate_size=512, num_hidden_layers=2,
+                                        num_attention_heads=4, vocab_size=512)).bfloat16()
+    assert KEPT_RANGE[0] <= precision_guard(wide, 1e-6, "torchao_8bit_sr") <= KEPT_RANGE[1]
+
+
+def test_guard_verdict_does_not_depend_on_the_global_seed():
+    w = typical_weights(2048)
+    torch.manual_seed(1)
+    a = kept_share("adamw_kahan_sr", w, 1e-6, steps=200)
+    torch.manual_seed(2)
+    assert kept_share("adamw_kahan_sr", w, 1e-6, steps=200) == a
+    state = torch.get_rng_state()
+    kept_share("adamw_kahan_sr", w, 1e-6, steps=10)
+    assert torch.equal(torch.get_rng_state(), state)  # and leaves the caller's generator as it was
