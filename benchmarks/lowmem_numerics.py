@@ -9,8 +9,9 @@ its std 0.02, so its weights have a pretrained model's scale). Each mode trains 
 (`adamw`) trains fp32 weights from the same bf16-representable start, on the same batches:
 
 - `guard`: what the precision guard measures for the mode on this model's weights (16,384 of them, 1,000
-  steady-gradient updates at lr 1e-6, weighed with the fallback of tensors torchao leaves unquantized;
-  it refuses outside 99-101 %).
+  steady-gradient updates at lr 1e-6) and its verdict: it refuses a mode more than 1 % from the fp32
+  movement, averaged by parameter count over the tensors torchao quantizes and those it leaves to bf16
+  moments (both shown where there are both).
 - lr 1e-6, 20 updates (the paper's lr): `kept` = the share of the reference's movement the mode's effective
   weights (w, plus the Kahan compensation where there is one) made, summed over all weights;
   `changed` = share of the weights whose bf16 value itself moved (the reference: fp32 weights that moved).
@@ -32,7 +33,7 @@ from types import SimpleNamespace
 
 import torch
 
-from hyperfit.memory_modes import MODES, build_optimizer, guard_share
+from hyperfit.memory_modes import MODES, GuardReading, build_optimizer, guard_share
 
 ASSETS = Path(__file__).resolve().parents[1].parent / "shared" / "assets"
 TINYLLAMA_SMALL = dict(hidden_size=128, intermediate_size=352, num_hidden_layers=22, num_attention_heads=32,
@@ -120,8 +121,10 @@ def small_lr_row(base, name: str, ids: torch.Tensor, ref_eff: dict, start: dict,
     kept, _ = movement(effective(model, opt, name), start, ref_eff)
     bf16_moved = {n: p.detach().float() for n, p in model.named_parameters()}
     _, changed = movement(bf16_moved, start, ref_eff)
-    guard = 1.0 if name == "adamw" else guard_share(name, copy.deepcopy(base).bfloat16(), 1e-6)[0]
-    return {"kept": kept, "changed": changed, "guard": guard}
+    reading = GuardReading(((name, 1.0, 1.0),)) if name == "adamw" else guard_share(
+        name, copy.deepcopy(base).bfloat16(), 1e-6)
+    return {"kept": kept, "changed": changed, "guard": reading.kept, "guard_passes": reading.passes,
+            "guard_parts": reading.parts}
 
 
 def hyperfit_row(model, opt, losses, name, ref, w0, contexts) -> dict:
@@ -161,8 +164,14 @@ HEADER = ("| model | mode | B/param | guard | kept at lr 1e-6 | bf16 weights cha
           "| drift | greedy agree | s |\n|---|---|---|---|---|---|---|---|---|---|---|")
 
 
+def guard_cell(r: dict) -> str:
+    parts = "".join(f"; {kept:.1%} on the {share:.1%} stepped as {name}" for name, share, kept in r["guard_parts"][1:])
+    first = f" ({r['guard_parts'][0][2]:.1%} on the rest{parts})" if parts else ""
+    return f"{r['guard']:.1%}{first} {'passes' if r['guard_passes'] else 'refused'}"
+
+
 def fmt(r: dict) -> str:
-    return (f"| {r['model']} | {r['mode']} | {MODES[r['mode']].state_bytes:.2f} | {r['guard']:.1%} | {r['kept']:.2%} "
+    return (f"| {r['model']} | {r['mode']} | {MODES[r['mode']].state_bytes:.2f} | {guard_cell(r)} | {r['kept']:.2%} "
             f"| {r['changed']:.1%} | {r['loss_gap']:.2%} | {r['final_loss']:.4f} | {r['drift']:.3f} "
             f"| {r['agree']:.1%} | {r['seconds']:.0f} |")
 

@@ -42,6 +42,10 @@ from hyperfit.errors import PrecisionError
 # (adamw_kahan, optimi_kahan) 98.2-98.3 %, its bf16 compensation's own rounding; torchao_sr 122 % (raw bf16
 # moments that stop moving).
 KEPT_RANGE = (0.99, 1.01)
+# Where a library steps part of the model as another mode, the parts' distances from 1.0 are averaged by
+# parameter count and the mean must stay within the same 1 %: an overshooting part cannot hide behind an
+# undershooting one (stories260K under torchao_8bit_sr: 98.6 % on 92 % of the weights, 122 % on 8 %).
+KEPT_TOLERANCE = 1 - KEPT_RANGE[0]
 PROBE_WEIGHTS = 16384   # weights sampled from the model for the measurement (torchao quantizes >= 4096, in 256s)
 # Steady-gradient updates: each moves a weight by ~lr the same way every step, the worst case for rounding.
 # Long enough for a bf16 second moment stored raw to stop moving (after ~1,100 updates at beta2 0.999, and
@@ -223,21 +227,42 @@ def kept_share(name: str, weights, lr: float, steps: int = PROBE_STEPS, compile:
     return (moved * torch.sign(ref_moved)).sum().item() / ref_moved.abs().sum().clamp_min(1e-30).item()
 
 
-def guard_share(name: str, model, lr: float, steps: int = PROBE_STEPS) -> tuple[float, float]:
-    """What the precision guard measures for mode `name` on this model: the share of the fp32-master
-    movement it keeps (kept_share on probe_weights), and the share of the model's trainable weights that
-    the mode's library steps as its fallback mode, whose measurement is weighed in by that share."""
+@dataclass(frozen=True)
+class GuardReading:
+    """The precision guard's measurement of a mode on one model. `parts`: (mode stepping them, share of the
+    trainable weights, kept_share); one part unless the mode's library steps some tensors as another mode."""
+    parts: tuple[tuple[str, float, float], ...]
+
+    @property
+    def kept(self) -> float:
+        """Share of the fp32-master movement made, over all the model's weights."""
+        return sum(share * kept for _, share, kept in self.parts)
+
+    @property
+    def error(self) -> float:
+        """Mean distance from the fp32 movement over the weights: lost and overshot parts both count."""
+        return sum(share * abs(1 - kept) for _, share, kept in self.parts)
+
+    @property
+    def passes(self) -> bool:
+        return self.error <= KEPT_TOLERANCE + 1e-12
+
+
+def guard_share(name: str, model, lr: float, steps: int = PROBE_STEPS) -> GuardReading:
+    """What the precision guard measures for mode `name` on this model: kept_share on probe_weights, and,
+    for a mode whose library steps some tensors as another mode, that mode's kept_share weighed by the share
+    of the model's trainable weights in those tensors."""
     m = MODES[name]
     probe = probe_weights(model)
     kept = kept_share(name, probe, lr, steps)
     if m.fallback is None:
-        return kept, 0.0
+        return GuardReading(((name, 1.0, kept),))
     other, rule = m.fallback
     sizes = [p.numel() for p in model.parameters() if p.requires_grad]
     share = sum(n for n in sizes if rule(n)) / sum(sizes)
-    if share:
-        kept = (1 - share) * kept + share * kept_share(other, probe, lr, steps)
-    return kept, share
+    if not share:
+        return GuardReading(((name, 1.0, kept),))
+    return GuardReading(((name, 1 - share, kept), (other, share, kept_share(other, probe, lr, steps))))
 
 
 def _run(m: MemoryMode, start, lr: float, steps: int, compile: bool):

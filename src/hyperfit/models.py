@@ -14,7 +14,7 @@ from hyperfit.config import DataConfig, ModelConfig
 from hyperfit.dist import device, world
 from hyperfit.errors import ModelError, PrecisionError  # noqa: F401 - raised here, importable from here
 from hyperfit.images import PALETTE_FILE, has_palette, pixel_tokenizer
-from hyperfit.memory_modes import KEPT_RANGE, MODES, PROBE_STEPS, RECOMMENDED, guard_share, keeping_modes
+from hyperfit.memory_modes import KEPT_TOLERANCE, PROBE_STEPS, RECOMMENDED, guard_share, keeping_modes
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -278,6 +278,18 @@ def lost_update_fraction(model, lr: float, sample: int = 1_000_000) -> dict[torc
     return out
 
 
+def _reading_text(reading) -> str:
+    def one(kept):
+        return f"{kept:.1%} of the fp32-master movement ({'lost' if kept < 1 else 'overshot'} {abs(1 - kept):.1%})"
+
+    (name, _, kept), *rest = reading.parts
+    if not rest:
+        return one(kept)
+    other, share, other_kept = rest[0]
+    return (f"{one(kept)} on the tensors it quantizes and {one(other_kept)} on the {share:.1%} of this model's "
+            f"trainable weights in tensors it steps as {other}: {reading.error:.1%} off on average")
+
+
 def precision_guard(model, lr: float, optimizer: str = "adamw", max_lost: float = 0.5) -> float:
     """Refuse to train when train.optimizer would lose the updates of size lr; returns the kept share.
 
@@ -285,23 +297,19 @@ def precision_guard(model, lr: float, optimizer: str = "adamw", max_lost: float 
     mantissa → spacing ~1e-4): on an H100 ~98 % of such updates round to nothing and training silently
     does not happen. adamw: fp32 master weights avoid this; on low-precision weights the static check
     (w + lr == w) refuses it. The bf16 memory modes are measured instead, on weights drawn from this model
-    (memory_modes.guard_share), and must make KEPT_RANGE of the fp32-master movement: fewer loses updates,
-    more overshoots them (an optimizer whose bf16 moments stop moving).
+    (memory_modes.guard_share), and must make the fp32-master movement within KEPT_TOLERANCE: less loses
+    updates, more overshoots them (an optimizer whose bf16 moments stop moving).
     """
     if optimizer != "adamw":
-        kept, fallback = guard_share(optimizer, model, lr)
-        low, high = KEPT_RANGE
-        if not low <= kept <= high:
-            what = "lost" if kept < low else "overshot"
-            other = (f"; {fallback:.1%} of this model's trainable weights are in tensors it steps as "
-                     f"{MODES[optimizer].fallback[0]}" if fallback else "")
+        reading = guard_share(optimizer, model, lr)
+        if not reading.passes:
             raise PrecisionError(
-                f"train.optimizer={optimizer} made {kept:.1%} of the fp32-master movement at train.lr={lr:g} on "
-                f"this model's weights ({what} {abs(1 - kept):.1%}; measured over {PROBE_STEPS} steady-gradient "
-                f"updates, {low:.0%}-{high:.0%} is required{other}). Use train.optimizer={RECOMMENDED} (those that "
-                f"keep lr-1e-6 updates: {keeping_modes()}), or adamw with fp32 master weights if memory allows; "
+                f"train.optimizer={optimizer} made {_reading_text(reading)} at train.lr={lr:g} on this model's "
+                f"weights (measured over {PROBE_STEPS} steady-gradient updates; within {KEPT_TOLERANCE:.0%} of "
+                f"the fp32 movement is required). Use train.optimizer={RECOMMENDED} (those that keep lr-1e-6 "
+                f"updates: {keeping_modes()}), or adamw with fp32 master weights if memory allows; "
                 "docs/lowmem.md has each mode's measurement")
-        return kept
+        return reading.kept
     for dtype, lost in lost_update_fraction(model, lr).items():
         if lost > max_lost:
             name = str(dtype).replace("torch.", "")

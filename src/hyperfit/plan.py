@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from hyperfit.errors import PlanError  # noqa: F401 - raised here, importable from here
-from hyperfit.memory_modes import MODES, RECOMMENDED
+from hyperfit.memory_modes import KEPT_RANGE, MODES, RECOMMENDED
 
 GIB = 2**30
 GB = 10**9
@@ -335,7 +335,8 @@ def render_modes(s: Shape, gpu_gib: float, gpu_label: str, batch: int, seq: int)
     if choice is None:
         edge = [r for r in rows if r["fits"] and r["paper_lr"] == "at the bar"]
         hint = (f"; {edge[0]['mode']} fits ({edge[0]['per_gpu_gib']:.1f} GiB) but is at the guard's bar: "
-                f"`hyperfit train` measures it on the model at the start and refuses it if it keeps under 99 %"
+                f"`hyperfit train` measures it on the model at the start and refuses it outside "
+                f"{KEPT_RANGE[0]:.0%}-{KEPT_RANGE[1]:.0%} of the fp32 movement"
                 if edge else "")
         return lines + [f"No memory mode that keeps every lr-1e-6 update fits one GPU of {gpu_label}: use a "
                         f"strategy above, or a shorter --seq{hint}"]

@@ -192,7 +192,9 @@ class TrainConfig:
     weights (model.dtype=bfloat16) without rounding lr-1e-6 updates away: adamw_kahan_sr (Kahan compensation
     + stochastic rounding, 10 B; recommended), adamw_kahan (Kahan, 10 B), optimi_kahan (torch-optimi, 10 B),
     torchao_sr (torchao, bf16 moments, 8 B), torchao_8bit_sr (torchao, 8-bit moments, 6 B). The last three
-    need `pip install 'hyperfit[lowmem]'`; `hyperfit plan MODEL` prints each one's memory (docs/lowmem.md)."""
+    need `pip install 'hyperfit[lowmem]'`. At lr 1e-6 the precision guard passes adamw_kahan_sr, refuses the
+    round-to-nearest Kahan modes and torchao_sr, and measures torchao_8bit_sr per model (it sits at the bar);
+    `hyperfit plan MODEL` prints each one's memory and verdict (docs/lowmem.md)."""
     chunked_loss: int = 0
     """Compute the cross-entropy over this many target tokens at a time (e.g. 1024), recomputing each chunk's
     logits in backward, so a large vocabulary's logits are never all materialised (8 × 256 tokens × 128k
