@@ -280,14 +280,15 @@ def lost_update_fraction(model, lr: float, sample: int = 1_000_000) -> dict[torc
 
 def _reading_text(reading) -> str:
     def one(kept):
-        return f"{kept:.1%} of the fp32-master movement ({'lost' if kept < 1 else 'overshot'} {abs(1 - kept):.1%})"
+        return f"{kept:.1%} ({'lost' if kept < 1 else 'overshot'} {abs(1 - kept):.1%})"
 
     (name, _, kept), *rest = reading.parts
     if not rest:
-        return one(kept)
+        return f"{one(kept)} of the fp32-master movement"
     other, share, other_kept = rest[0]
-    return (f"{one(kept)} on the tensors it quantizes and {one(other_kept)} on the {share:.1%} of this model's "
-            f"trainable weights in tensors it steps as {other}: {reading.error:.1%} off on average")
+    return (f"{one(kept)} of the fp32-master movement on the tensors it quantizes and {one(other_kept)} on the "
+            f"{share:.1%} of this model's trainable weights in tensors it steps as {other}, "
+            f"{reading.error:.1%} off on average,")
 
 
 def precision_guard(model, lr: float, optimizer: str = "adamw", max_lost: float = 0.5) -> float:
