@@ -340,7 +340,8 @@ def test_guard_passes_torchao_8bit_on_wide_tensors_and_refuses_it_on_narrow_ones
 
     with pytest.raises(PrecisionError, match=r"torchao_8bit_sr made 9\d\.\d% .* on the tensors it quantizes and "
                                              r"1[1-3]\d\.\d% .*overshot.* on the [4-5]\d\.\d% of this model's "
-                                             r"trainable weights in tensors it steps as torchao_sr, \d+\.\d% off on average, at"):
+                                             r"trainable weights in tensors it steps as torchao_sr, "
+                                             r"\d+\.\d% off on average, at"):
         precision_guard(tiny(tiny_llama, "bfloat16"), 1e-6, "torchao_8bit_sr")
     torch.manual_seed(0)
     wide = LlamaForCausalLM(LlamaConfig(hidden_size=256, intermediate_size=512, num_hidden_layers=2,
