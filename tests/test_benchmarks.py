@@ -285,7 +285,7 @@ def test_lowmem_numerics_on_stories260k(capsys):
     ref, sr, rtn = rows
     assert ref["guard"] == 1.0 and ref["drift"] == 0.0 and ref["agree"] == 1.0 and ref["loss_gap"] == 0.0
     assert 0.99 <= sr["guard"] <= 1.01 and rtn["guard"] < 0.99  # what the precision guard says on its weights
-    assert ref["guard_passes"] and sr["guard_passes"] and not rtn["guard_passes"]
+    assert sr["guard_passes"] and not rtn["guard_passes"]
     assert 0.9 < sr["kept"] < 1.1 and 0 < sr["drift"] < 0.5 and sr["loss_gap"] < 0.05
     assert "| stories260K | adamw_kahan_sr | 10.00 |" in capsys.readouterr().out
 

@@ -280,7 +280,8 @@ def lost_update_fraction(model, lr: float, sample: int = 1_000_000) -> dict[torc
 
 def _reading_text(reading) -> str:
     def one(kept):
-        return f"{kept:.1%} ({'lost' if kept < 1 else 'overshot'} {abs(1 - kept):.1%})"
+        off = abs(1 - kept)
+        return f"{kept:.1%} ({'lost' if kept < 1 else 'overshot'} {off:.1%})" if off >= 0.0005 else f"{kept:.1%}"
 
     (name, _, kept), *rest = reading.parts
     if not rest:
@@ -289,6 +290,11 @@ def _reading_text(reading) -> str:
     return (f"{one(kept)} of the fp32-master movement on the tensors it quantizes and {one(other_kept)} on the "
             f"{share:.1%} of this model's trainable weights in tensors it steps as {other}, "
             f"{reading.error:.1%} off on average,")
+
+
+def _others() -> str:
+    others = [m for m in keeping_modes().split(", ") if m != RECOMMENDED]
+    return f"which keeps lr-1e-6 updates (so do {', '.join(others)}), " if others else "which keeps lr-1e-6 updates, "
 
 
 def precision_guard(model, lr: float, optimizer: str = "adamw", max_lost: float = 0.5) -> float:
@@ -307,9 +313,8 @@ def precision_guard(model, lr: float, optimizer: str = "adamw", max_lost: float 
             raise PrecisionError(
                 f"train.optimizer={optimizer} made {_reading_text(reading)} at train.lr={lr:g} on this model's "
                 f"weights (measured over {PROBE_STEPS} steady-gradient updates; within {KEPT_TOLERANCE:.0%} of "
-                f"the fp32 movement is required). Use train.optimizer={RECOMMENDED} (those that keep lr-1e-6 "
-                f"updates: {keeping_modes()}), or adamw with fp32 master weights if memory allows; "
-                "docs/lowmem.md has each mode's measurement")
+                f"the fp32 movement is required). Use train.optimizer={RECOMMENDED}, {_others()}or adamw with "
+                "fp32 master weights if memory allows; docs/lowmem.md has each mode's measurement")
         return reading.kept
     for dtype, lost in lost_update_fraction(model, lr).items():
         if lost > max_lost:

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from hyperfit.errors import PlanError  # noqa: F401 - raised here, importable from here
-from hyperfit.memory_modes import KEPT_RANGE, MODES, RECOMMENDED
+from hyperfit.memory_modes import KEPT_TOLERANCE, MODES, RECOMMENDED
 
 GIB = 2**30
 GB = 10**9
@@ -333,17 +333,25 @@ def render_modes(s: Shape, gpu_gib: float, gpu_label: str, batch: int, seq: int)
                  "keeps ~99 % and passes or not by the model's weights (docs/lowmem.md)")
     choice = single_gpu_choice(rows)
     if choice is None:
+        lines.append(f"No memory mode that keeps every lr-1e-6 update fits one GPU of {gpu_label}: use a strategy "
+                     "above, or a shorter --seq")
         edge = [r for r in rows if r["fits"] and r["paper_lr"] == "at the bar"]
-        hint = (f"; {edge[0]['mode']} fits ({edge[0]['per_gpu_gib']:.1f} GiB) but is at the guard's bar: "
-                f"`hyperfit train` measures it on the model at the start and refuses it outside "
-                f"{KEPT_RANGE[0]:.0%}-{KEPT_RANGE[1]:.0%} of the fp32 movement"
-                if edge else "")
-        return lines + [f"No memory mode that keeps every lr-1e-6 update fits one GPU of {gpu_label}: use a "
-                        f"strategy above, or a shorter --seq{hint}"]
-    dtype = "" if choice["mode"] == "adamw" else "model.dtype=bfloat16 "
+        if edge:
+            r = edge[0]
+            extra = f"pip install 'hyperfit[{MODES[r['mode']].extra}]'; " if MODES[r["mode"]].extra else ""
+            lines += [f"{r['mode']} fits ({r['per_gpu_gib']:.1f} GiB) but is at the guard's bar: `hyperfit train` "
+                      f"measures it on the model at the start and refuses it if it moves the weights more than "
+                      f"{KEPT_TOLERANCE:.0%} from the fp32 movement. To try it:",
+                      f"  {extra}{train_command(r['mode'])}"]
+        return lines
     return lines + [f"Single-GPU command ({choice['mode']}, {choice['per_gpu_gib']:.1f} GiB; docs/lowmem.md):",
-                    f"  hyperfit train RUN_DIR {dtype}train.optimizer={choice['mode']} "
-                    f"train.activation_checkpointing=true train.chunked_loss={LOSS_CHUNK}"]
+                    f"  {train_command(choice['mode'])}"]
+
+
+def train_command(mode_name: str) -> str:
+    dtype = "" if mode_name == "adamw" else "model.dtype=bfloat16 "
+    return (f"hyperfit train RUN_DIR {dtype}train.optimizer={mode_name} train.activation_checkpointing=true "
+            f"train.chunked_loss={LOSS_CHUNK}")
 
 
 def checkpointing_line(checkpointing: bool) -> str:
