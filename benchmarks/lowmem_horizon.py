@@ -5,7 +5,7 @@
     PYTHONPATH=$PWD/src python benchmarks/lowmem_horizon.py --modes torchao_8bit_sr --draws 6
 
 `kept_share` (memory_modes): 16,384 weights N(0, 0.02), a steady gradient of random sign, AdamW at lr 1e-6
-against fp32 AdamW from the same start; the share of the fp32 movement the mode's effective weights made.
+against exact (float64) AdamW from the same start; the share of its movement the mode's effective weights made.
 Horizon table: one draw (seed 100) after each number of updates, each a run from the start. Draw table:
 PROBE_STEPS updates on `--draws` weight draws (seeds 100, 101, ...), where a verdict can depend on the weights.
 """

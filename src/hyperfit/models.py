@@ -285,9 +285,9 @@ def _reading_text(reading) -> str:
 
     (name, _, kept), *rest = reading.parts
     if not rest:
-        return f"{one(kept)} of the fp32-master movement"
+        return f"{one(kept)} of the exact AdamW movement"
     other, share, other_kept = rest[0]
-    return (f"{one(kept)} of the fp32-master movement on the tensors it quantizes and {one(other_kept)} on the "
+    return (f"{one(kept)} of the exact AdamW movement on the tensors it quantizes and {one(other_kept)} on the "
             f"{share:.1%} of this model's trainable weights in tensors it steps as {other}, "
             f"{reading.error:.1%} off on average,")
 
@@ -304,7 +304,7 @@ def precision_guard(model, lr: float, optimizer: str = "adamw", max_lost: float 
     mantissa → spacing ~1e-4): on an H100 ~98 % of such updates round to nothing and training silently
     does not happen. adamw: fp32 master weights avoid this; on low-precision weights the static check
     (w + lr == w) refuses it. The bf16 memory modes are measured instead, on weights drawn from this model
-    (memory_modes.guard_share), and must make the fp32-master movement within KEPT_TOLERANCE: less loses
+    (memory_modes.guard_share), and must make the exact AdamW movement within KEPT_TOLERANCE: less loses
     updates, more overshoots them (an optimizer whose bf16 moments stop moving).
     """
     if optimizer != "adamw":

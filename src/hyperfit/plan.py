@@ -341,7 +341,7 @@ def render_modes(s: Shape, gpu_gib: float, gpu_label: str, batch: int, seq: int)
             extra = f"pip install 'hyperfit[{MODES[r['mode']].extra}]'; " if MODES[r["mode"]].extra else ""
             lines += [f"{r['mode']} fits ({r['per_gpu_gib']:.1f} GiB) but is at the guard's bar: `hyperfit train` "
                       f"measures it on the model at the start and refuses it if it moves the weights more than "
-                      f"{KEPT_TOLERANCE:.0%} from the fp32 movement. To try it:",
+                      f"{KEPT_TOLERANCE:.0%} from the exact movement. To try it:",
                       f"  {extra}{train_command(r['mode'])}"]
         return lines
     return lines + [f"Single-GPU command ({choice['mode']}, {choice['per_gpu_gib']:.1f} GiB; docs/lowmem.md):",
