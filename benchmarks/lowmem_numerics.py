@@ -1,6 +1,6 @@
 """How closely each memory mode (train.optimizer) follows the fp32-master reference, on CPU, in minutes.
 
-    PYTHONPATH=$PWD/src python benchmarks/lowmem_numerics.py --out benchmarks/results/2026-12-05-lowmem-cpu-2.md
+    PYTHONPATH=$PWD/src python benchmarks/lowmem_numerics.py --out benchmarks/results/2026-12-06-lowmem-cpu.md
     PYTHONPATH=$PWD/src python benchmarks/lowmem_numerics.py --models stories260K --modes adamw_kahan_sr
 
 Two models: karpathy's stories260K (real pretrained weights, ../shared/assets/stories260K) and a

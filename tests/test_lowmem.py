@@ -388,7 +388,7 @@ def test_guard_verdict_does_not_depend_on_the_global_seed():
 def test_the_guard_measures_against_exact_adamw_not_fp32():
     # Near |w| = 1 (norm gains) fp32's own spacing is 1.2e-7 and a steady 1e-6 update rounds to a whole
     # number of them: fp32 masters make ~98 % of the exact movement there. Against an fp32 reference,
-    # stochastically rounded Kahan read as 101.6 % and was refused on such weights; against float64 it is kept.
+    # stochastically rounded Kahan read as 101.5-101.9 % and was refused on such weights; against float64 it is kept.
     g = torch.Generator().manual_seed(1)
     norms = 1 + 0.05 * torch.randn(4096, generator=g)
     assert kept_share("adamw", norms.float(), 1e-6) < 0.99

@@ -46,7 +46,7 @@ KEPT_RANGE = (1 - KEPT_TOLERANCE, 1 + KEPT_TOLERANCE)
 # Where a library steps part of the model as another mode, the parts' distances from 1.0 are averaged by
 # parameter count and the mean must stay within the same 1 %: an overshooting part cannot hide behind a
 # losing one (92 % of the weights at 98.9 % and 8 % at 122 % average to 100.8 % but are 2.8 % off; stories260K
-# under torchao_8bit_sr: 99.6 % on 92 %, 120.7 % on 8 %, 2.0 % off).
+# under torchao_8bit_sr: 99.6 % on 92 %, 119.5 % on 8 %, 2.0 % off).
 PROBE_WEIGHTS = 16384   # weights sampled from the model for the measurement (torchao quantizes >= 4096, in 256s)
 # Steady-gradient updates: each moves a weight by ~lr the same way every step, the worst case for rounding.
 # Long enough for a bf16 second moment stored raw to stop moving (after ~1,100 updates at beta2 0.999, and
