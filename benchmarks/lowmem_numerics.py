@@ -9,8 +9,8 @@ its std 0.02, so its weights have a pretrained model's scale). Each mode trains 
 (`adamw`) trains fp32 weights from the same bf16-representable start, on the same batches:
 
 - `guard`: what the precision guard measures for the mode on this model's weights (16,384 of them, 1,000
-  steady-gradient updates at lr 1e-6) and its verdict: it refuses a mode more than 1 % from the fp32
-  movement, averaged by parameter count over the tensors torchao quantizes and those it leaves to bf16
+  steady-gradient updates at lr 1e-6) and its verdict: it refuses a mode more than 1 % from exact (float64)
+  AdamW's movement, averaged by parameter count over the tensors torchao quantizes and those it leaves to bf16
   moments (both shown where there are both).
 - lr 1e-6, 20 updates (the paper's lr): `kept` = the share of the reference's movement the mode's effective
   weights (w, plus the Kahan compensation where there is one) made, summed over all weights;

@@ -393,3 +393,25 @@ def test_the_guard_measures_against_exact_adamw_not_fp32():
     norms = 1 + 0.05 * torch.randn(4096, generator=g)
     assert kept_share("adamw", norms.float(), 1e-6) < 0.99
     assert KEPT_RANGE[0] <= kept_share("adamw_kahan_sr", norms.bfloat16(), 1e-6) <= KEPT_RANGE[1]
+
+
+def test_a_run_measures_the_same_weights_once(tiny_llama, monkeypatch):
+    # The pipeline's checks and the training loop both guard the model they load: the same weights are
+    # measured once per process, changed weights again.
+    import hyperfit.memory_modes as mm
+
+    calls = []
+    real = mm.kept_share
+
+    def counting(name, w, lr, steps=mm.PROBE_STEPS, compile=False):
+        calls.append(name)
+        return real(name, w, lr, steps, compile)
+
+    monkeypatch.setattr(mm, "kept_share", counting)
+    model = tiny(tiny_llama, "bfloat16")
+    first = precision_guard(model, 1e-6, "adamw_kahan_sr")
+    assert precision_guard(tiny(tiny_llama, "bfloat16"), 1e-6, "adamw_kahan_sr") == first and len(calls) == 1
+    with torch.no_grad():
+        next(model.parameters()).mul_(1.5)
+    precision_guard(model, 1e-6, "adamw_kahan_sr")
+    assert len(calls) == 2

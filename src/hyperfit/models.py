@@ -293,7 +293,7 @@ def _reading_text(reading) -> str:
 
 
 def _others() -> str:
-    others = [m for m in keeping_modes().split(", ") if m != RECOMMENDED]
+    others = [m for m in keeping_modes() if m != RECOMMENDED]
     return f"which keeps lr-1e-6 updates (so do {', '.join(others)}), " if others else "which keeps lr-1e-6 updates, "
 
 
@@ -313,7 +313,7 @@ def precision_guard(model, lr: float, optimizer: str = "adamw", max_lost: float 
             raise PrecisionError(
                 f"train.optimizer={optimizer} made {_reading_text(reading)} at train.lr={lr:g} on this model's "
                 f"weights (measured over {PROBE_STEPS} steady-gradient updates; within {KEPT_TOLERANCE:.0%} of "
-                f"the fp32 movement is required). Use train.optimizer={RECOMMENDED}, {_others()}or adamw with "
+                f"the exact movement is required). Use train.optimizer={RECOMMENDED}, {_others()}or adamw with "
                 "fp32 master weights if memory allows; docs/lowmem.md has each mode's measurement")
         return reading.kept
     for dtype, lost in lost_update_fraction(model, lr).items():
@@ -323,6 +323,6 @@ def precision_guard(model, lr: float, optimizer: str = "adamw", max_lost: float 
                 f"{lost:.0%} of the trainable weights are {name} values that an update of train.lr={lr:g} does not "
                 f"change (w + lr rounds back to w), so plain AdamW would silently do little or nothing. Keep fp32 "
                 f"master weights (model.dtype=float32, the default; compute still runs in bf16 autocast on GPU), or "
-                f"keep bf16 weights with a train.optimizer that keeps the updates: {keeping_modes()} "
+                f"keep bf16 weights with a train.optimizer that keeps the updates: {', '.join(keeping_modes())} "
                 f"({RECOMMENDED} recommended; `hyperfit plan MODEL` shows their memory)")
     return 1.0
