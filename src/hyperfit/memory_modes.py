@@ -27,6 +27,7 @@ the guard import torch, and the libraries (the `lowmem` extra) only when their m
 
 from __future__ import annotations
 
+import hashlib
 import importlib
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -290,8 +291,6 @@ _MEASURED: dict = {}
 
 
 def _measured(name: str, probe, lr: float, steps: int) -> float:
-    import hashlib
-
     import torch
 
     digest = hashlib.sha256(probe.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes()).hexdigest()
